@@ -1,0 +1,85 @@
+# Flywheel. Two set-up commands: `make up` (the whole loop locally) and `make test` (every test).
+# Every Python project (libs/*, services/*, tests/) has its own uv lock file and .venv: Feast, KServe
+# and alibi-detect pin conflicting numpy/Pillow versions, so they never share an environment.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+TOOLS := $(CURDIR)/.tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || command -v python3)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer tests
+DATA_DIR ?= $(CURDIR)/data
+MODEL_REPO ?= $(CURDIR)/model_repo
+DATA_SIZE ?= default
+export FLYWHEEL_DATA_DIR := $(DATA_DIR)
+
+FEATURES_PY := services/features/.venv/bin/python
+TRAINER_PY := services/trainer/.venv/bin/python
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: $(UV) ## install the pinned uv into .tools/
+$(UV):
+	$(UV_PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+.PHONY: install
+install: $(UV) ## create every project's .venv from its lock file
+	@for project in $(PROJECTS); do \
+	  echo "==> uv sync $$project"; \
+	  (cd $$project && $(UV) sync --frozen --quiet); \
+	done
+
+.PHONY: lock
+lock: $(UV) ## re-resolve every project's lock file
+	@for project in $(PROJECTS); do (cd $$project && $(UV) lock); done
+
+.PHONY: data
+data: $(DATA_DIR)/transactions.parquet ## simulate the transaction history and feature tables
+$(DATA_DIR)/transactions.parquet:
+	$(FEATURES_PY) -m flywheel_core.sim history --out $(DATA_DIR) --size $(DATA_SIZE)
+
+.PHONY: features
+features: data ## feast apply + materialize into the local online store
+	$(FEATURES_PY) -m flywheel_features apply
+	$(FEATURES_PY) -m flywheel_features materialize
+
+.PHONY: train
+train: features ## train and publish a model version if the model repo has none
+	$(TRAINER_PY) -m flywheel_trainer train --feature-repo feature_repo --data $(DATA_DIR) \
+	  --model-repo $(MODEL_REPO) --model fraud --if-empty
+
+.PHONY: up
+up: install train ## run the whole loop locally until Ctrl-C
+	$(UV_PYTHON) scripts/up.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
+
+.PHONY: test
+test: install test-unit test-integration ## every test
+
+.PHONY: test-unit
+test-unit: ## unit tests, each project in its own environment
+	@for project in $(filter-out tests,$(PROJECTS)); do \
+	  echo "==> pytest $$project"; \
+	  (cd $$project && .venv/bin/python -m pytest -q); \
+	done
+
+.PHONY: test-integration
+test-integration: ## the local stack: real processes over loopback HTTP
+	cd tests && .venv/bin/python -m pytest -q
+
+.PHONY: bench
+bench: install ## benchmarks (figures in bench/results/ and docs/benchmarks.md)
+	$(UV_PYTHON) bench/predictor/run.py --model-repo $(MODEL_REPO)
+
+.PHONY: clean
+clean: ## remove generated data, models and environments
+	rm -rf $(DATA_DIR) .run $(foreach p,$(PROJECTS),$(p)/.venv)

@@ -1,0 +1,175 @@
+"""The local stack: Flywheel's services as real processes on loopback, started and stopped together.
+
+`make up` (scripts/up.py) and the integration tests (tests/) both start the stack through this module,
+so what the tests prove is what a user runs. Standard library only: it runs on the bare interpreter.
+Each service runs from its own project's .venv; logs go to one file per service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Ports:
+    features: int = 6566
+    predictor: int = 8080
+    transformer: int = 8090
+
+
+@dataclass
+class Service:
+    """One process of the stack and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    def start(self, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.name}.log"
+        log = open(self.log_path, "wb")
+        # A new session per service, so stopping it stops its worker processes too.
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def venv_python(project: str) -> str:
+    python = ROOT / project / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} is missing: run `make install` first")
+    return str(python)
+
+
+def default_services(
+    model_repo: Path, data_dir: Path, ports: Ports = Ports(), extra_env: Mapping[str, str] | None = None
+) -> list[Service]:
+    """The features, predictor and transformer services wired to each other on loopback."""
+    common = {"FLYWHEEL_DATA_DIR": str(data_dir), **(extra_env or {})}
+    host = "127.0.0.1"
+    return [
+        Service(
+            "features",
+            [venv_python("services/features"), "-m", "flywheel_features"],
+            {**common, "FLYWHEEL_FEATURES_HOST": host, "FLYWHEEL_FEATURES_PORT": str(ports.features)},
+            f"http://{host}:{ports.features}/ready",
+        ),
+        Service(
+            "predictor",
+            [venv_python("services/predictor"), "-m", "flywheel_predictor"],
+            {**common, "FLYWHEEL_PREDICTOR_MODEL_REPO": str(model_repo), "FLYWHEEL_PREDICTOR_HTTP_PORT": str(ports.predictor)},
+            f"http://{host}:{ports.predictor}/v2/health/ready",
+        ),
+        Service(
+            "transformer",
+            [venv_python("services/transformer"), "-m", "flywheel_transformer"],
+            {
+                **common,
+                "FLYWHEEL_TRANSFORMER_HTTP_PORT": str(ports.transformer),
+                "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(model_repo),
+                "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": f"http://{host}:{ports.predictor}",
+                "FLYWHEEL_TRANSFORMER_FEATURES_URL": f"http://{host}:{ports.features}",
+            },
+            f"http://{host}:{ports.transformer}/v2/health/ready",
+        ),
+    ]
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class StackError(RuntimeError):
+    """A service exited or did not become ready; the message carries its log tail."""
+
+
+class Stack:
+    """Start services in order, wait for each to be ready, stop them all on exit."""
+
+    def __init__(self, services: Iterable[Service], log_dir: Path, ready_timeout_s: float = 180.0):
+        self.services = list(services)
+        self.log_dir = log_dir
+        self.ready_timeout_s = ready_timeout_s
+
+    def __enter__(self) -> Stack:
+        try:
+            for service in self.services:
+                service.start(self.log_dir)
+                self._wait_ready(service)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __getitem__(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def _wait_ready(self, service: Service) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise StackError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+            if _is_ready(service.ready_url):
+                return
+            time.sleep(0.25)
+        raise StackError(f"{service.name} not ready at {service.ready_url} after {self.ready_timeout_s:.0f} s:\n{service.log_tail()}")
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def post_json(url: str, body: object, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None) -> tuple[int, dict]:
+    """POST JSON, return (status, parsed body) for 2xx and 4xx/5xx alike."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+if __name__ == "__main__":
+    sys.exit("import this module; run scripts/up.py to start the stack")

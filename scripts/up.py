@@ -1,0 +1,122 @@
+"""`make up`: start the local loop, send a burst of simulated traffic, summarise, stay up until Ctrl-C.
+
+The Makefile has already installed every project, generated data, applied and materialised features and
+trained v1 if the model repo was empty; this script starts the services and shows the loop working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from localstack import ROOT, Ports, Stack, StackError, default_services, post_json, venv_python  # noqa: E402
+
+RAW_FIELDS = (
+    "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
+    "event_timestamp",
+)
+
+
+def live_transactions(n: int, scenario: str, out: Path) -> list[dict]:
+    """Simulated live traffic from the same cards and merchants as the history."""
+    subprocess.run(
+        [venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", scenario, "--n", str(n),
+         "--out", str(out)],
+        check=True, cwd=ROOT,
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return [{key: row[key] for key in RAW_FIELDS} for row in rows]
+
+
+def burst(url: str, transactions: list[dict], concurrency: int) -> dict:
+    """Send each transaction as one request; return the figures for the summary."""
+
+    def one(transaction: dict) -> tuple[float, int, dict]:
+        started = time.perf_counter()
+        status, body = post_json(url, {"instances": [transaction]})
+        return time.perf_counter() - started, status, body
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, transactions))
+    elapsed = time.perf_counter() - started
+    latencies = sorted(seconds for seconds, _, _ in results)
+    ok = [body["predictions"][0] for _, status, body in results if status == 200]
+    return {
+        "requests": len(results),
+        "ok": len(ok),
+        "errors": len(results) - len(ok),
+        "rps": len(results) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "decline_rate": sum(p["decision"] == "decline" for p in ok) / max(1, len(ok)),
+        "model_versions": sorted({p["model_version"] for p in ok}),
+    }
+
+
+def curl_examples(ports: Ports, transaction: dict) -> str:
+    body = json.dumps({"instances": [transaction]})
+    row = json.dumps({"inputs": [{"name": "input", "shape": [1, 19], "datatype": "FP32", "data": [0.0] * 19}]})
+    return "\n".join([
+        "Try it:",
+        f"  curl -s localhost:{ports.transformer}/v1/models/fraud:predict -H 'content-type: application/json' -d '{body}'",
+        f"  curl -s localhost:{ports.predictor}/v2/models/fraud",
+        f"  curl -s localhost:{ports.predictor}/v2/models/fraud/infer -H 'content-type: application/json' -d '{row}'",
+        f"  curl -s localhost:{ports.features}/get-online-features -H 'content-type: application/json' "
+        f"-d '{{\"features\": [\"card_activity:txn_count_24h\"], \"entities\": {{\"card_id\": [\"{transaction['card_id']}\"]}}}}'",
+        f"  curl -s localhost:{ports.predictor}/metrics | grep flywheel_",
+    ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--requests", type=int, default=500, help="size of the traffic burst")
+    parser.add_argument("--scenario", default="none", help="simulator scenario of the burst")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--exit", action="store_true", help="stop after the summary instead of waiting for Ctrl-C")
+    args = parser.parse_args()
+
+    ports = Ports()
+    run_dir = ROOT / ".run"
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with Stack(default_services(args.model_repo, args.data, ports), log_dir=run_dir) as stack:
+            print("All services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in stack.services))
+            transactions = live_transactions(args.requests, args.scenario, run_dir / "live.jsonl")
+            summary = burst(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transactions, args.concurrency)
+            print(
+                f"Sent {summary['requests']} requests ({summary['errors']} errors) at {summary['rps']:.0f} req/s: "
+                f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms; decline rate "
+                f"{summary['decline_rate']:.1%}; model version {', '.join(summary['model_versions']) or '-'}"
+            )
+            print(curl_examples(ports, transactions[0]))
+            print(f"Logs in {run_dir}/. ", end="")
+            if args.exit:
+                return 0 if summary["errors"] == 0 else 1
+            print("Press Ctrl-C to stop.", flush=True)
+            while not stop.wait(1.0):
+                pass
+    except KeyboardInterrupt:
+        pass
+    except StackError as e:
+        print(f"make up failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nStopped every service this run started.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
