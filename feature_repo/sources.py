@@ -1,0 +1,48 @@
+"""Data sources: the feature pipeline's parquet tables, the streaming push source and the request data.
+
+Paths are resolved when `feast apply` runs and stored in the registry: FLYWHEEL_DATA_DIR if set, else
+the repository's data/ directory (where `make data` writes).
+"""
+
+import os
+from pathlib import Path
+
+from feast import Field, FileSource, PushSource, RequestSource
+from feast.types import Float64, Int64
+
+DATA_DIR = Path(os.environ.get("FLYWHEEL_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+
+card_activity_source = FileSource(
+    name="card_activity_source",
+    path=str(DATA_DIR / "card_activity.parquet"),
+    timestamp_field="event_timestamp",
+    description="Card state including each transaction, one row per transaction (flywheel_core.feature_pipeline).",
+    tags={"producer": "flywheel_core.feature_pipeline"},
+)
+
+# Streaming updates of the same view: a scorer that has just seen a transaction pushes the card's new
+# state so the next transaction of that card sees it before the next batch materialization.
+card_activity_push = PushSource(
+    name="card_activity_push",
+    batch_source=card_activity_source,
+    description="Online updates of card_activity, pushed per transaction.",
+    tags={"producer": "online"},
+)
+
+merchant_risk_source = FileSource(
+    name="merchant_risk_source",
+    path=str(DATA_DIR / "merchant_risk.parquet"),
+    timestamp_field="event_timestamp",
+    description="Daily merchant snapshots at 00:00 UTC from labels known at that instant.",
+    tags={"producer": "flywheel_core.feature_pipeline"},
+)
+
+transaction_request = RequestSource(
+    name="transaction_request",
+    schema=[
+        Field(name="amount", dtype=Float64, description="Transaction amount in its currency."),
+        Field(name="event_hour", dtype=Int64, description="Hour of the transaction, 0-23 UTC."),
+    ],
+    description="Fields of the transaction being scored, sent with the request.",
+    tags={"producer": "request"},
+)

@@ -1,0 +1,140 @@
+import json
+from datetime import datetime, UTC
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel_core import sim
+from flywheel_core._sim_cli import main as cli
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def config() -> sim.SimConfig:
+    return sim.preset("small", seed=3, start=START)
+
+
+@pytest.fixture(scope="module")
+def history(config: sim.SimConfig) -> pd.DataFrame:
+    return sim.generate_history(config)
+
+
+def test_history_has_the_contract_columns_and_types(history: pd.DataFrame):
+    assert tuple(history.columns) == sim.TRANSACTION_COLUMNS
+    assert str(history["event_timestamp"].dtype) == "datetime64[us, UTC]"
+    assert str(history["label_timestamp"].dtype) == "datetime64[us, UTC]"
+    assert history["amount"].dtype == np.float64 and history["is_fraud"].dtype == np.int64
+    assert history["transaction_id"].str.fullmatch(r"t\d{10}").all()
+    assert history["card_id"].str.fullmatch(r"c\d{6}").all()
+    assert history["merchant_id"].str.fullmatch(r"m\d{5}").all()
+    assert set(history["channel"]) == {"pos", "ecom", "atm"}
+
+
+def test_small_history_is_a_few_thousand_rows_inside_its_window(config: sim.SimConfig, history: pd.DataFrame):
+    assert 1500 <= len(history) <= 6000
+    assert history["transaction_id"].is_unique
+    assert history["event_timestamp"].min() >= pd.Timestamp(config.start)
+    assert history["event_timestamp"].max() < pd.Timestamp(config.end)
+    assert history["event_timestamp"].is_monotonic_increasing
+
+
+def test_same_seed_gives_the_same_history_and_another_seed_does_not(config: sim.SimConfig, history: pd.DataFrame):
+    pd.testing.assert_frame_equal(sim.generate_history(config), history)
+    other = sim.generate_history(sim.preset("small", seed=4, start=START))
+    assert len(other) != len(history) or not other["amount"].equals(history["amount"])
+
+
+def test_fraud_is_rare_but_present(history: pd.DataFrame):
+    assert 0.005 <= history["is_fraud"].mean() <= 0.04
+
+
+def test_fraud_concentrates_where_the_documented_signals_are(history: pd.DataFrame):
+    fraud_rate = history.groupby("channel")["is_fraud"].mean()
+    assert fraud_rate["ecom"] > 3 * fraud_rate["pos"]
+    night = history["event_timestamp"].dt.hour < 6
+    assert history.loc[night, "is_fraud"].mean() > 2 * history.loc[~night, "is_fraud"].mean()
+
+
+def test_fraud_labels_arrive_days_later_and_legitimate_ones_when_the_window_closes(
+    config: sim.SimConfig, history: pd.DataFrame
+):
+    delay = history["label_timestamp"] - history["event_timestamp"]
+    window = pd.Timedelta(days=config.chargeback_window_days)
+    fraud = history["is_fraud"] == 1
+    assert (delay[~fraud] == window).all()
+    assert (delay[fraud] >= pd.Timedelta(hours=1)).all() and (delay[fraud] < window).all()
+    assert pd.Timedelta(days=1) < delay[fraud].median() < pd.Timedelta(days=4)
+
+
+def test_no_card_has_two_transactions_at_the_same_instant(history: pd.DataFrame):
+    assert not history.duplicated(["card_id", "event_timestamp"]).any()
+
+
+def test_live_traffic_continues_after_the_history_with_the_same_cards_and_merchants(
+    config: sim.SimConfig, history: pd.DataFrame
+):
+    live = sim.generate_live(config, "none", n=400, seed=1)
+    assert len(live) == 400 and live["transaction_id"].is_unique
+    assert live["event_timestamp"].min() >= pd.Timestamp(config.end)
+    assert set(live["card_id"]) <= set(sim.world(config).card_ids)
+    assert set(live["merchant_id"]) <= set(sim.world(config).merchant_ids)
+    assert not set(live["transaction_id"]) & set(history["transaction_id"])
+
+
+@pytest.mark.parametrize("scenario", sorted(sim.SCENARIOS))
+def test_every_scenario_generates_exactly_n_rows(config: sim.SimConfig, scenario: str):
+    live = sim.generate_live(config, scenario, n=150, seed=2)
+    assert len(live) == 150
+    assert tuple(live.columns) == sim.TRANSACTION_COLUMNS
+
+
+def test_prior_scenario_raises_the_fraud_rate_several_times(config: sim.SimConfig):
+    base = sim.generate_live(config, "none", n=4000, seed=5)["is_fraud"].mean()
+    wave = sim.generate_live(config, "prior", n=4000, seed=5)["is_fraud"].mean()
+    assert wave > 2.5 * base
+
+
+def test_covariate_scenario_inflates_amounts_and_moves_spending_abroad(config: sim.SimConfig):
+    base = sim.generate_live(config, "none", n=3000, seed=6)
+    shifted = sim.generate_live(config, "covariate", n=3000, seed=6)
+    assert shifted["amount"].median() > 1.3 * base["amount"].median()
+    home = dict(zip(sim.world(config).card_ids, sim.world(config).card_home, strict=True))
+    codes = list(sim.COUNTRY_CODES)
+
+    def abroad(frame: pd.DataFrame) -> float:
+        return float((frame["country"].map(codes.index) != frame["card_id"].map(home)).mean())
+
+    assert abroad(shifted) > 1.5 * abroad(base)
+
+
+def test_concept_scenario_puts_fraud_where_the_history_had_almost_none(config: sim.SimConfig, history: pd.DataFrame):
+    def travel_booking_fraud(frame: pd.DataFrame) -> float:
+        rows = frame[(frame["merchant_category"] == "travel") & (frame["channel"] == "ecom")]
+        return float(rows["is_fraud"].mean())
+
+    live = sim.generate_live(config, "concept", n=4000, seed=7)
+    assert travel_booking_fraud(live) > 4 * max(travel_booking_fraud(history), 0.005)
+
+
+def test_unknown_scenario_and_size_are_refused_by_name(config: sim.SimConfig):
+    with pytest.raises(ValueError, match="unknown scenario 'drift'"):
+        sim.generate_live(config, "drift", n=1)
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        sim.preset("huge")
+
+
+def test_cli_writes_history_tables_and_live_lines_that_continue_it(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert cli(["history", "--out", str(data), "--size", "small", "--seed", "3", "--start", "2026-01-01"]) == 0
+    for name in ("transactions.parquet", "card_activity.parquet", "merchant_risk.parquet", "simulation.json"):
+        assert (data / name).is_file(), name
+    out = tmp_path / "live.jsonl"
+    assert cli(["live", "--scenario", "prior", "--n", "25", "--out", str(out), "--data", str(data)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 25
+    assert rows[0]["event_timestamp"].startswith("2026-01-15T") and rows[0]["event_timestamp"].endswith("Z")
+    assert {"transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category",
+            "channel", "event_timestamp", "is_fraud"} <= rows[0].keys()
+    capsys.readouterr()

@@ -1,0 +1,79 @@
+"""Settings of the features service, read once at start-up from FLYWHEEL_FEATURES_* variables.
+
+The feature repository's feature_store.yaml expands ${FLYWHEEL_DATA_DIR}; `Settings.export_data_dir`
+puts the resolved directory into the environment before Feast reads the file, so the service works
+with the variable unset (default: ./data, where `make data` writes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._errors import ConfigError
+
+ENV_PREFIX = "FLYWHEEL_FEATURES_"
+
+
+class Settings(BaseSettings):
+    """Every field: meaning, unit, default and why."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    repo_path: Path = Field(
+        default=Path("feature_repo"),
+        description="Feast feature repository directory (definitions + feature_store*.yaml). Default "
+        "'feature_repo', relative to the working directory: the repository root for make and scripts/.",
+    )
+    store_yaml: str = Field(
+        default="feature_store.yaml",
+        description="File name, inside repo_path, of the environment's Feast config: 'feature_store.yaml' "
+        "(local: SQLite + parquet) or 'feature_store.cluster.yaml' (Redis). Default local.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        validation_alias=AliasChoices(f"{ENV_PREFIX}DATA_DIR", "FLYWHEEL_DATA_DIR"),
+        description="Directory of the simulator's parquet tables and the local registry / online store "
+        "(FLYWHEEL_DATA_DIR, shared with the other tools). Default ./data.",
+    )
+    host: str = Field(default="0.0.0.0", description="Interface to listen on. Default all (a container); "
+                      "the local stack passes 127.0.0.1.")
+    port: int = Field(default=6566, ge=1, le=65535, description="TCP port. Default 6566, Feast's usual port.")
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes. Default 1: the SQLite online "
+                         "store gains nothing from more; with Redis, scale to the cores. Metrics are "
+                         "aggregated across processes when > 1.")
+    registry_ttl_seconds: int = Field(default=60, ge=0, le=86_400, description="Seconds between registry "
+                                      "refreshes, so a new `apply` reaches a running server. Default 60; 0 = never.")
+    feature_service: str = Field(default="fraud_v1", description="Feature service /ready must find in the "
+                                 "registry. Default fraud_v1, the one the model is trained and served with.")
+    log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$",
+                           description="Server log level. Default info; no line is logged per request.")
+
+    @property
+    def store_yaml_path(self) -> Path:
+        return self.repo_path / self.store_yaml
+
+    def export_data_dir(self) -> None:
+        """Make ${FLYWHEEL_DATA_DIR} in feature_store.yaml resolve to this (absolute) directory."""
+        os.environ["FLYWHEEL_DATA_DIR"] = str(self.data_dir.resolve())
+
+
+def load_settings() -> Settings:
+    """Read and check the settings; a bad value fails here, naming the variable."""
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        error = e.errors()[0]
+        name = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ENV_PREFIX
+        raise ConfigError(f"Config '{name}' has value {error.get('input')!r}: {error['msg']}") from e
+    if not settings.store_yaml_path.is_file():
+        raise ConfigError(
+            f"Config '{ENV_PREFIX}STORE_YAML' has value '{settings.store_yaml}': no such file "
+            f"{settings.store_yaml_path} (check {ENV_PREFIX}REPO_PATH='{settings.repo_path}')"
+        )
+    return settings

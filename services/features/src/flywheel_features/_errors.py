@@ -1,0 +1,72 @@
+"""The service's errors and how they map to HTTP.
+
+    FeaturesError            root; never raised itself
+    ├── ConfigError          a setting is invalid (start-up; exit code 2)
+    ├── NotReady             registry or online store not usable yet (HTTP 503 on /ready)
+    └── StoreError           apply / materialize / historical retrieval failed (CLI exit code 1)
+
+Feast's own feature server raises FeastError subclasses that carry their HTTP status (404 for an
+unknown feature view or service, missing request data), and plain KeyError / ValueError / TypeError for
+request bodies it cannot read (unknown feature name, missing join key, a reference without ':'). Feast
+answers all of them through a catch-all `Exception` handler, which Starlette runs *after* the error has
+escaped the app: the response is sent, the error logged with a traceback, and the keep-alive connection
+dropped, so a client's next pooled request fails. `error_response` handles them inside the app instead.
+Every 4xx body is {"error": "<exception class>", "message": "<what is wrong>"}.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from feast.errors import FeastError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+
+class FeaturesError(Exception):
+    """Root of the features service's errors; the message says what to do."""
+
+
+class ConfigError(FeaturesError):
+    """A setting has a bad value."""
+
+
+class NotReady(FeaturesError):
+    """The registry or the online store cannot serve yet."""
+
+
+class StoreError(FeaturesError):
+    """A Feast operation on the store failed."""
+
+
+REQUEST_ENDPOINTS = frozenset({"/get-online-features", "/push", "/write-to-online-store"})
+"""Endpoints whose KeyError / ValueError / TypeError come from the request body."""
+
+# Request errors by exception type -> HTTP status; a KeyError saying "not found" is a 404.
+REQUEST_ERROR_STATUS: dict[type[BaseException], int] = {KeyError: 400, ValueError: 400, TypeError: 400}
+HANDLED = (FeastError, *REQUEST_ERROR_STATUS)
+
+_log = logging.getLogger("flywheel_features")
+
+
+def _message(exc: BaseException) -> str:
+    # KeyError's str() wraps its message in quotes.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _status(request: Request, exc: Exception) -> int:
+    if isinstance(exc, FeastError):
+        return exc.http_status_code()
+    if request.url.path in REQUEST_ENDPOINTS:
+        for kind, status in REQUEST_ERROR_STATUS.items():
+            if isinstance(exc, kind):
+                return 404 if isinstance(exc, KeyError) and "not found" in _message(exc) else status
+    return 500
+
+
+async def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The JSON answer to an error raised while serving `request` (registered for HANDLED)."""
+    status = _status(request, exc)
+    if status >= 500:
+        _log.exception("%s failed", request.url.path, exc_info=exc)
+    return JSONResponse(status_code=status, content={"error": type(exc).__name__, "message": _message(exc)})

@@ -1,0 +1,93 @@
+"""The HTTP server: Feast's own feature server app, plus readiness, liveness and Prometheus metrics.
+
+Feast's `get_app` provides /get-online-features, /push, /materialize and the rest, unchanged. This
+module adds /ready (the registry has the feature service and the online store answers a read), a plain
+/health (liveness, replacing Feast's, which reads the registry), /metrics, and handles request errors
+inside the app, so bad input gets a 4xx naming the problem and the connection stays open (see _errors).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import uvicorn
+from fastapi import FastAPI
+from feast import FeatureStore
+from feast.feature_server import get_app
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._config import Settings, load_settings
+from ._errors import HANDLED, NotReady, error_response
+from ._metrics import MetricsMiddleware, metrics_response
+from ._store import open_store
+
+READY_PROBE_ENTITY = "__flywheel_ready_probe__"
+
+
+def check_ready(store: FeatureStore, feature_service: str) -> None:
+    """Raise NotReady unless the registry has `feature_service` and the online store answers a read."""
+    try:
+        service = store.get_feature_service(feature_service, allow_cache=True)
+    except Exception as e:
+        raise NotReady(f"registry: feature service '{feature_service}' not available ({e}); run apply") from e
+    projection = next((p for p in service.feature_view_projections if p.features), None)
+    if projection is None:
+        return
+    view = store.get_feature_view(projection.name, allow_registry_cache=True)
+    try:
+        store.get_online_features(
+            features=[f"{projection.name}:{projection.features[0].name}"],
+            entity_rows=[{key: READY_PROBE_ENTITY for key in view.join_keys}],
+        )
+    except Exception as e:
+        raise NotReady(f"online store: a read from '{projection.name}' failed ({type(e).__name__}: {e})") from e
+
+
+def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
+    """Feast's feature server app over the configured repository, with Flywheel's additions."""
+    store = store or open_store(settings)
+    app = get_app(store, registry_ttl_sec=settings.registry_ttl_seconds)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> Response:
+        try:
+            await run_in_threadpool(check_ready, store, settings.feature_service)
+        except NotReady as e:
+            return JSONResponse({"status": "not ready", "reason": str(e)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/health"]
+    app.router.routes.extend([
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_response, methods=["GET"]),
+    ])
+    for kind in HANDLED:
+        app.add_exception_handler(kind, error_response)
+    app.add_middleware(MetricsMiddleware, endpoints=[r.path for r in app.router.routes if "{" not in r.path])
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for worker processes: each reads the settings once at its start."""
+    settings = load_settings()
+    settings.export_data_dir()
+    return create_app(settings)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until stopped (SIGINT / SIGTERM)."""
+    settings.export_data_dir()
+    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False}
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Several processes: Prometheus values go through files so /metrics sums all workers.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="flywheel-features-metrics-"))
+    uvicorn.run("flywheel_features._server:app_from_env", factory=True, workers=settings.workers, **common)

@@ -1,0 +1,96 @@
+"""Operations on the Feast store: open, apply, materialize, historical retrieval.
+
+These are what `feast apply` / `feast materialize-incremental` do, called through Feast's Python API so
+the Makefile and tests need no `feast` CLI on the PATH and pick the environment from the settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta, UTC
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from feast import FeatureStore
+from feast.repo_config import load_repo_config
+from feast.repo_operations import apply_total
+
+from ._config import Settings
+from ._errors import StoreError
+
+ENTITY_COLUMNS = ("card_id", "merchant_id", "event_timestamp", "amount", "event_hour")
+"""What an entity frame for the fraud_v1 service must hold (event_timestamp: the as-of instant)."""
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    settings.export_data_dir()
+    return FeatureStore(repo_path=str(settings.repo_path.resolve()), fs_yaml_file=settings.store_yaml_path.resolve())
+
+
+def apply(settings: Settings) -> None:
+    """`feast apply`: register the definitions and create the online tables."""
+    settings.export_data_dir()
+    repo = settings.repo_path.resolve()
+    config = load_repo_config(repo, settings.store_yaml_path.resolve())
+    sys.path.insert(0, str(repo))  # the definitions import each other by module name
+    cwd = os.getcwd()
+    try:
+        apply_total(config, repo, skip_source_validation=False)
+    except Exception as e:
+        raise StoreError(f"apply of {repo} failed: {type(e).__name__}: {e}") from e
+    finally:
+        os.chdir(cwd)  # apply_total changes into the repository
+        sys.path.remove(str(repo))
+
+
+def history_end(store: FeatureStore) -> datetime:
+    """Just after the newest row of any batch source: the end of the simulated history."""
+    newest = []
+    for view in store.list_batch_feature_views():
+        path = Path(view.batch_source.path)
+        if not path.is_absolute():
+            path = Path(store.repo_path) / path
+        if not path.exists():
+            raise StoreError(f"{path} (batch source of '{view.name}') is missing: generate the data first (make data)")
+        column = pq.read_table(path, columns=[view.batch_source.timestamp_field]).column(0)
+        newest.append(pd.Timestamp(column.to_pandas().max()))
+    return (max(newest) + pd.Timedelta(seconds=1)).to_pydatetime()
+
+
+def materialize(store: FeatureStore, end: datetime | None = None) -> dict[str, tuple[datetime, datetime]]:
+    """Load the online store up to `end` (default: the end of the history); returns each view's interval.
+
+    Incremental from where the last run stopped. A view never materialized starts at end - ttl, not at
+    now - ttl as Feast's materialize-incremental would: the history may end before today, and the
+    online store should hold exactly what the point-in-time join sees at `end`.
+    """
+    end = end or history_end(store)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    intervals = {}
+    for view in store.list_batch_feature_views():
+        start = view.most_recent_end_time or end - (view.ttl or timedelta(days=365))
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+        if start >= end:
+            continue
+        try:
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        except Exception as e:
+            raise StoreError(f"materializing '{view.name}' from {start} to {end} failed: {e}") from e
+        intervals[view.name] = (start, end)
+    return intervals
+
+
+def historical(store: FeatureStore, entities: pd.DataFrame, feature_service: str) -> pd.DataFrame:
+    """Point-in-time features of every entity row for `feature_service` (one output row per input row)."""
+    missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
+    if missing:
+        raise StoreError(f"entity frame lacks column(s) {', '.join(missing)}; it needs {', '.join(ENTITY_COLUMNS)}")
+    service = store.get_feature_service(feature_service)
+    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    if len(frame) != len(entities):
+        raise StoreError(f"historical retrieval returned {len(frame)} rows for {len(entities)} entity rows")
+    return frame
+

@@ -1,0 +1,122 @@
+"""The transformer's settings: environment variables `FLYWHEEL_TRANSFORMER_*`, read once at start-up.
+
+A bad value stops the process before it listens, with a message that names the variable, the value and
+what was expected, so a typo in a manifest fails the rollout instead of serving with a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._errors import ConfigError
+
+ENV_PREFIX = "FLYWHEEL_TRANSFORMER_"
+
+
+class Settings(BaseSettings):
+    """Every knob of the transformer; see each field for its unit, default and why."""
+
+    # `model_*` fields name the served model, not pydantic internals.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, protected_namespaces=())
+
+    http_port: int = Field(8090, ge=1, le=65535)
+    """HTTP port (default 8090, the port `make up` and the chart give the transformer)."""
+
+    model_name: str = Field("fraud", min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    """Model name (default `fraud`): the V1/V2 path segment, the predictor's model and the repo folder."""
+
+    predictor_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    """Base URL of the predictor (default http://127.0.0.1:8080); called over V2 `/v2/models/<model>/infer`."""
+
+    features_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:6566")
+    """Base URL of the Feast feature server (default http://127.0.0.1:6566, Feast's own default port)."""
+
+    model_repo: Path = Path("./model_repo")
+    """Model repository root (default ./model_repo); only `metadata.json` is used here (columns, defaults)."""
+
+    model_version: str = Field("latest", pattern=r"^(latest|v\d+)$")
+    """Version whose metadata is used (default `latest` = highest published vN at start-up)."""
+
+    model_poll_interval_s: float = Field(5.0, gt=0, le=300)
+    """Seconds between looks at the repo while no version is published yet (default 5); ready stays false."""
+
+    features_timeout_s: float = Field(0.5, gt=0, le=30)
+    """Timeout in seconds of one online-feature lookup (default 0.5): a fraud decision is inline with a
+    card payment, so a slow store must fail fast rather than hold the payment."""
+
+    predictor_timeout_s: float = Field(1.0, gt=0, le=60)
+    """Timeout in seconds of one predictor call (default 1.0)."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Decision threshold on the calibrated probability (default 0.5): score >= threshold declines. It is
+    configuration, never part of the model, so the business can move it without retraining."""
+
+    features_fallback: Literal["error", "defaults"] = "error"
+    """What to do when the feature server is down or slow (default `error`): `error` answers 503;
+    `defaults` scores with the training defaults and marks each prediction `degraded: true`."""
+
+    max_instances: int = Field(1000, ge=1, le=100_000)
+    """Most transactions in one request (default 1000); more gets a 413, bounding memory and latency."""
+
+    event_sink_url: str = ""
+    """Where inference CloudEvents are posted (default empty = inference logging off)."""
+
+    event_queue_size: int = Field(1000, ge=1, le=1_000_000)
+    """Inference records (request + response event pairs) that may wait for the sink (default 1000);
+    when full, new records are dropped and counted, so a slow sink never slows scoring."""
+
+    event_timeout_s: float = Field(1.0, gt=0, le=30)
+    """Timeout in seconds of one post to the event sink (default 1.0); a failed post is counted, not retried."""
+
+    event_senders: int = Field(2, ge=1, le=64)
+    """Concurrent sender tasks draining the event queue (default 2)."""
+
+    event_source: str = Field("urn:flywheel:transformer", min_length=1)
+    """CloudEvent `source` (default urn:flywheel:transformer)."""
+
+    event_namespace: str = "default"
+    """`ce-namespace` extension (default `default`): the Kubernetes namespace in a cluster."""
+
+    event_inference_service: str = Field("fraud", min_length=1)
+    """`ce-inferenceservicename` extension (default `fraud`): the InferenceService name in a cluster."""
+
+    event_endpoint: str = "default"
+    """`ce-endpoint` extension (default `default`; KServe uses `default` or `canary`)."""
+
+    @field_validator("event_sink_url")
+    @classmethod
+    def _sink_is_http(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL, or empty to turn inference logging off")
+        return value
+
+    @property
+    def predictor_base(self) -> str:
+        return str(self.predictor_url).rstrip("/")
+
+    @property
+    def features_base(self) -> str:
+        return str(self.features_url).rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (overrides win); raises ConfigError naming the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            value = error.get("input")
+            problems.append(f"Config '{ENV_PREFIX}{field.upper()}' has value {value!r}: expected {_expected(error)}")
+        raise ConfigError("; ".join(problems)) from e
+
+
+def _expected(error: dict) -> str:
+    message = str(error.get("msg", "a valid value"))
+    return message.removeprefix("Value error, ").removeprefix("Input should be ")

@@ -1,0 +1,163 @@
+"""Inference logging: KServe-format CloudEvents posted to a sink, off the request path.
+
+Each scored request yields one record: a request event and a response event sharing `ce-id` (the
+inference id the client gets back, so delayed labels can be joined later). They are sent in binary mode
+with the headers KServe's own logger (kserve pkg/logger) sets: ce-specversion, ce-id, ce-type
+(org.kubeflow.serving.inference.request|response), ce-source, ce-time and the extensions
+ce-inferenceservicename, ce-namespace, ce-component, ce-endpoint and ce-metadata, so the drift service
+reads KServe's logger and this one alike.
+
+A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout
+and never retry. A full queue drops the whole record (both events, so the sink never sees half a pair)
+and counts it; a refused or timed-out post is counted too. Nothing here can slow or fail a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from ._metrics import Metrics
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+COMPONENT = "transformer"
+
+log = logging.getLogger("flywheel_transformer.events")
+
+
+@dataclass(frozen=True)
+class EventAttributes:
+    """The CloudEvent attributes that are the same for every event of this process."""
+
+    source: str
+    namespace: str
+    inference_service: str
+    endpoint: str
+    component: str = COMPONENT
+
+
+@dataclass(frozen=True)
+class InferenceRecord:
+    """One scored request: its V2-shaped request and response payloads."""
+
+    inference_id: str
+    time: datetime
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+
+def event_headers(attributes: EventAttributes, record: InferenceRecord, ce_type: str) -> dict[str, str]:
+    """Binary-mode CloudEvent v1.0 headers, named as KServe's logger names them."""
+    stamp = record.time.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": record.inference_id,
+        "ce-type": ce_type,
+        "ce-source": attributes.source,
+        "ce-time": stamp,
+        "ce-inferenceservicename": attributes.inference_service,
+        "ce-namespace": attributes.namespace,
+        "ce-component": attributes.component,
+        "ce-endpoint": attributes.endpoint,
+        "ce-metadata": "{}",
+        "content-type": "application/json",
+    }
+
+
+class EventSink:
+    """A bounded queue of inference records and the tasks that post them."""
+
+    def __init__(
+        self,
+        url: str,
+        attributes: EventAttributes,
+        metrics: Metrics,
+        model: str,
+        queue_size: int,
+        timeout_s: float,
+        senders: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.attributes = attributes
+        self._metrics = metrics
+        self._model = model
+        self._queue: asyncio.Queue[InferenceRecord] = asyncio.Queue(maxsize=queue_size)
+        self._senders = senders
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._failing = False
+
+    def submit(self, record: InferenceRecord) -> bool:
+        """Queue a record without waiting; False (and counted) when the queue is full."""
+        self._start()
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._metrics.events_dropped.labels(self._model).inc(2)
+            return False
+        finally:
+            self._metrics.event_queue.labels(self._model).set(self._queue.qsize())
+        return True
+
+    def _start(self) -> None:
+        # Started on first use, inside the server's running event loop.
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._send_forever()) for _ in range(self._senders)]
+
+    async def _send_forever(self) -> None:
+        while True:
+            record = await self._queue.get()
+            try:
+                await self._post(record, REQUEST_TYPE, record.request)
+                await self._post(record, RESPONSE_TYPE, record.response)
+            finally:
+                self._queue.task_done()
+                self._metrics.event_queue.labels(self._model).set(self._queue.qsize())
+
+    async def _post(self, record: InferenceRecord, ce_type: str, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            response = await self._client.post(
+                self.url, content=body, headers=event_headers(self.attributes, record, ce_type)
+            )
+        except httpx.HTTPError as e:
+            self._failed(f"{type(e).__name__}")
+            return
+        if 200 <= response.status_code < 300:
+            self._metrics.events_sent.labels(self._model).inc()
+            if self._failing:
+                self._failing = False
+                log.info("event sink %s accepts events again", self.url)
+        else:
+            self._failed(f"HTTP {response.status_code}")
+
+    def _failed(self, why: str) -> None:
+        self._metrics.events_failed.labels(self._model).inc()
+        if not self._failing:  # one line per outage, not per event; the counter has the rest
+            self._failing = True
+            log.warning(
+                "event sink %s is failing (%s); counting failures in flywheel_transformer_events_failed_total",
+                self.url,
+                why,
+            )
+
+    async def drain(self) -> None:
+        """Wait until every queued record has been posted (or failed)."""
+        if self._tasks:
+            await self._queue.join()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._client.aclose()

@@ -1,0 +1,130 @@
+"""Adapter to Feast's feature server: one `POST /get-online-features` per request, for all its instances.
+
+Feast (0.67, `feast serve`) answers column-wise: `metadata.feature_names` lists the entity keys and the
+features, and `results[j]` holds, for feature j, `values[i]` and `statuses[i]` for entity row i. A value
+is usable only when its status is PRESENT and it is a number; anything else (NOT_FOUND for an unknown
+card, OUTSIDE_MAX_AGE past the view's ttl, null) is reported as missing, and the caller substitutes the
+model's training default. Any failure of the lookup itself becomes FeaturesUnavailable with a bounded
+`reason` (timeout, unreachable, http_error, bad_response) for metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from flywheel_core.schema import ONLINE_FEATURE_REFS
+
+from ._errors import FeaturesUnavailable
+from ._scoring import ONLINE_FEATURES, OnlineValues
+from ._validation import Transaction
+
+PRESENT = "PRESENT"
+KEEP_ALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+"""Keep every connection of a burst alive: reconnecting per request costs more than the lookup."""
+
+
+def lookup_body(transactions: Sequence[Transaction]) -> dict[str, Any]:
+    """The Feast request for all instances: one entity row per transaction, in order."""
+    return {
+        "features": list(ONLINE_FEATURE_REFS),
+        "entities": {
+            "card_id": [t.card_id for t in transactions],
+            "merchant_id": [t.merchant_id for t in transactions],
+        },
+        "full_feature_names": False,
+    }
+
+
+def parse_lookup(body: Any, rows: int) -> list[OnlineValues]:
+    """Per-instance online values from Feast's column-wise answer; raises FeaturesUnavailable if unusable."""
+    try:
+        names = body["metadata"]["feature_names"]
+        if isinstance(names, dict):  # protobuf's JSON form without Feast's patch: {"val": [...]}
+            names = names["val"]
+        results = body["results"]
+        if not isinstance(names, list) or not isinstance(results, list) or len(names) != len(results):
+            raise TypeError("feature_names and results differ in length")
+    except (KeyError, TypeError) as e:
+        raise _bad_response(f"unexpected shape ({e})") from e
+    columns: dict[str, dict[str, Any]] = {}
+    for name, result in zip(names, results, strict=True):
+        bare = str(name).split("__", 1)[-1]  # full_feature_names form is "<view>__<feature>"
+        if bare in ONLINE_FEATURES:
+            if not isinstance(result, dict) or not isinstance(result.get("values"), list):
+                raise _bad_response(f"feature '{name}' has no values list")
+            if len(result["values"]) != rows:
+                raise _bad_response(f"feature '{name}' has {len(result['values'])} values for {rows} entity rows")
+            columns[bare] = result
+    out: list[OnlineValues] = [{} for _ in range(rows)]
+    for name in ONLINE_FEATURES:
+        column = columns.get(name)
+        statuses = column.get("statuses") if column else None
+        for i in range(rows):
+            if column is None:
+                out[i][name] = None
+                continue
+            status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else PRESENT
+            out[i][name] = _number(column["values"][i]) if status == PRESENT else None
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # int64 may arrive as a JSON string from protobuf's encoder
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _bad_response(detail: str) -> FeaturesUnavailable:
+    return FeaturesUnavailable(
+        f"the feature service is unavailable: its /get-online-features answer is unusable ({detail})",
+        reason="bad_response",
+    )
+
+
+class FeatureClient:
+    """Shared keep-alive client to the feature server."""
+
+    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
+        )
+
+    async def lookup(self, transactions: Sequence[Transaction]) -> list[OnlineValues]:
+        hint = "retry later, or set FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK=defaults to score with training defaults"
+        try:
+            response = await self._client.post("/get-online-features", json=lookup_body(transactions))
+        except httpx.TimeoutException as e:
+            raise FeaturesUnavailable(
+                f"the feature service is unavailable: no answer from {self.base_url} within "
+                f"{self.timeout_s:g} s (FLYWHEEL_TRANSFORMER_FEATURES_TIMEOUT_S); {hint}",
+                reason="timeout",
+            ) from e
+        except httpx.TransportError as e:
+            raise FeaturesUnavailable(
+                f"the feature service is unavailable: cannot reach {self.base_url} ({type(e).__name__}); {hint}",
+                reason="unreachable",
+            ) from e
+        if response.status_code != 200:
+            raise FeaturesUnavailable(
+                f"the feature service is unavailable: {self.base_url}/get-online-features answered "
+                f"{response.status_code} ({response.text[:200]}); {hint}",
+                reason="http_error",
+            )
+        try:
+            body = response.json()
+        except ValueError as e:
+            raise _bad_response("not JSON") from e
+        return parse_lookup(body, len(transactions))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

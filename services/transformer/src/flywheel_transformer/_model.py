@@ -1,0 +1,243 @@
+"""The KServe transformer model: raw transactions -> features -> predictor (V2) -> decisions.
+
+KServe's `Model.__call__` runs preprocess -> predict -> postprocess; this class fills them in:
+
+- preprocess: validate the V1 body, look up online features for the whole batch in one call, add the
+  on-demand features, vectorise (flywheel_core, as in training);
+- predict: one V2 call to the predictor with the FP32 batch;
+- postprocess: threshold the scores (configuration, not model), build the V1 response, queue the
+  inference record for the CloudEvent sink.
+
+Readiness is the metadata being loaded (`use`), never a disk read per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from kserve import Model
+from kserve.model import InferenceVerb
+from kserve.protocol.infer_type import InferRequest
+
+from ._config import Settings
+from ._errors import (
+    FeaturesUnavailable,
+    ModelNotLoaded,
+    RequestError,
+    UnsupportedProtocol,
+    status_of,
+)
+from ._events import EventSink, InferenceRecord
+from ._features import FeatureClient
+from ._metrics import Metrics
+from ._predictor import PredictorClient, Scores, infer_body
+from ._scoring import ONLINE_FEATURES, Assembled, OnlineValues, assemble, decide, named_features
+from ._spec import ModelSpec
+from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
+
+INFERENCE_ID_HEADER = "x-flywheel-inference-id"
+DEBUG_FEATURES_HEADER = "x-flywheel-debug-features"
+
+log = logging.getLogger("flywheel_transformer")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    inference_id: str
+    received_at: datetime
+    spec: ModelSpec
+    transactions: list[Transaction]
+    assembled: Assembled
+    debug: bool
+
+
+@dataclass(frozen=True)
+class _Scored:
+    prepared: _Prepared
+    request: dict[str, Any]
+    scores: Scores
+
+
+class FraudTransformer(Model):
+    """The `fraud` transformer hosted by kserve.ModelServer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        features: FeatureClient,
+        predictor: PredictorClient,
+        events: EventSink | None = None,
+    ) -> None:
+        super().__init__(settings.model_name, return_response_headers=True)
+        self.settings = settings
+        self.metrics = metrics
+        self.features = features
+        self.predictor = predictor
+        self.events = events
+        self.spec: ModelSpec | None = None
+        self.ready = False
+
+    def use(self, spec: ModelSpec) -> None:
+        """Serve with this model version's metadata; the transformer is ready from now on."""
+        undefaulted = [name for name in ONLINE_FEATURES if name not in spec.defaults]
+        if undefaulted:
+            log.warning(
+                "model %s %s has no training default for %s; 0.0 stands in", spec.model, spec.version, undefaulted
+            )
+        self.spec = spec
+        self.metrics.model_info.labels(self.name, spec.version).set(1)
+        self.ready = True
+
+    def load(self) -> bool:
+        # KServe calls load() on a request while not ready: stay cheap, the SpecWatcher does the loading.
+        return self.ready
+
+    def start(self) -> None:
+        # The base class marks the model ready here; readiness must mean "metadata loaded".
+        pass
+
+    def stop(self) -> None:
+        self.ready = False
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": f, "datatype": "FP64" if f == "amount" else "BYTES", "shape": [-1]} for f in REQUIRED_FIELDS]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "decision", "datatype": "BYTES", "shape": [-1]},
+        ]
+
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> Any:
+        labels = self.metrics.requests.labels(self.name)
+        labels.inc()
+        started = time.perf_counter()
+        try:
+            return await super().__call__(body, headers, verb)
+        except RequestError as e:
+            counter = self.metrics.invalid_requests if status_of(e) < 500 else self.metrics.failed_requests
+            counter.labels(self.name).inc()
+            raise
+        finally:
+            self.metrics.request_seconds.labels(self.name).observe(time.perf_counter() - started)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Prepared:
+        headers = headers or {}
+        if isinstance(payload, InferRequest):
+            raise UnsupportedProtocol(
+                f"the transformer takes raw transactions over KServe V1 only: POST "
+                f'/v1/models/{self.name}:predict with {{"instances": [transaction, ...]}}; the predictor '
+                "serves V2 tensors"
+            )
+        spec = self.spec
+        if spec is None:
+            raise ModelNotLoaded(f"model {self.name} has no published metadata yet: train and publish a version")
+        received_at = datetime.now(timezone.utc)
+        transactions = parse_instances(decode_body(payload, headers.get("content-type")), self.settings.max_instances)
+        online = await self._lookup(transactions)
+        assembled = assemble(transactions, online, spec.defaults)
+        if not assembled.degraded:
+            for missing in assembled.missing:
+                for name in missing:
+                    self.metrics.missing_features.labels(self.name, name).inc()
+        debug = headers.get(DEBUG_FEATURES_HEADER, "").strip().lower() in {"1", "true", "yes"}
+        return _Prepared(str(uuid.uuid4()), received_at, spec, transactions, assembled, debug)
+
+    async def _lookup(self, transactions: list[Transaction]) -> list[OnlineValues] | None:
+        started = time.perf_counter()
+        try:
+            return await self.features.lookup(transactions)
+        except FeaturesUnavailable as e:
+            self.metrics.feature_lookup_failures.labels(self.name).inc()
+            if e.reason == "timeout":
+                self.metrics.feature_lookup_timeouts.labels(self.name).inc()
+            if self.settings.features_fallback != "defaults":
+                raise
+            self.metrics.feature_fallbacks.labels(self.name).inc(len(transactions))
+            return None
+        finally:
+            self.metrics.feature_lookup_seconds.labels(self.name).observe(time.perf_counter() - started)
+
+    def validate(self, payload: Any) -> Any:
+        # The payload is this class's own, already validated; KServe's dict checks do not apply.
+        return payload
+
+    async def predict(
+        self, payload: _Prepared, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> _Scored:
+        spec = payload.spec
+        request = infer_body(payload.inference_id, spec.input_name, payload.assembled.vectors)
+        started = time.perf_counter()
+        try:
+            scores = await self.predictor.infer(request, spec.output_name, len(payload.transactions))
+        except RequestError:
+            self.metrics.predictor_errors.labels(self.name).inc()
+            raise
+        finally:
+            self.metrics.predictor_seconds.labels(self.name).observe(time.perf_counter() - started)
+        return _Scored(payload, request, scores)
+
+    async def postprocess(
+        self, result: _Scored, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        prepared, scores = result.prepared, result.scores
+        threshold = self.settings.threshold
+        version = scores.model_version
+        decisions = [decide(p, threshold) for p in scores.probabilities]
+        predictions = []
+        for i, transaction in enumerate(prepared.transactions):
+            prediction: dict[str, Any] = {
+                "id": transaction.transaction_id,
+                "score": scores.probabilities[i],
+                "decision": decisions[i],
+                "threshold": threshold,
+                "model_version": version,
+                "missing_features": prepared.assembled.missing[i],
+                "degraded": prepared.assembled.degraded,
+            }
+            if prepared.debug:
+                prediction["features"] = named_features(prepared.spec.column_names, prepared.assembled.vectors[i])
+            predictions.append(prediction)
+        version_label = version or "unknown"
+        self.metrics.predictions.labels(self.name, version_label).inc(len(predictions))
+        self.metrics.declines.labels(self.name, version_label).inc(decisions.count("decline"))
+        if response_headers is not None:
+            response_headers[INFERENCE_ID_HEADER] = prepared.inference_id
+        if self.events is not None:
+            self.events.submit(self._record(result, decisions))
+        return {"predictions": predictions, "inference_id": prepared.inference_id}
+
+    def _record(self, result: _Scored, decisions: list[str]) -> InferenceRecord:
+        prepared, scores = result.prepared, result.scores
+        n = len(prepared.transactions)
+        ids = {
+            "name": "transaction_id",
+            "shape": [n],
+            "datatype": "BYTES",
+            "data": [t.transaction_id for t in prepared.transactions],
+        }
+        request = {
+            **result.request,
+            "inputs": [*result.request["inputs"], ids],
+            "parameters": {"degraded": prepared.assembled.degraded, "metadata_version": prepared.spec.version},
+        }
+        response = {
+            "model_name": scores.model_name or self.name,
+            "model_version": scores.model_version,
+            "id": prepared.inference_id,
+            "parameters": {"threshold": self.settings.threshold},
+            "outputs": [
+                {"name": prepared.spec.output_name, "shape": [n, 1], "datatype": "FP32", "data": scores.probabilities},
+                {"name": "decision", "shape": [n], "datatype": "BYTES", "data": decisions},
+                ids,
+            ],
+        }
+        return InferenceRecord(prepared.inference_id, prepared.received_at, request, response)

@@ -1,0 +1,192 @@
+"""Real HTTP servers on loopback for the transformer's process-level tests.
+
+A small Starlette app served by uvicorn in a thread stands in for the Feast feature server and the
+predictor (the repository's integration tests run the real ones), and a recording CloudEvents sink
+receives the inference log. The transformer itself runs as `python -m flywheel_transformer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flywheel_core import schema
+
+from conftest import ONLINE_NAMES, feast_answer
+
+UNKNOWN_CARD = "c-unknown"
+AMOUNT_LOG = schema.NUMERIC_FEATURES.index("amount_log")
+
+
+class ThreadedServer:
+    """A Starlette app on a free loopback port, served from a daemon thread."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(Starlette(routes=routes), log_level="warning", lifespan="off", ws="none", http="h11")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("stub server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+class FeatureServerStub(ThreadedServer):
+    """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | slow."""
+
+    def __init__(self, slow_s: float = 2.0) -> None:
+        self.mode = "ok"
+        self.slow_s = slow_s
+        self.requests: list[dict[str, Any]] = []
+        super().__init__([Route("/get-online-features", self.handle, methods=["POST"])])
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        if self.mode == "fail":
+            return JSONResponse({"detail": "online store unreachable"}, status_code=500)
+        if self.mode == "slow":
+            await asyncio.sleep(self.slow_s)
+        cards, merchants = body["entities"]["card_id"], body["entities"]["merchant_id"]
+        known = [card != UNKNOWN_CARD for card in cards]
+        values = {
+            name: [float(k + 1) + i if ok else None for i, ok in enumerate(known)]
+            for k, name in enumerate(ONLINE_NAMES)
+        }
+        return JSONResponse(feast_answer(cards, merchants, values))
+
+
+class PredictorStub(ThreadedServer):
+    """V2 infer for `fraud`: 0.9 when amount_log > 5 (amount above ~150), else 0.1; version `v9`."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        super().__init__([Route("/v2/models/fraud/infer", self.handle, methods=["POST"])])
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        tensor = body["inputs"][0]
+        rows, width = tensor["shape"]
+        data = tensor["data"]
+        scores = [0.9 if data[i * width + AMOUNT_LOG] > 5 else 0.1 for i in range(rows)]
+        return JSONResponse(
+            {
+                "model_name": "fraud",
+                "model_version": "v9",
+                "id": body.get("id"),
+                "outputs": [{"name": "probability", "shape": [rows, 1], "datatype": "FP32", "data": scores}],
+            }
+        )
+
+
+class CloudEventSink(ThreadedServer):
+    """Records every posted event's headers and body; answers after `delay_s`."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.events: list[dict[str, Any]] = []
+        super().__init__([Route("/", self.handle, methods=["POST"])])
+
+    async def handle(self, request: Request) -> Response:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.events.append({"headers": dict(request.headers), "body": await request.body()})
+        return Response(status_code=202)
+
+    def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 10
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(list(self.events)):
+                return list(self.events)
+            time.sleep(0.05)
+        raise AssertionError(f"sink did not receive the expected events; got {len(self.events)}")
+
+
+class TransformerProcess:
+    """`python -m flywheel_transformer` on a free port with the given settings."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_TRANSFORMER_")}
+        self.env.update({"FLYWHEEL_TRANSFORMER_HTTP_PORT": str(self.port), **env})
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> TransformerProcess:
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flywheel_transformer"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"transformer exited {self.process.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"transformer did not come up:\n{self.log_path.read_text()}")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def predict(self, instances: Any, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/v1/models/fraud:predict",
+            json={"instances": instances},
+            headers=headers or {},
+            timeout=10,
+            **kwargs,
+        )
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total

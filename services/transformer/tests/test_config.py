@@ -1,0 +1,48 @@
+import pytest
+
+from flywheel_transformer import ConfigError, load_settings
+
+
+def test_defaults_match_the_documented_ports_and_policy(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("FLYWHEEL_TRANSFORMER_"):
+            monkeypatch.delenv(key)
+    settings = load_settings()
+    assert settings.http_port == 8090
+    assert settings.model_name == "fraud"
+    assert settings.predictor_base == "http://127.0.0.1:8080"
+    assert settings.features_base == "http://127.0.0.1:6566"
+    assert settings.model_version == "latest"
+    assert settings.threshold == 0.5
+    assert settings.features_fallback == "error"
+    assert settings.event_sink_url == ""
+
+
+def test_settings_are_read_from_prefixed_environment_variables(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_TRANSFORMER_THRESHOLD", "0.8")
+    monkeypatch.setenv("FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK", "defaults")
+    monkeypatch.setenv("FLYWHEEL_TRANSFORMER_EVENT_SINK_URL", "http://127.0.0.1:9000/")
+    settings = load_settings()
+    assert settings.threshold == 0.8
+    assert settings.features_fallback == "defaults"
+    assert settings.event_sink_url == "http://127.0.0.1:9000/"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("THRESHOLD", "1.5", "less than or equal to 1"),
+        ("FEATURES_FALLBACK", "maybe", "'error' or 'defaults'"),
+        ("HTTP_PORT", "eighty", "valid integer"),
+        ("EVENT_SINK_URL", "sink:9000", "http:// or https:// URL"),
+        ("MODEL_VERSION", "newest", "latest"),
+        ("FEATURES_TIMEOUT_S", "0", "greater than 0"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable_and_the_value(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(f"FLYWHEEL_TRANSFORMER_{variable}", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert f"Config 'FLYWHEEL_TRANSFORMER_{variable}' has value '{value}'" in message
+    assert expected in message

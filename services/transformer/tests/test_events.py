@@ -1,0 +1,138 @@
+import asyncio
+import json
+from datetime import datetime, timezone
+
+import httpx
+from cloudevents.http import from_http
+from prometheus_client import CollectorRegistry
+
+from flywheel_transformer._events import (
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    EventAttributes,
+    EventSink,
+    InferenceRecord,
+    event_headers,
+)
+from flywheel_transformer._metrics import Metrics
+
+from conftest import run
+
+ATTRIBUTES = EventAttributes(source="urn:test", namespace="ns", inference_service="fraud-isvc", endpoint="canary")
+
+
+def record(inference_id="id-1"):
+    return InferenceRecord(
+        inference_id,
+        datetime(2026, 11, 23, 12, 0, 1, 500, tzinfo=timezone.utc),
+        {"id": inference_id, "inputs": []},
+        {"id": inference_id, "outputs": []},
+    )
+
+
+def value(registry, name):
+    return registry.get_sample_value(name, {"model": "fraud"}) or 0.0
+
+
+def test_headers_are_kserve_loggers_binary_cloudevent_headers():
+    headers = event_headers(ATTRIBUTES, record(), REQUEST_TYPE)
+    assert headers == {
+        "ce-specversion": "1.0",
+        "ce-id": "id-1",
+        "ce-type": "org.kubeflow.serving.inference.request",
+        "ce-source": "urn:test",
+        "ce-time": "2026-11-23T12:00:01.000500Z",
+        "ce-inferenceservicename": "fraud-isvc",
+        "ce-namespace": "ns",
+        "ce-component": "transformer",
+        "ce-endpoint": "canary",
+        "ce-metadata": "{}",
+        "content-type": "application/json",
+    }
+    event = from_http(headers, json.dumps({"a": 1}).encode())  # the CloudEvents SDK accepts it as binary mode
+    assert event["id"] == "id-1" and event["inferenceservicename"] == "fraud-isvc"
+
+
+def sink_with(handler, queue_size=10, registry=None):
+    registry = registry or CollectorRegistry()
+    sink = EventSink(
+        "http://sink/",
+        ATTRIBUTES,
+        Metrics(registry),
+        "fraud",
+        queue_size,
+        0.5,
+        senders=1,
+        transport=httpx.MockTransport(handler),
+    )
+    return sink, registry
+
+
+def test_a_record_is_posted_as_a_request_then_a_response_event_sharing_the_id():
+    seen = []
+
+    def handler(request):
+        seen.append((request.headers["ce-type"], request.headers["ce-id"], json.loads(request.content)))
+        return httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler)
+        assert sink.submit(record("abc"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert seen == [
+        (REQUEST_TYPE, "abc", {"id": "abc", "inputs": []}),
+        (RESPONSE_TYPE, "abc", {"id": "abc", "outputs": []}),
+    ]
+    assert value(registry, "flywheel_transformer_events_sent_total") == 2
+
+
+def test_a_full_queue_drops_the_whole_record_and_counts_both_events():
+    release = asyncio.Event()
+
+    async def handler_async(request):
+        await release.wait()
+        return httpx.Response(200)
+
+    class Blocking(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            return await handler_async(request)
+
+    async def go():
+        registry = CollectorRegistry()
+        sink = EventSink(
+            "http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 1, 5.0, senders=1, transport=Blocking()
+        )
+        accepted = [sink.submit(record("r0"))]
+        await asyncio.sleep(0.05)  # the sender takes r0 and blocks on the sink
+        accepted += [sink.submit(record(f"r{i}")) for i in (1, 2, 3)]  # r1 waits in the queue of one
+        release.set()
+        await sink.drain()
+        await sink.aclose()
+        return accepted, registry
+
+    accepted, registry = run(go())
+    assert accepted == [True, True, False, False]
+    assert value(registry, "flywheel_transformer_events_dropped_total") == 4
+    assert value(registry, "flywheel_transformer_events_sent_total") == 4
+
+
+def test_sink_errors_and_timeouts_are_counted_not_raised():
+    def handler(request):
+        if request.headers["ce-type"] == REQUEST_TYPE:
+            return httpx.Response(500)
+        raise httpx.ReadTimeout("slow sink")
+
+    async def go():
+        sink, registry = sink_with(handler)
+        sink.submit(record())
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert value(registry, "flywheel_transformer_events_failed_total") == 2
+    assert value(registry, "flywheel_transformer_events_sent_total") == 0

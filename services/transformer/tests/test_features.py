@@ -1,0 +1,119 @@
+import httpx
+import pytest
+
+from flywheel_core.schema import ONLINE_FEATURE_REFS
+from flywheel_transformer._errors import FeaturesUnavailable, status_of
+from flywheel_transformer._features import FeatureClient, lookup_body, parse_lookup
+from flywheel_transformer._validation import parse_instances
+
+from conftest import ONLINE_NAMES, feast_answer, feast_transport, known_values, run, transaction
+
+
+def transactions(*cards):
+    return parse_instances(
+        {
+            "instances": [
+                transaction(transaction_id=f"t{i}", card_id=c, merchant_id=f"m{i}") for i, c in enumerate(cards)
+            ]
+        },
+        100,
+    )
+
+
+def test_one_lookup_carries_every_instance_as_an_entity_row_with_the_shared_feature_refs():
+    body = lookup_body(transactions("c1", "c2", "c1"))
+    assert body["features"] == list(ONLINE_FEATURE_REFS)
+    assert body["entities"] == {"card_id": ["c1", "c2", "c1"], "merchant_id": ["m0", "m1", "m2"]}
+
+
+def test_column_wise_answer_is_turned_into_per_instance_values():
+    values = known_values(2)
+    rows = parse_lookup(feast_answer(["c1", "c2"], ["m0", "m1"], values), 2)
+    assert rows[0]["txn_count_1h"] == values["txn_count_1h"][0]
+    assert rows[1]["merchant_amount_mean_30d"] == values["merchant_amount_mean_30d"][1]
+    assert set(rows[0]) == set(ONLINE_NAMES)
+
+
+def test_not_found_null_and_expired_values_are_missing():
+    values = known_values(3)
+    values["txn_count_1h"] = [None, 5, 7]
+    values["amount_mean_30d"] = [1.0, 2.0, 3.0]
+    statuses = {"amount_mean_30d": ["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"]}
+    rows = parse_lookup(feast_answer(["a", "b", "c"], ["x", "y", "z"], values, statuses), 3)
+    assert rows[0]["txn_count_1h"] is None
+    assert rows[1]["txn_count_1h"] == 5.0
+    assert [r["amount_mean_30d"] for r in rows] == [1.0, None, None]
+
+
+def test_int64_as_json_strings_and_full_feature_names_are_understood():
+    answer = feast_answer(["c"], ["m"], known_values(1))
+    answer["metadata"]["feature_names"] = {
+        "val": [n if ":" in n else n for n in ["card_id", "merchant_id"]] + [f"view__{n}" for n in ONLINE_NAMES]
+    }
+    answer["results"][2]["values"] = ["17"]
+    rows = parse_lookup(answer, 1)
+    assert rows[0][ONLINE_NAMES[0]] == 17.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"metadata": {"feature_names": ["a"]}, "results": []},
+        {"metadata": {"feature_names": ["txn_count_1h"]}, "results": [{"values": [1, 2]}]},
+        {"metadata": {"feature_names": ["txn_count_1h"]}, "results": ["nope"]},
+    ],
+)
+def test_an_unusable_answer_is_a_feature_service_failure(answer):
+    with pytest.raises(FeaturesUnavailable) as caught:
+        parse_lookup(answer, 1)
+    assert caught.value.reason == "bad_response"
+    assert status_of(caught.value) == 503
+
+
+def lookup_with(transport, timeout_s=0.5):
+    async def go():
+        client = FeatureClient("http://features", timeout_s, transport=transport)
+        try:
+            return await client.lookup(transactions("c1"))
+        finally:
+            await client.aclose()
+
+    return run(go())
+
+
+def test_the_client_posts_to_get_online_features_and_parses_the_answer():
+    seen = []
+
+    def handler(body):
+        seen.append(body)
+        return feast_answer(body["entities"]["card_id"], body["entities"]["merchant_id"], known_values(1))
+
+    rows = lookup_with(feast_transport(handler))
+    assert seen[0]["entities"]["card_id"] == ["c1"]
+    assert rows[0]["txn_count_1h"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.ConnectTimeout("slow"), "timeout"),
+        (httpx.ConnectError("refused"), "unreachable"),
+    ],
+)
+def test_transport_failures_are_feature_service_unavailable_with_a_bounded_reason(error, reason):
+    def handler(request):
+        raise error
+
+    with pytest.raises(FeaturesUnavailable) as caught:
+        lookup_with(httpx.MockTransport(handler))
+    assert caught.value.reason == reason
+    assert "feature service is unavailable" in str(caught.value)
+
+
+def test_an_error_status_from_feast_is_feature_service_unavailable():
+    with pytest.raises(FeaturesUnavailable) as caught:
+        lookup_with(feast_transport(lambda body: httpx.Response(500, text="registry not applied")))
+    assert caught.value.reason == "http_error"
+    assert "500" in str(caught.value)

@@ -1,0 +1,85 @@
+import json
+
+import httpx
+import pytest
+
+from flywheel_transformer._errors import PredictorBadResponse, PredictorUnavailable, status_of
+from flywheel_transformer._predictor import PredictorClient, infer_body, parse_infer
+
+from conftest import predictor_transport, run
+
+
+def test_the_batch_is_one_flat_row_major_fp32_tensor_named_by_the_metadata():
+    body = infer_body("abc", "input", [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    assert body == {
+        "id": "abc",
+        "inputs": [{"name": "input", "shape": [3, 2], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}],
+    }
+
+
+@pytest.mark.parametrize("data", [[0.1, 0.9], [[0.1], [0.9]]])
+def test_scores_are_read_flat_or_nested_with_the_reported_model_version(data):
+    body = {
+        "model_name": "fraud",
+        "model_version": "v3",
+        "outputs": [{"name": "probability", "shape": [2, 1], "datatype": "FP32", "data": data}],
+    }
+    scores = parse_infer(body, "probability", 2)
+    assert scores.probabilities == [0.1, 0.9]
+    assert scores.model_version == "v3"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"outputs": []}, "lacks"),
+        ({"outputs": [{"name": "probability", "data": [0.1]}]}, "1 scores for 2 instances"),
+        ({"outputs": [{"name": "probability", "data": ["x", 0.2]}]}, "non-numeric"),
+        ({"error": "boom"}, "lacks"),
+    ],
+)
+def test_an_unusable_predictor_answer_is_a_502(body, words):
+    with pytest.raises(PredictorBadResponse) as caught:
+        parse_infer(body, "probability", 2)
+    assert status_of(caught.value) == 502
+    assert words in str(caught.value)
+
+
+def infer_with(transport):
+    async def go():
+        client = PredictorClient("http://predictor", "fraud", 0.5, transport=transport)
+        try:
+            return await client.infer(infer_body("id1", "input", [[0.0] * 19]), "probability", 1)
+        finally:
+            await client.aclose()
+
+    return run(go())
+
+
+def test_the_client_calls_v2_infer_for_the_model():
+    paths = []
+
+    def respond(request):
+        paths.append((request.method, request.url.path, json.loads(request.content)["id"]))
+        return predictor_transport(0.7, "v2").handle_request(request)
+
+    scores = infer_with(httpx.MockTransport(respond))
+    assert paths == [("POST", "/v2/models/fraud/infer", "id1")]
+    assert scores.probabilities == [0.7]
+    assert scores.model_version == "v2"
+
+
+@pytest.mark.parametrize(
+    ("respond", "error", "status"),
+    [
+        (lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("slow")), PredictorUnavailable, 503),
+        (lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused")), PredictorUnavailable, 503),
+        (lambda r: httpx.Response(503, json={"error": "not ready"}), PredictorUnavailable, 503),
+        (lambda r: httpx.Response(400, json={"error": "shape mismatch"}), PredictorBadResponse, 502),
+        (lambda r: httpx.Response(200, text="<html>"), PredictorBadResponse, 502),
+    ],
+)
+def test_predictor_failures_map_to_503_or_502_never_500(respond, error, status):
+    with pytest.raises(error) as caught:
+        infer_with(httpx.MockTransport(respond))
+    assert status_of(caught.value) == status

@@ -1,0 +1,295 @@
+"""The transformer as a real process on loopback: KServe's HTTP server, real sockets, a real event sink."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from cloudevents.http import from_http
+
+from flywheel_core import schema
+
+from conftest import DEFAULTS, ONLINE_NAMES, publish_version, transaction
+from servers import UNKNOWN_CARD, CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("server")
+    publish_version(path / "model_repo")
+    return path
+
+
+@pytest.fixture(scope="module")
+def features():
+    with FeatureServerStub(slow_s=2.0) as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    with PredictorStub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def sink():
+    with CloudEventSink() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def transformer(workdir, features, predictor, sink):
+    env = {
+        "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(workdir / "model_repo"),
+        "FLYWHEEL_TRANSFORMER_FEATURES_URL": features.url,
+        "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": predictor.url,
+        "FLYWHEEL_TRANSFORMER_FEATURES_TIMEOUT_S": "0.3",
+        "FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": sink.url + "/",
+        "FLYWHEEL_TRANSFORMER_EVENT_SOURCE": "urn:test:transformer",
+        "FLYWHEEL_TRANSFORMER_EVENT_NAMESPACE": "flywheel",
+        "FLYWHEEL_TRANSFORMER_EVENT_INFERENCE_SERVICE": "fraud-isvc",
+    }
+    with TransformerProcess(env, workdir / "transformer.log") as process:
+        yield process
+
+
+@pytest.fixture
+def features_ok(features):
+    features.mode = "ok"
+    yield features
+    features.mode = "ok"
+
+
+def test_ready_and_live_once_metadata_is_loaded(transformer):
+    assert httpx.get(f"{transformer.url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{transformer.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{transformer.url}/v2/models/fraud/ready").json()["ready"] is True
+
+
+def test_transactions_are_scored_over_loopback(transformer, features_ok, predictor):
+    response = transformer.predict(
+        [
+            transaction(transaction_id="small", amount=20.0),
+            transaction(transaction_id="big", card_id=UNKNOWN_CARD, amount=900.0),
+        ],
+        headers={"x-flywheel-debug-features": "1"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    small, big = body["predictions"]
+    assert (small["id"], small["decision"], small["score"]) == ("small", "approve", pytest.approx(0.1))
+    assert (big["id"], big["decision"], big["score"]) == ("big", "decline", pytest.approx(0.9))
+    assert small["model_version"] == big["model_version"] == "v9"
+    assert small["threshold"] == 0.5
+    assert small["missing_features"] == [] and big["missing_features"] == ONLINE_NAMES
+    assert big["features"]["txn_count_1h"] == DEFAULTS["txn_count_1h"]
+    assert response.headers["x-flywheel-inference-id"] == body["inference_id"]
+    assert list(small["features"].values()) == predictor.requests[-1]["inputs"][0]["data"][: schema.INPUT_DIM]
+    assert features_ok.requests[-1]["entities"]["card_id"] == ["c000001", UNKNOWN_CARD]
+
+
+def test_each_inference_reaches_the_sink_as_two_kserve_cloudevents(transformer, features_ok, sink):
+    response = transformer.predict([transaction(transaction_id="logged")])
+    inference_id = response.json()["inference_id"]
+    events = sink.wait_for(lambda evs: sum(e["headers"].get("ce-id") == inference_id for e in evs) == 2)
+    pair = [e for e in events if e["headers"]["ce-id"] == inference_id]
+    types = sorted(e["headers"]["ce-type"] for e in pair)
+    assert types == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]
+    for event in pair:
+        headers = event["headers"]
+        assert headers["ce-specversion"] == "1.0"
+        assert headers["ce-source"] == "urn:test:transformer"
+        assert headers["ce-inferenceservicename"] == "fraud-isvc"
+        assert headers["ce-namespace"] == "flywheel"
+        assert headers["ce-component"] == "transformer"
+        assert headers["ce-endpoint"] == "default"
+        assert headers["content-type"] == "application/json"
+        datetime.fromisoformat(headers["ce-time"])
+        assert from_http(headers, event["body"])["id"] == inference_id
+    request = json.loads(next(e for e in pair if e["headers"]["ce-type"].endswith("request"))["body"])
+    response_event = json.loads(next(e for e in pair if e["headers"]["ce-type"].endswith("response"))["body"])
+    assert request["id"] == response_event["id"] == inference_id
+    assert request["inputs"][0]["shape"] == [1, schema.INPUT_DIM]
+    assert request["inputs"][1]["data"] == ["logged"]
+    assert response_event["model_version"] == "v9"
+    assert response_event["outputs"][0]["name"] == "probability"
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "expected"),
+    [
+        (lambda t: t.predict([transaction(amount="12.5")]), 400, {"field": "amount", "index": 0}),
+        (
+            lambda t: t.predict([transaction(), {k: v for k, v in transaction().items() if k != "card_id"}]),
+            400,
+            {"field": "card_id", "index": 1},
+        ),
+        (lambda t: t.predict([transaction(event_timestamp="not a time")]), 400, {"field": "event_timestamp"}),
+        (lambda t: t.predict([]), 400, {"field": "instances"}),
+        (lambda t: t.predict([transaction()] * 1001), 413, {"field": "instances"}),
+        (lambda t: httpx.post(f"{t.url}/v1/models/fraud:predict", content=b"{not json", headers=JSON), 400, {}),
+        (lambda t: httpx.post(f"{t.url}/v1/models/fraud:predict", content=b"[1, 2]", headers=JSON), 400, {}),
+        (
+            lambda t: httpx.post(
+                f"{t.url}/v1/models/fraud:predict", content=b'{"instances": []}', headers={"content-type": "text/plain"}
+            ),
+            415,
+            {"type": "unsupported_media_type"},
+        ),
+        (
+            lambda t: httpx.post(
+                f"{t.url}/v2/models/fraud/infer",
+                headers=JSON,
+                json={"inputs": [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            ),
+            400,
+            {"type": "unsupported_protocol"},
+        ),
+    ],
+)
+def test_bad_requests_get_a_json_4xx_naming_the_problem(transformer, features_ok, send, status, expected):
+    before = transformer.metric("flywheel_transformer_requests_total")
+    response = send(transformer)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]
+    for key, value in expected.items():
+        assert body[key] == value
+    if "field" in expected:
+        assert expected["field"] in body["error"]
+    assert transformer.metric("flywheel_transformer_requests_total") >= before
+
+
+def test_feature_service_errors_give_a_503_that_says_so(transformer, features_ok):
+    features_ok.mode = "fail"
+    before = transformer.metric("flywheel_transformer_feature_lookup_failures_total")
+    response = transformer.predict([transaction()])
+    assert response.status_code == 503
+    assert response.json()["type"] == "features_unavailable"
+    assert "feature service is unavailable" in response.json()["error"]
+    assert transformer.metric("flywheel_transformer_feature_lookup_failures_total") == before + 1
+
+
+def test_a_slow_feature_service_times_out_fast(transformer, features_ok):
+    features_ok.mode = "slow"
+    before = transformer.metric("flywheel_transformer_feature_lookup_timeouts_total")
+    started = time.monotonic()
+    response = transformer.predict([transaction()])
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert "0.3 s" in response.json()["error"]
+    assert elapsed < features_ok.slow_s  # the 0.3 s timeout, not the stub's 2 s delay
+    assert transformer.metric("flywheel_transformer_feature_lookup_timeouts_total") == before + 1
+
+
+def test_metrics_cover_requests_latency_and_events(transformer, features_ok, sink):
+    transformer.predict([transaction()])
+    for name in (
+        "flywheel_transformer_requests_total",
+        "flywheel_transformer_predictions_total",
+        "flywheel_transformer_request_seconds_count",
+        "flywheel_transformer_feature_lookup_seconds_count",
+        "flywheel_transformer_predictor_seconds_count",
+        "flywheel_transformer_model_info",
+    ):
+        assert transformer.metric(name) >= 1, name
+    deadline = time.monotonic() + 5
+    while transformer.metric("flywheel_transformer_events_sent_total") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert transformer.metric("flywheel_transformer_events_sent_total") >= 2
+
+
+@pytest.fixture(scope="module")
+def degraded(workdir, predictor):
+    """Features down (nothing listens), fallback to defaults, and a sink too slow for a queue of one."""
+    with CloudEventSink(delay_s=1.0) as slow_sink:
+        env = {
+            "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(workdir / "model_repo"),
+            "FLYWHEEL_TRANSFORMER_FEATURES_URL": "http://127.0.0.1:9",
+            "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": predictor.url,
+            "FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK": "defaults",
+            "FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": slow_sink.url + "/",
+            "FLYWHEEL_TRANSFORMER_EVENT_QUEUE_SIZE": "1",
+            "FLYWHEEL_TRANSFORMER_EVENT_SENDERS": "1",
+            "FLYWHEEL_TRANSFORMER_EVENT_TIMEOUT_S": "5",
+        }
+        with TransformerProcess(env, workdir / "degraded.log") as process:
+            yield process
+
+
+def test_with_fallback_defaults_a_feature_outage_still_scores_marked_degraded(degraded):
+    response = degraded.predict([transaction()], headers={"x-flywheel-debug-features": "1"})
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    assert prediction["degraded"] is True
+    assert prediction["missing_features"] == ONLINE_NAMES
+    assert all(prediction["features"][name] == DEFAULTS[name] for name in ONLINE_NAMES)
+    assert degraded.metric("flywheel_transformer_feature_fallbacks_total") >= 1
+
+
+def test_a_full_event_queue_drops_events_and_counts_them_without_slowing_predictions(degraded):
+    started = time.monotonic()
+    statuses = [degraded.predict([transaction(transaction_id=f"q{i}")]).status_code for i in range(5)]
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 5
+    assert elapsed < 2.5  # the sink takes 1 s per event; scoring never waits for it
+    assert degraded.metric("flywheel_transformer_events_dropped_total") >= 4
+
+
+def test_not_ready_until_a_version_is_published_then_ready(workdir, features, predictor):
+    empty = workdir / "empty_repo"
+    env = {
+        "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(empty),
+        "FLYWHEEL_TRANSFORMER_MODEL_POLL_INTERVAL_S": "0.2",
+        "FLYWHEEL_TRANSFORMER_FEATURES_URL": features.url,
+        "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": predictor.url,
+    }
+    with TransformerProcess(env, workdir / "waiting.log") as process:
+        assert httpx.get(f"{process.url}/v2/health/ready").status_code == 503
+        assert httpx.get(f"{process.url}/v2/health/live").status_code == 200
+        assert process.predict([transaction()]).status_code == 503
+        publish_version(empty)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{process.url}/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.1)
+        assert process.predict([transaction()]).status_code == 200
+
+
+def test_a_bad_setting_exits_2_naming_the_variable(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flywheel_transformer"],
+        env={"PATH": "/usr/bin:/bin", "FLYWHEEL_TRANSFORMER_THRESHOLD": "7"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Config 'FLYWHEEL_TRANSFORMER_THRESHOLD' has value '7'" in result.stderr
+
+
+def test_a_version_that_does_not_fit_exits_2(tmp_path):
+    repo = tmp_path / "repo"
+    publish_version(repo, feature_service="fraud_v0")
+    result = subprocess.run(
+        [sys.executable, "-m", "flywheel_transformer"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(repo),
+            "FLYWHEEL_TRANSFORMER_HTTP_PORT": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "fraud_v0" in result.stderr
