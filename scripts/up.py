@@ -26,23 +26,25 @@ RAW_FIELDS = (
 )
 
 
-def live_transactions(n: int, scenario: str, out: Path) -> list[dict]:
+def live_transactions(n: int, scenario: str, data_dir: Path, out: Path) -> list[dict]:
     """Simulated live traffic from the same cards and merchants as the history."""
     subprocess.run(
         [venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", scenario, "--n", str(n),
-         "--out", str(out)],
+         "--data", str(data_dir), "--out", str(out)],
         check=True, cwd=ROOT,
     )
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    return [{key: row[key] for key in RAW_FIELDS} for row in rows]
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
 def burst(url: str, transactions: list[dict], concurrency: int) -> dict:
-    """Send each transaction as one request; return the figures for the summary."""
+    """Send each transaction as one request; return the figures for the summary.
+
+    The simulator's ground truth (`is_fraud`) is never sent; it only says how many frauds were caught.
+    """
 
     def one(transaction: dict) -> tuple[float, int, dict]:
         started = time.perf_counter()
-        status, body = post_json(url, {"instances": [transaction]})
+        status, body = post_json(url, {"instances": [{key: transaction[key] for key in RAW_FIELDS}]})
         return time.perf_counter() - started, status, body
 
     started = time.perf_counter()
@@ -51,6 +53,7 @@ def burst(url: str, transactions: list[dict], concurrency: int) -> dict:
     elapsed = time.perf_counter() - started
     latencies = sorted(seconds for seconds, _, _ in results)
     ok = [body["predictions"][0] for _, status, body in results if status == 200]
+    fraud_ids = {t["transaction_id"] for t in transactions if t.get("is_fraud")}
     return {
         "requests": len(results),
         "ok": len(ok),
@@ -60,6 +63,8 @@ def burst(url: str, transactions: list[dict], concurrency: int) -> dict:
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "decline_rate": sum(p["decision"] == "decline" for p in ok) / max(1, len(ok)),
         "model_versions": sorted({p["model_version"] for p in ok}),
+        "frauds": len(fraud_ids),
+        "frauds_declined": sum(p["decision"] == "decline" and p["id"] in fraud_ids for p in ok),
     }
 
 
@@ -94,14 +99,15 @@ def main() -> int:
     try:
         with Stack(default_services(args.model_repo, args.data, ports), log_dir=run_dir) as stack:
             print("All services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in stack.services))
-            transactions = live_transactions(args.requests, args.scenario, run_dir / "live.jsonl")
+            transactions = live_transactions(args.requests, args.scenario, args.data, run_dir / "live.jsonl")
             summary = burst(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transactions, args.concurrency)
             print(
                 f"Sent {summary['requests']} requests ({summary['errors']} errors) at {summary['rps']:.0f} req/s: "
                 f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms; decline rate "
-                f"{summary['decline_rate']:.1%}; model version {', '.join(summary['model_versions']) or '-'}"
+                f"{summary['decline_rate']:.1%} ({summary['frauds_declined']} of {summary['frauds']} simulated frauds "
+                f"declined); model version {', '.join(summary['model_versions']) or '-'}"
             )
-            print(curl_examples(ports, transactions[0]))
+            print(curl_examples(ports, {key: transactions[0][key] for key in RAW_FIELDS}))
             print(f"Logs in {run_dir}/. ", end="")
             if args.exit:
                 return 0 if summary["errors"] == 0 else 1

@@ -47,4 +47,4 @@ def test_vectorize_frame_equals_vectorize_row_by_row():
 def test_as_of_steps_just_before_the_transaction():
     ts = pd.Timestamp("2026-01-01T00:00:00Z")
     assert schema.as_of(ts) < ts
-    assert ts - schema.as_of(ts) == pd.Timedelta(milliseconds=1)
+    assert ts - schema.as_of(ts) == pd.Timedelta(microseconds=1)

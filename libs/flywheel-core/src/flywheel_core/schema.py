@@ -60,13 +60,13 @@ INPUT_DIM = len(COLUMNS)
 INPUT_NAME = "input"
 OUTPUT_NAME = "probability"
 
-AS_OF_OFFSET = timedelta(milliseconds=1)
+AS_OF_OFFSET = timedelta(microseconds=1)
 
 
 def as_of(ts: datetime | pd.Timestamp | pd.Series) -> Any:
     """The instant whose feature values a transaction at `ts` may see: just before itself.
 
-    Card activity rows include the transaction they are stamped with; stepping back 1 ms makes a
+    Card activity rows include the transaction they are stamped with; stepping back 1 µs (the data's resolution) makes a
     point-in-time join return the state the online store holds when that transaction is scored live.
     """
     return ts - AS_OF_OFFSET

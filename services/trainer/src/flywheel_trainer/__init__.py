@@ -1,0 +1,49 @@
+"""Flywheel trainer: point-in-time training set from Feast -> logistic-regression baseline and a
+calibrated torch model -> ONNX fp32/fp16/int8 variants behind an accuracy gate, with measured latency
+-> an immutable version in the model repository (`flywheel_core.model_repo.publish`).
+
+Run it as `python -m flywheel_trainer train --feature-repo ... --data ... --model-repo ... --model fraud`.
+Names that need torch, onnx or scikit-learn load on first use, so `--if-empty` on a repository that
+already has a version exits in a second or two instead of importing torch for nothing.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from ._config import TrainerSettings, load_settings
+from ._errors import ConfigError, DataError, ExportError, PublishError, TrainerError
+
+_LAZY = {
+    "GateThresholds": "._variants",
+    "TrainingSet": "._dataset",
+    "build_training_set": "._dataset",
+    "gate": "._variants",
+    "main": "._cli",
+    "train": "._cli",
+    "train_and_publish": "._pipeline",
+}
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "GateThresholds",
+    "PublishError",
+    "TrainerError",
+    "TrainerSettings",
+    "TrainingSet",
+    "build_training_set",
+    "gate",
+    "load_settings",
+    "main",
+    "train",
+    "train_and_publish",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

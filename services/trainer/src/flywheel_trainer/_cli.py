@@ -1,0 +1,69 @@
+"""Command line: `python -m flywheel_trainer [train] [--feature-repo ...] [--data ...] [--model-repo ...] [--model fraud]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from flywheel_core import model_repo
+
+from ._config import TrainerSettings, load_settings
+from ._dataset import build_training_set
+from ._errors import ConfigError, TrainerError, exit_code
+
+log = logging.getLogger("flywheel_trainer")
+
+
+def train(settings: TrainerSettings, *, cutoff: pd.Timestamp | None = None) -> Path | None:
+    """Train and publish the next version of `settings.model`; with `if_empty`, do nothing if one exists."""
+    versions = model_repo.list_versions(settings.model_repo, settings.model)
+    if settings.if_empty and versions:
+        log.info("%s already has %s under %s; --if-empty: nothing to do", settings.model, versions[-1], settings.model_repo)
+        return None
+    from ._pipeline import train_and_publish  # torch, onnx, scikit-learn: only once there is work to do
+
+    started = time.perf_counter()
+    training_set = build_training_set(settings.feature_repo, settings.data_dir, cutoff, yaml=settings.feature_store_yaml)
+    target = train_and_publish(training_set, settings.model_repo, settings.model, settings, feature_repo=str(settings.feature_repo))
+    log.info("done: %s in %.1fs wall", target, time.perf_counter() - started)
+    return target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flywheel_trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("train", help="train, evaluate, export and publish the next model version (the default)")
+    # Every option defaults to its FLYWHEEL_TRAINER_* setting.
+    run.add_argument("--feature-repo", dest="feature_repo", type=Path, help="Feast repository (FEATURE_REPO)")
+    run.add_argument("--data", dest="data_dir", type=Path, help="directory holding transactions.parquet (DATA_DIR)")
+    run.add_argument("--model-repo", dest="model_repo", type=Path, help="model repository root (MODEL_REPO)")
+    run.add_argument("--model", help="model name, e.g. fraud (MODEL)")
+    run.add_argument("--if-empty", dest="if_empty", action="store_true", default=None,
+                     help="exit 0 without training if the model already has a version (IF_EMPTY)")
+    run.add_argument("--epochs", type=int, help="most epochs (EPOCHS)")
+    run.add_argument("--cutoff", help="training cut-off, ISO 8601 (default: the last event time)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv or ["train"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("feast").setLevel(logging.WARNING)  # it logs every registry refresh at INFO
+    try:
+        fields = ("feature_repo", "data_dir", "model_repo", "model", "if_empty", "epochs")
+        settings = load_settings(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+        try:
+            cutoff = pd.Timestamp(args.cutoff) if args.cutoff else None
+        except ValueError as e:
+            raise ConfigError(f"--cutoff has value '{args.cutoff}': expected an ISO 8601 timestamp") from e
+        train(settings, cutoff=cutoff)
+    except TrainerError as e:
+        log.error("%s", e)
+        return exit_code(e)
+    return 0

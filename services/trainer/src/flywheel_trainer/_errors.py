@@ -1,0 +1,50 @@
+"""The trainer's one exception family.
+
+    TrainerError
+    ├── ConfigError         a setting or argument is invalid (exit code 2)
+    ├── DataError           the data or feature repository cannot give a usable training set
+    ├── ExportError         the fp32 ONNX graph does not reproduce the torch model
+    └── PublishError        the model repository refused the new version
+
+The trainer is a batch job, not a server, so the family maps to process exit codes (`EXIT_CODES`)
+instead of HTTP statuses; the message of each error says what to do.
+"""
+
+from __future__ import annotations
+
+
+class TrainerError(Exception):
+    """Base of every error the trainer raises on purpose."""
+
+
+class ConfigError(TrainerError):
+    """A setting or command-line argument has an invalid value."""
+
+
+class DataError(TrainerError):
+    """The data directory or feature repository cannot produce a usable training set."""
+
+
+class ExportError(TrainerError):
+    """The exported fp32 graph disagrees with the torch model beyond the parity tolerance."""
+
+
+class PublishError(TrainerError):
+    """The model repository could not take the new version."""
+
+
+EXIT_CODES: dict[type[TrainerError], int] = {
+    ConfigError: 2,
+    DataError: 3,
+    ExportError: 4,
+    PublishError: 5,
+    TrainerError: 1,
+}
+
+
+def exit_code(error: TrainerError) -> int:
+    """The process exit code for `error`: its most specific class in `EXIT_CODES`."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1

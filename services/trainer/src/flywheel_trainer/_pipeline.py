@@ -1,0 +1,202 @@
+"""From a point-in-time training set to a published model version.
+
+Stages, each logged: split by time -> baseline -> torch model -> evaluation by slice -> ONNX variants
+behind the accuracy gate, with measured latency -> publish. Retrieval (Feast) happens before this, in
+`_dataset`, so the stages here run the same on any `TrainingSet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flywheel_core import model_repo, schema
+
+from . import _export as export
+from ._baseline import fit_baseline, predict_baseline
+from ._config import TrainerSettings
+from ._dataset import TrainingSet
+from ._errors import ExportError
+from ._metrics import classification_metrics, slice_metrics
+from ._publish import DRIFT_REFERENCE_FILE, base_metadata, discard, package_versions, publish_version, write_drift_reference
+from ._split import TimeSplit, time_split
+from ._train import predict_probability, train_model
+from ._variants import GateThresholds, gate, measure_latency, run_onnx
+
+log = logging.getLogger("flywheel_trainer")
+
+VARIANT_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def training_medians(training_set: TrainingSet, rows: np.ndarray) -> dict[str, float]:
+    """Median of each numeric feature over the training split, ignoring missing values (0.0 if all missing)."""
+    frame = training_set.frame.iloc[rows]
+    medians = {}
+    for name in schema.NUMERIC_FEATURES:
+        value = frame[name].astype("float64").median(skipna=True)
+        medians[name] = 0.0 if np.isnan(value) else float(value)
+    return medians
+
+
+def _evaluate(training_set: TrainingSet, split: TimeSplit, y: np.ndarray, p_val: np.ndarray, p_test: np.ndarray, s: TrainerSettings):
+    test_frame = training_set.frame.iloc[split.test]
+    metrics = {
+        "validation": classification_metrics(y[split.validation], p_val, s.ece_bins),
+        "test": classification_metrics(y[split.test], p_test, s.ece_bins),
+    }
+    slices = slice_metrics(
+        test_frame, y[split.test], p_test, min_rows=s.min_slice_rows, min_positives=s.min_slice_positives, bins=s.ece_bins
+    )
+    return metrics, slices
+
+
+def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, s: TrainerSettings) -> dict[str, Any]:
+    """Export fp32 (parity-checked against torch), fp16 and int8 (gated against fp32), and time each."""
+    fp32 = export.export_fp32(model, staging / VARIANT_FILES["fp32"], x_test)
+    reference = run_onnx(fp32, x_test)
+    parity = float(np.max(np.abs(reference - predict_probability(model, x_test))))
+    if parity > s.parity_atol:
+        raise ExportError(f"fp32 ONNX differs from torch by {parity:.2e} > {s.parity_atol} on the test split; the export is wrong")
+    log.info("fp32 ONNX parity with torch on %d test rows: max abs diff %.2e (tolerance %.0e)", len(x_test), parity, s.parity_atol)
+    variants: dict[str, Any] = {
+        "fp32": {
+            "file": fp32.name,
+            "published": True,
+            "gate": {"split": "test", "check": "parity with torch", "atol": s.parity_atol, "probability_diff": parity,
+                     "passed": True, "reason": f"max abs diff {parity:.2e} <= {s.parity_atol}"},
+        }
+    }
+    thresholds = GateThresholds(s.gate_max_auc_diff, s.gate_max_probability_diff)
+
+    fp16 = export.convert_fp16(fp32, staging / VARIANT_FILES["fp16"])
+    variants["fp16"] = {"file": fp16.name, "gate": gate(reference, run_onnx(fp16, x_test), y_test, thresholds)}
+
+    # Quantise every dense layer first; if that fails the gate keep the input layer in float (its input
+    # mixes standardised numerics with long tails and embeddings, which one per-tensor scale serves
+    # badly), then the output layer too.
+    dense = export.dense_nodes(fp32)
+    attempts = []
+    for exclude in ([], dense[:1], [dense[0], dense[-1]] if len(dense) > 1 else dense):
+        int8 = export.quantize_int8(fp32, staging / VARIANT_FILES["int8"], x_cal, exclude)
+        result = gate(reference, run_onnx(int8, x_test), y_test, thresholds)
+        attempts.append({"float_nodes": exclude, "passed": result["passed"], "reason": result["reason"]})
+        if result["passed"]:
+            break
+    variants["int8"] = {
+        "file": VARIANT_FILES["int8"],
+        "gate": {**result, "attempts": attempts},
+        "quantization": {"method": "onnxruntime quantize_static", "format": "QDQ", "activations": "int8", "weights": "int8",
+                         "calibration": f"{len(x_cal)} training rows, MinMax", "weights_per_channel": True, "quantized_ops": ["Gemm", "MatMul"],
+                         "float_nodes": exclude, "embeddings": "float"},
+    }
+    for name, variant in variants.items():
+        variant["published"] = bool(variant["gate"]["passed"])
+        path = staging / variant["file"]
+        latency = measure_latency(path, x_test, threads=s.latency_threads, warmup=s.latency_warmup, repeats=s.latency_repeats)
+        variant["cpu_latency_us"] = latency["batch_1_us"]
+        variant["cpu_latency"] = latency
+        variant["bytes"] = path.stat().st_size
+        log.info(
+            "variant %s: %s (%s); CPU latency batch 1 %.1f us, batch 256 %.1f us",
+            name, "published" if variant["published"] else "NOT published", variant["gate"]["reason"],
+            latency["batch_1_us"], latency["batch_256_us"],
+        )
+    return variants
+
+
+def train_and_publish(
+    training_set: TrainingSet, repo: Path, model_name: str, settings: TrainerSettings, *, feature_repo: str = ""
+) -> Path:
+    """Run every stage on `training_set` and publish the next version of `model_name`; returns its directory."""
+    started = time.perf_counter()
+    frame, s = training_set.frame, settings
+    split = time_split(frame["event_timestamp"], s.validation_fraction, s.test_fraction)
+    described = split.describe(frame["event_timestamp"])
+    log.info("stage 1/5 split by time: %s", ", ".join(f"{k} {v['rows']} rows ({v['start']} .. {v['end']})" for k, v in described.items()))
+    defaults = training_medians(training_set, split.train)
+    x = schema.vectorize_frame(frame, defaults)
+    y = training_set.labels
+    x_train, y_train = x[split.train], y[split.train]
+    x_val, y_val, x_test, y_test = x[split.validation], y[split.validation], x[split.test], y[split.test]
+
+    stage = time.perf_counter()
+    baseline = fit_baseline(x_train, y_train, s.seed)
+    base_metrics, base_slices = _evaluate(training_set, split, y, predict_baseline(baseline, x_val), predict_baseline(baseline, x_test), s)
+    log.info("stage 2/5 baseline (logistic regression): test PR-AUC %.4f, ROC-AUC %.4f (%.1fs)",
+             base_metrics["test"]["pr_auc"] or 0.0, base_metrics["test"]["roc_auc"] or 0.0, time.perf_counter() - stage)
+
+    stage = time.perf_counter()
+    log.info("stage 3/5 torch model: %d training rows, up to %d epochs", len(x_train), s.epochs)
+    result = train_model(x_train, y_train, x_val, y_val, s)
+    net = result.model
+    torch_metrics, torch_slices = _evaluate(training_set, split, y, predict_probability(net, x_val), predict_probability(net, x_test), s)
+    beats = (torch_metrics["test"]["pr_auc"] or 0.0) > (base_metrics["test"]["pr_auc"] or 0.0)
+    log.info("stage 4/5 evaluation on test: torch PR-AUC %.4f vs baseline %.4f -> torch %s the baseline (%.1fs)",
+             torch_metrics["test"]["pr_auc"] or 0.0, base_metrics["test"]["pr_auc"] or 0.0,
+             "beats" if beats else "does NOT beat", time.perf_counter() - stage)
+
+    staging = model_repo.staging_path(repo, model_name)
+    try:
+        stage = time.perf_counter()
+        rng = np.random.default_rng(s.seed)
+        x_cal = x_train[np.sort(rng.choice(len(x_train), min(s.int8_calibration_rows, len(x_train)), replace=False))]
+        variants = build_variants(net, staging, x_cal, x_test, y_test, s)
+        for name, variant in variants.items():
+            variant["metrics"] = classification_metrics(y_test, run_onnx(staging / VARIANT_FILES[name], x_test), s.ece_bins) \
+                if variant["published"] else None
+        log.info("stage 5/5 ONNX variants gated and timed (%.1fs); publishing", time.perf_counter() - stage)
+
+        sample = np.sort(rng.choice(split.train, min(s.drift_reference_rows, len(split.train)), replace=False))
+        write_drift_reference(staging / DRIFT_REFERENCE_FILE, x[sample], run_onnx(staging / VARIANT_FILES["fp32"], x[sample]))
+        metadata = {
+            **base_metadata(schema.FEATURE_SERVICE, defaults),
+            "variants": variants,
+            "metrics": {
+                "baseline": base_metrics,
+                "torch": torch_metrics,
+                "primary": "pr_auc",
+                "torch_beats_baseline_pr_auc": beats,
+                "pr_auc": "average precision (scikit-learn average_precision_score)",
+                "ece_bins": s.ece_bins,
+                "ece_binning": f"{s.ece_bins} equal-width bins on [0, 1], weighted by rows per bin",
+                "calibration": result.calibration,
+            },
+            "slices": {
+                "split": "test",
+                "min_rows": s.min_slice_rows,
+                "min_positives": s.min_slice_positives,
+                "baseline": base_slices,
+                "torch": torch_slices,
+            },
+            "lineage": {
+                **training_set.sources,
+                "feature_repo": str(feature_repo),
+                "cutoff": training_set.cutoff.isoformat().replace("+00:00", "Z"),
+                "label_window": str(training_set.window),
+                "label_rule": "label_timestamp <= cutoff and event_timestamp <= cutoff - label_window; "
+                "entity rows stamped at event_timestamp - 1 µs",
+                "rows": training_set.counts,
+                "split": {
+                    **described,
+                    "validation_start": split.validation_start.isoformat().replace("+00:00", "Z"),
+                    "test_start": split.test_start.isoformat().replace("+00:00", "Z"),
+                    "rule": "train: t < validation_start <= validation < test_start <= test",
+                },
+                "seed": s.seed,
+                "packages": package_versions(),
+                "settings": s.model_dump(mode="json"),
+                "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                             "pos_weight": result.pos_weight, "history": result.history},
+                "drift_reference_rows": int(len(sample)),
+                "wall_seconds_before_publish": round(time.perf_counter() - started, 1),
+            },
+        }
+        target = publish_version(staging, repo, model_name, metadata)
+    except BaseException:
+        discard(staging)
+        raise
+    log.info("published %s in %.1fs", target, time.perf_counter() - started)
+    return target

@@ -1,0 +1,76 @@
+"""Builders shared by the tests: small simulated data with a real Feast registry, and one published run.
+
+The expensive parts (simulate, `feast apply`, one training run) happen once per session; tests that
+change a model repository work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import warnings
+import sys
+from pathlib import Path
+
+import pytest
+
+from flywheel_trainer import TrainingSet, build_training_set, main
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FEATURE_REPO = REPO_ROOT / "feature_repo"
+TEST_EPOCHS = 3
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory):
+    """A small simulated history (fixed start, so runs are comparable) applied to a fresh Feast registry."""
+    data = tmp_path_factory.mktemp("data")
+    subprocess.run(
+        [sys.executable, "-m", "flywheel_core.sim", "history", "--out", str(data), "--size", "small", "--start", "2026-01-01"],
+        check=True, capture_output=True,
+    )
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FLYWHEEL_DATA_DIR", str(data))
+    _feast_apply()
+    yield data
+    patch.undo()
+
+
+def _feast_apply() -> None:
+    """`feast apply` in this process (a subprocess would import Feast a second time, ~10 s here)."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    cwd = os.getcwd()  # apply_total chdirs into the repository and imports its modules by bare name
+    sys.path.insert(0, str(FEATURE_REPO))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Feast's own experimental/deprecation notices during apply
+            apply_total(load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml"), FEATURE_REPO, skip_source_validation=False)
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(FEATURE_REPO))
+
+
+@pytest.fixture(scope="session")
+def training_set(small_data: Path) -> TrainingSet:
+    return build_training_set(FEATURE_REPO, small_data)
+
+
+@pytest.fixture(scope="session")
+def published_repo(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository into which the CLI has published `fraud` once (with --if-empty, on an empty repo)."""
+    repo = tmp_path_factory.mktemp("model_repo")
+    code = main(
+        ["train", "--feature-repo", str(FEATURE_REPO), "--data", str(small_data), "--model-repo", str(repo),
+         "--model", "fraud", "--if-empty", "--epochs", str(TEST_EPOCHS)]
+    )
+    assert code == 0
+    return repo
+
+
+@pytest.fixture(scope="session")
+def version_dir(published_repo: Path) -> Path:
+    return published_repo / "fraud" / "v1"

@@ -1,0 +1,129 @@
+"""End to end on small data: Feast retrieval -> training -> variants -> a published, verifiable version."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel_core import model_repo, schema
+from flywheel_trainer import load_settings, main, train_and_publish
+from flywheel_trainer._variants import run_onnx
+
+from conftest import FEATURE_REPO, TEST_EPOCHS
+
+CONTRACT_KEYS = {"model", "version", "created_at", "feature_service", "input", "output", "defaults", "variants",
+                 "metrics", "slices", "lineage", "files"}
+
+
+def test_metadata_follows_the_contract(version_dir):
+    meta = model_repo.load_version(version_dir).metadata
+    assert set(meta) == CONTRACT_KEYS
+    assert (meta["model"], meta["version"], meta["feature_service"]) == ("fraud", "v1", schema.FEATURE_SERVICE)
+    assert meta["input"] == {"name": "input", "datatype": "FP32", "shape": [-1, schema.INPUT_DIM], "columns": schema.COLUMNS}
+    assert meta["output"] == {"name": "probability", "datatype": "FP32", "shape": [-1, 1]}
+    assert set(meta["defaults"]) == set(schema.NUMERIC_FEATURES)  # publish writes keys sorted
+    assert set(meta["variants"]) == {"fp32", "fp16", "int8"}
+    for name, variant in meta["variants"].items():
+        assert variant["file"] == f"model.{name}.onnx"
+        assert isinstance(variant["published"], bool) and "reason" in variant["gate"]
+        assert variant["cpu_latency_us"] > 0 and variant["cpu_latency"]["batch_256_us"] > 0
+        assert (version_dir / variant["file"]).exists() == variant["published"]
+    assert meta["variants"]["fp32"]["published"]
+    for model in ("baseline", "torch"):
+        assert set(meta["metrics"][model]["test"]) >= {"roc_auc", "pr_auc", "ece", "rows", "positives"}
+        assert set(meta["slices"][model]) == {"country", "channel", "merchant_category"}
+    lineage = meta["lineage"]
+    assert set(lineage["data_files_sha256"]) >= {"transactions.parquet", "card_activity.parquet", "merchant_risk.parquet"}
+    assert lineage["seed"] == load_settings().seed and lineage["packages"]["torch"].startswith("2.15.0")
+    assert lineage["training"]["epochs_run"] <= TEST_EPOCHS
+
+
+def test_every_file_is_listed_with_its_digest_and_edits_are_detected(version_dir, tmp_path):
+    meta = json.loads((version_dir / "metadata.json").read_text())
+    on_disk = {p.name for p in version_dir.iterdir() if p.name != "metadata.json"}
+    assert set(meta["files"]) == on_disk >= {"model.fp32.onnx", "drift_reference.parquet", "MODEL_CARD.md"}
+    for name, digest in meta["files"].items():
+        assert model_repo.sha256_file(version_dir / name) == digest
+    tampered = tmp_path / "v1"
+    shutil.copytree(version_dir, tampered)
+    (tampered / "MODEL_CARD.md").write_text("edited")
+    with pytest.raises(model_repo.DigestMismatch):
+        model_repo.load_version(tampered)
+
+
+def test_onnx_variants_reproduce_the_published_probabilities(version_dir):
+    meta = model_repo.load_version(version_dir).metadata
+    reference = pd.read_parquet(version_dir / "drift_reference.parquet")
+    assert list(reference.columns) == [c["name"] for c in schema.COLUMNS] + ["probability"]
+    x = reference.drop(columns="probability").to_numpy(np.float32)
+    fp32 = run_onnx(version_dir / "model.fp32.onnx", x)
+    assert np.max(np.abs(fp32 - reference["probability"].to_numpy())) <= 1e-6
+    assert meta["variants"]["fp32"]["gate"]["probability_diff"] <= meta["variants"]["fp32"]["gate"]["atol"] == 1e-5
+    for name, variant in meta["variants"].items():
+        if variant["published"] and name != "fp32":
+            other = run_onnx(version_dir / variant["file"], x)
+            assert np.max(np.abs(other - fp32)) <= variant["gate"]["max_probability_diff"]
+
+
+def test_time_split_boundaries_hold(version_dir, training_set):
+    split = model_repo.load_version(version_dir).metadata["lineage"]["split"]
+    ts = pd.Timestamp
+    assert ts(split["train"]["end"]) < ts(split["validation_start"]) <= ts(split["validation"]["start"])
+    assert ts(split["validation"]["end"]) < ts(split["test_start"]) <= ts(split["test"]["start"])
+    assert split["train"]["rows"] + split["validation"]["rows"] + split["test"]["rows"] == len(training_set.frame)
+    lineage = model_repo.load_version(version_dir).metadata["lineage"]
+    assert ts(split["test"]["end"]) <= ts(lineage["cutoff"]) - pd.Timedelta(lineage["label_window"])
+
+
+def test_model_card_states_whether_torch_beat_the_baseline(version_dir):
+    meta = model_repo.load_version(version_dir).metadata
+    card = (version_dir / "MODEL_CARD.md").read_text()
+    verdict = "**beats**" if meta["metrics"]["torch_beats_baseline_pr_auc"] else "**does not beat**"
+    assert verdict in card
+    for heading in ("## Intended use", "## Data", "## Metrics by slice", "## Variants", "## Limits"):
+        assert heading in card
+
+
+def test_if_empty_does_nothing_when_a_version_exists(published_repo, small_data):
+    before = model_repo.list_versions(published_repo, "fraud")
+    code = main(["train", "--feature-repo", str(FEATURE_REPO), "--data", str(small_data), "--model-repo",
+                 str(published_repo), "--model", "fraud", "--if-empty"])
+    assert code == 0
+    assert model_repo.list_versions(published_repo, "fraud") == before == ["v1"]
+
+
+def test_settings_from_the_environment_alone_drive_a_run(published_repo, small_data, monkeypatch):
+    """`python -m flywheel_trainer` with no arguments, as a Kubernetes Job runs it."""
+    for name, value in {"FEATURE_REPO": FEATURE_REPO, "DATA_DIR": small_data, "MODEL_REPO": published_repo,
+                        "MODEL": "fraud", "IF_EMPTY": "true"}.items():
+        monkeypatch.setenv(f"FLYWHEEL_TRAINER_{name}", str(value))
+    assert main([]) == 0
+    assert model_repo.list_versions(published_repo, "fraud") == ["v1"]
+
+
+def test_missing_data_exits_with_the_data_error_code(tmp_path):
+    code = main(["train", "--feature-repo", str(FEATURE_REPO), "--data", str(tmp_path / "none"), "--model-repo",
+                 str(tmp_path / "repo"), "--model", "fraud"])
+    assert code == 3
+    assert not (tmp_path / "repo").exists()
+
+
+def test_republishing_creates_v2_and_leaves_v1_untouched(published_repo, training_set, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(published_repo, repo)
+    v1 = {p.name: p.read_bytes() for p in (repo / "fraud" / "v1").iterdir()}
+    # An impossible gate: fp16 and int8 must fail it and stay unpublished, with the reason recorded.
+    settings = load_settings(epochs=2, gate_max_probability_diff=1e-12, latency_repeats=5)
+    target = train_and_publish(training_set, repo, "fraud", settings)
+    assert target == repo / "fraud" / "v2"
+    assert model_repo.list_versions(repo, "fraud") == ["v1", "v2"]
+    assert {p.name: p.read_bytes() for p in (repo / "fraud" / "v1").iterdir()} == v1
+    meta = model_repo.load_version(target).metadata
+    assert meta["version"] == "v2"
+    for name in ("fp16", "int8"):
+        assert meta["variants"][name]["published"] is False
+        assert "max abs probability difference" in meta["variants"][name]["gate"]["reason"]
+        assert not (target / f"model.{name}.onnx").exists()
+    assert not [p for p in (repo / "fraud").iterdir() if p.name.startswith(".staging")]

@@ -1,0 +1,119 @@
+"""The local stack for integration tests: data, features, a trained model and the services, once per session.
+
+Everything lives in a temporary directory (data, Feast registry and online store, model repo), on free
+loopback ports, so the tests never touch the user's `make up` state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from localstack import Ports, Stack, default_services, venv_python  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(argv: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+class EventSink:
+    """A real HTTP server that records the CloudEvents the transformer posts to it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with sink.lock:
+                    sink.events.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def data_env(workdir: Path) -> dict[str, str]:
+    """Small simulated history, applied and materialised into a temporary Feast store."""
+    data = workdir / "data"
+    env = {"FLYWHEEL_DATA_DIR": str(data)}
+    features = venv_python("services/features")
+    run([features, "-m", "flywheel_core.sim", "history", "--out", str(data), "--size", "small"], env)
+    run([features, "-m", "flywheel_features", "apply"], env)
+    run([features, "-m", "flywheel_features", "materialize"], env)
+    return env
+
+
+@pytest.fixture(scope="session")
+def model_repo(workdir: Path, data_env: dict[str, str]) -> Path:
+    repo = workdir / "model_repo"
+    run(
+        [venv_python("services/trainer"), "-m", "flywheel_trainer", "train", "--feature-repo", "feature_repo",
+         "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(repo), "--model", "fraud", "--epochs", "3"],
+        data_env,
+    )
+    return repo
+
+
+@pytest.fixture(scope="session")
+def event_sink() -> EventSink:
+    sink = EventSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="session")
+def ports() -> Ports:
+    return Ports(features=free_port(), predictor=free_port(), transformer=free_port())
+
+
+@pytest.fixture(scope="session")
+def stack(workdir: Path, data_env: dict[str, str], model_repo: Path, ports: Ports, event_sink: EventSink) -> Stack:
+    extra = {"FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": event_sink.url}
+    services = default_services(model_repo, Path(data_env["FLYWHEEL_DATA_DIR"]), ports, extra_env=extra)
+    with Stack(services, log_dir=workdir / "logs") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def live_transactions(workdir: Path, data_env: dict[str, str]) -> list[dict]:
+    """Live traffic that continues the small history (same cards and merchants)."""
+    out = workdir / "live.jsonl"
+    run([venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", "none", "--n", "50",
+         "--out", str(out)], data_env)
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
