@@ -1,0 +1,141 @@
+"""Typed settings, read once at start-up from `FLYWHEEL_PREDICTOR_*` environment variables.
+
+A bad value stops the server before anything is loaded, with a message naming the variable, so a typo
+in a Helm value or a shell never turns into a server that quietly serves the wrong thing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._errors import ConfigError
+
+ENV_PREFIX = "FLYWHEEL_PREDICTOR_"
+_VERSION_RE = re.compile(r"^(latest|v\d+)$")
+
+Variant = Literal["auto", "fp32", "fp16", "int8"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the predictor. Provider and variant are chosen here and by detection, never in code."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    model_repo: Path = Field(
+        Path("model_repo"),
+        description="Directory of the model repository (<repo>/<model>/<version>/). Default ./model_repo, "
+        "the path `make train` publishes into.",
+    )
+    model_name: str = Field(
+        "fraud",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Model to serve; also its name on every endpoint (/v1/models/<name>, /v2/models/<name>). "
+        "Default 'fraud', the reference use case.",
+    )
+    model_version: str = Field(
+        "latest",
+        description="'latest' (highest published vN, resolved once at start-up) or an exact 'vN' to pin one. "
+        "Default 'latest' so a fresh start picks up the newest published model.",
+    )
+    variant: Variant = Field(
+        "auto",
+        description="Which published ONNX file to run: auto | fp32 | fp16 | int8. 'auto' takes fp16 on a GPU "
+        "provider when published, on CPU the published variant with the lowest recorded cpu_latency_us, "
+        "else fp32.",
+    )
+    providers: str = Field(
+        "auto",
+        description="ONNX Runtime execution providers: 'auto' (the best available of TensorRT, CUDA, CPU) or a "
+        "comma list such as 'CUDAExecutionProvider,CPUExecutionProvider'. Default auto, so one image serves "
+        "on CPU and GPU nodes alike.",
+    )
+    http_host: str = Field(
+        "0.0.0.0",
+        description="Address to listen on. Default 0.0.0.0 so a pod is reachable; use 127.0.0.1 for local tests.",
+    )
+    http_port: int = Field(8080, ge=1, le=65535, description="HTTP port (KServe's default, 8080).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes, each with its own ONNX Runtime session. Default 1: scale pods first; raise "
+        "it to use several cores in one pod.",
+    )
+    intra_op_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="ONNX Runtime intra-op threads per session. Default 1: one core per worker, so workers do not "
+        "fight over cores and a single-row request does not pay for thread wake-ups.",
+    )
+    inference_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Threads per worker that call session.run, off the event loop. Default 1 (one core per worker); "
+        "raise it on GPU providers, where several runs can overlap. 0 runs the session on the event loop: "
+        "cheaper for a model that scores a row in microseconds, but a slow batch then stalls every connection "
+        "of the worker.",
+    )
+    batch_max_rows: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="Most rows an inference thread stacks into one session.run from requests already waiting "
+        "(it never waits for more). Default 64: under load one run serves many single-row requests; 1 turns "
+        "stacking off.",
+    )
+    fast_path: bool = Field(
+        True,
+        description="Serve the hosted model's JSON inference routes from a small ASGI handler in front of KServe's "
+        "app (same contract, a fraction of the per-request cost). Default on; off sends every request through "
+        "KServe's own handlers, for comparison.",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest inference request body in bytes (413 beyond). Default 8 MiB, about 40k rows as JSON: "
+        "bounds the memory one request can take.",
+    )
+
+    @field_validator("model_version")
+    @classmethod
+    def _version_form(cls, value: str) -> str:
+        if not _VERSION_RE.match(value):
+            raise ValueError("expected 'latest' or a version such as 'v3'")
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_form(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",")]
+        if value.strip() == "auto":
+            return "auto"
+        if not all(names) or "auto" in names:
+            raise ValueError("expected 'auto' or a comma list of execution provider names")
+        return ",".join(names)
+
+    @property
+    def provider_list(self) -> tuple[str, ...] | None:
+        """The explicit provider list, or None for auto."""
+        return None if self.providers == "auto" else tuple(self.providers.split(","))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; a bad value raises ConfigError naming the environment variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(
+                f"Config '{ENV_PREFIX}{field.upper()}' has value {error.get('input')!r}: {error['msg']}"
+            )
+        raise ConfigError("; ".join(problems)) from e
