@@ -43,7 +43,7 @@ class Service:
     def start(self, log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "ab")
         # A new session per service, so stopping it stops its worker processes too.
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
@@ -112,6 +112,9 @@ def _is_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
+    except urllib.error.HTTPError as e:
+        e.close()  # a not-ready answer (503) still holds its connection open
+        return False
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
@@ -157,6 +160,18 @@ class Stack:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
+
+    def kill(self, name: str) -> None:
+        """Kill a service abruptly (SIGKILL), as a crash would."""
+        process = self[name].process
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def restart(self, name: str) -> None:
+        service = self[name]
+        service.stop()
+        service.start(self.log_dir)
+        self._wait_ready(service)
 
 
 def post_json(url: str, body: object, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None) -> tuple[int, dict]:

@@ -60,6 +60,7 @@ class EventSink:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture(scope="session")
