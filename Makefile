@@ -76,9 +76,15 @@ test-unit: ## unit tests, each project in its own environment
 test-integration: ## the local stack: real processes over loopback HTTP
 	cd tests && .venv/bin/python -m pytest -q
 
+.PHONY: bench-deps
+bench-deps: ## the load tool (wrk) and taskset, from Debian's packages
+	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk util-linux; }
+
 .PHONY: bench
-bench: install ## benchmarks (figures in bench/results/ and docs/benchmarks.md)
+bench: install bench-deps train ## benchmarks (figures in bench/results/, summary in docs/benchmarks.md)
 	$(UV_PYTHON) bench/predictor/run.py --model-repo $(MODEL_REPO)
+	tests/.venv/bin/python bench/e2e/run.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 
 .PHONY: clean
 clean: ## remove generated data, models and environments
