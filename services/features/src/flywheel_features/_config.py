@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flywheel_core.settings import describe_setting_errors
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,9 +69,7 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as e:
-        error = e.errors()[0]
-        name = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ENV_PREFIX
-        raise ConfigError(f"Config '{name}' has value {error.get('input')!r}: {error['msg']}") from e
+        raise ConfigError(describe_setting_errors(e.errors(), ENV_PREFIX)) from e
     if not settings.store_yaml_path.is_file():
         raise ConfigError(
             f"Config '{ENV_PREFIX}STORE_YAML' has value '{settings.store_yaml}': no such file "

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -132,10 +133,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(
-                f"Config '{ENV_PREFIX}{field.upper()}' has value {error.get('input')!r}: {error['msg']}"
-            )
-        raise ConfigError("; ".join(problems)) from e
+        raise ConfigError(describe_setting_errors(e.errors(), ENV_PREFIX)) from e

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,8 +64,4 @@ def load_settings(**overrides: Any) -> TrainerSettings:
     try:
         return TrainerSettings(**overrides)
     except ValidationError as e:
-        error = e.errors()[0]
-        if not error["loc"]:  # a check across fields
-            raise ConfigError(f"Config 'FLYWHEEL_TRAINER_*': {error['msg']}") from e
-        name = "FLYWHEEL_TRAINER_" + "_".join(str(part) for part in error["loc"]).upper()
-        raise ConfigError(f"Config '{name}' has value '{error.get('input')}': expected {error['msg'].lower()}") from e
+        raise ConfigError(describe_setting_errors(e.errors(), "FLYWHEEL_TRAINER_")) from e

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from flywheel_core.settings import describe_setting_errors
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -109,14 +110,4 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            value = error.get("input")
-            problems.append(f"Config '{ENV_PREFIX}{field.upper()}' has value {value!r}: expected {_expected(error)}")
-        raise ConfigError("; ".join(problems)) from e
-
-
-def _expected(error: dict) -> str:
-    message = str(error.get("msg", "a valid value"))
-    return message.removeprefix("Value error, ").removeprefix("Input should be ")
+        raise ConfigError(describe_setting_errors(e.errors(), ENV_PREFIX)) from e
