@@ -13,7 +13,9 @@ export UV_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || command -v pytho
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer tests
+SERVICE_PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer
+TEST_PROJECTS := tests tests/cluster
+PROJECTS := $(SERVICE_PROJECTS) $(TEST_PROJECTS)
 DATA_DIR ?= $(CURDIR)/data
 MODEL_REPO ?= $(CURDIR)/model_repo
 DATA_SIZE ?= default
@@ -63,11 +65,11 @@ up: install train ## run the whole loop locally until Ctrl-C
 	$(UV_PYTHON) scripts/up.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 
 .PHONY: test
-test: install test-unit test-integration ## every test
+test: install test-unit test-integration test-cluster ## every test
 
 .PHONY: test-unit
 test-unit: ## unit tests, each project in its own environment
-	@for project in $(filter-out tests,$(PROJECTS)); do \
+	@for project in $(SERVICE_PROJECTS); do \
 	  echo "==> pytest $$project"; \
 	  (cd $$project && .venv/bin/python -m pytest -q); \
 	done
@@ -75,6 +77,22 @@ test-unit: ## unit tests, each project in its own environment
 .PHONY: test-integration
 test-integration: ## the local stack: real processes over loopback HTTP
 	cd tests && .venv/bin/python -m pytest -q
+
+.PHONY: test-cluster
+test-cluster: cluster-build ## a real control plane (etcd, kube-apiserver, controllers, kwok)
+	cd tests/cluster && .venv/bin/python -m pytest -q
+
+.PHONY: cluster-build
+cluster-build: ## build the pinned control plane, kwok, kubectl and helm from source (cached)
+	hack/cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: cluster-build ## start the local control plane in the background; prints the KUBECONFIG export
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane
+	hack/cluster/down.sh
 
 .PHONY: bench-deps
 bench-deps: ## the load tool (wrk) and taskset, from Debian's packages

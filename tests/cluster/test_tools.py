@@ -1,0 +1,41 @@
+"""kubectl and helm built by hack/cluster/build.sh work against the cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _tool(cluster, name: str) -> str:
+    if cluster.control_plane is not None:
+        return str(cluster.control_plane.bin_dir / name)
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not on PATH")
+    return found
+
+
+def _run(cluster, *argv: str, cwd: Path | None = None) -> str:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(cwd or "."),
+           "HELM_CONFIG_HOME": str(cwd or "."), "HELM_DATA_HOME": str(cwd or ".")}
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{argv} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_kubectl_sees_ready_nodes(cluster):
+    out = _run(cluster, _tool(cluster, "kubectl"), "get", "nodes", "--no-headers")
+    assert out.strip() and all(" Ready " in f" {line} " for line in out.strip().splitlines())
+
+
+def test_helm_install_waits_for_a_chart_to_become_ready(cluster, namespace, tmp_path):
+    helm = _tool(cluster, "helm")
+    _run(cluster, helm, "create", "demo", cwd=tmp_path)
+    _run(cluster, helm, "install", "demo", str(tmp_path / "demo"), "--namespace", namespace,
+         "--wait", "--timeout", "120s", cwd=tmp_path)
+    status = _run(cluster, helm, "status", "demo", "--namespace", namespace, cwd=tmp_path)
+    assert "STATUS: deployed" in status
