@@ -13,7 +13,8 @@ export UV_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || command -v pytho
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-SERVICE_PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer
+SERVICE_PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer \
+  services/drift
 TEST_PROJECTS := tests tests/cluster
 PROJECTS := $(SERVICE_PROJECTS) $(TEST_PROJECTS)
 DATA_DIR ?= $(CURDIR)/data
@@ -103,6 +104,7 @@ bench-deps: ## the load tool (wrk) and taskset, from Debian's packages
 bench: install bench-deps train ## benchmarks (figures in bench/results/, summary in docs/benchmarks.md)
 	$(UV_PYTHON) bench/predictor/run.py --model-repo $(MODEL_REPO)
 	tests/.venv/bin/python bench/e2e/run.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
+	services/drift/.venv/bin/python bench/drift/run.py
 
 .PHONY: clean
 clean: ## remove generated data, models and environments

@@ -27,6 +27,7 @@ class Ports:
     features: int = 6566
     predictor: int = 8080
     transformer: int = 8090
+    drift: int = 8070
 
 
 @dataclass
@@ -40,10 +41,10 @@ class Service:
     process: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
 
-    def start(self, log_dir: Path) -> None:
+    def start(self, log_dir: Path, append: bool = False) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab" if append else "wb")
         # A new session per service, so stopping it stops its worker processes too.
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
@@ -75,12 +76,27 @@ def venv_python(project: str) -> str:
 
 
 def default_services(
-    model_repo: Path, data_dir: Path, ports: Ports = Ports(), extra_env: Mapping[str, str] | None = None
+    model_repo: Path,
+    data_dir: Path,
+    ports: Ports = Ports(),
+    extra_env: Mapping[str, str] | None = None,
+    drift: bool = True,
 ) -> list[Service]:
-    """The features, predictor and transformer services wired to each other on loopback."""
-    common = {"FLYWHEEL_DATA_DIR": str(data_dir), **(extra_env or {})}
+    """The services wired to each other on loopback: the transformer logs every inference to drift.
+
+    With `drift=False` the transformer's events go wherever `extra_env` says (or nowhere).
+    """
     host = "127.0.0.1"
-    return [
+    sink = {"FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": f"http://{host}:{ports.drift}/"} if drift else {}
+    common = {"FLYWHEEL_DATA_DIR": str(data_dir), **sink, **(extra_env or {})}
+    drift_service = Service(
+        "drift",
+        [venv_python("services/drift"), "-m", "flywheel_drift"],
+        {**common, "FLYWHEEL_DRIFT_HTTP_PORT": str(ports.drift), "FLYWHEEL_DRIFT_HTTP_HOST": host, "FLYWHEEL_DRIFT_MODEL_REPO": str(model_repo),
+         "FLYWHEEL_DRIFT_SPOOL_DIR": str(Path(data_dir) / "drift")},
+        f"http://{host}:{ports.drift}/ready",
+    )
+    return [drift_service] * drift + [
         Service(
             "features",
             [venv_python("services/features"), "-m", "flywheel_features"],
@@ -170,7 +186,7 @@ class Stack:
     def restart(self, name: str) -> None:
         service = self[name]
         service.stop()
-        service.start(self.log_dir)
+        service.start(self.log_dir, append=True)
         self._wait_ready(service)
 
 

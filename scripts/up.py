@@ -79,6 +79,7 @@ def curl_examples(ports: Ports, transaction: dict) -> str:
         f"  curl -s localhost:{ports.features}/get-online-features -H 'content-type: application/json' "
         f"-d '{{\"features\": [\"card_activity:txn_count_24h\"], \"entities\": {{\"card_id\": [\"{transaction['card_id']}\"]}}}}'",
         f"  curl -s localhost:{ports.predictor}/metrics | grep flywheel_",
+        f"  curl -s localhost:{ports.drift}/v1/report      # drift per feature (HTML: http://localhost:{ports.drift}/report)",
     ])
 
 

@@ -100,7 +100,7 @@ def event_sink() -> EventSink:
 
 @pytest.fixture(scope="session")
 def ports() -> Ports:
-    return Ports(features=free_port(), predictor=free_port(), transformer=free_port())
+    return Ports(features=free_port(), predictor=free_port(), transformer=free_port(), drift=free_port())
 
 
 @pytest.fixture(scope="session")

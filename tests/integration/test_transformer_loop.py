@@ -86,3 +86,8 @@ def test_each_inference_is_logged_as_kserve_cloudevents(stack, ports, live_trans
         assert event["headers"]["ce-specversion"] == "1.0"
         assert event["headers"]["ce-inferenceservicename"]
         json.loads(event["body"])
+
+
+def test_drift_service_is_ready_on_the_published_version(stack, ports):
+    response = httpx.get(f"http://127.0.0.1:{ports.drift}/ready", timeout=10)
+    assert response.status_code == 200, response.text

@@ -1,0 +1,239 @@
+"""Reading inference-log CloudEvents as they arrive, unchanged, from KServe's logger, Seldon's executor,
+Flywheel's transformer, or the plain JSON batch endpoint.
+
+CloudEvents v1.0 binary mode (attributes in `ce-*` headers, the payload as the body), or structured mode
+(`application/cloudevents+json`). The request and response of one inference share `ce-id`; `_pairing`
+joins them. Payloads understood:
+
+- Open Inference Protocol (V2): request `inputs` (the tensor named `input`, or the only numeric one,
+  shape [n, d]; an optional BYTES `transaction_id` tensor gives row ids); response `outputs` (tensor
+  `probability`, or the first numeric one), `model_name`, `model_version`.
+- KServe V1: `{"instances": [[...], ...]}` / `{"predictions": [p, ...]}` (numbers, [p] or [p0, p1]).
+- Seldon protocol: `{"data": {"ndarray": [[...]]}}` or `{"data": {"tensor": {"shape": [...], "values": [...]}}}`;
+  a two-column response is predict_proba, and column 1 is the positive class.
+
+Everything that is wrong is an `InvalidEvent` naming the header or field. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ._errors import InvalidEvent, UnsupportedEventType, UnsupportedMediaType
+
+EVENT_TYPES: dict[str, tuple[str, str]] = {
+    "org.kubeflow.serving.inference.request": ("kserve", "request"),
+    "org.kubeflow.serving.inference.response": ("kserve", "response"),
+    "io.seldon.serving.inference.request": ("seldon", "request"),
+    "io.seldon.serving.inference.response": ("seldon", "response"),
+}
+SPEC_VERSIONS = ("1.0", "0.3")
+ROW_ID_NAMES = ("transaction_id", "id", "ids")
+
+
+@dataclass
+class EventHalf:
+    """One side of an inference, parsed. `x` for requests, `probabilities` for responses."""
+
+    id: str
+    role: str
+    family: str
+    time: float
+    model: str | None = None
+    version: str | None = None
+    x: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    row_ids: list[str] | None = None
+
+    @property
+    def rows(self) -> int:
+        if self.x is not None:
+            return len(self.x)
+        return 0 if self.probabilities is None else len(self.probabilities)
+
+
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def parse_time(value: str | None, default: float) -> float:
+    """Seconds since the epoch of an RFC 3339 `ce-time`; `default` when absent."""
+    if not value:
+        return default
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as e:
+        raise InvalidEvent(f"ce-time {value!r} is not an RFC 3339 timestamp", field="ce-time") from e
+
+
+def load_json(body: bytes, what: str = "body") -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidEvent(f"{what} is not valid JSON: {e}", field=what) from e
+
+
+def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float) -> EventHalf:
+    """One CloudEvent (headers lower-cased) into an EventHalf; InvalidEvent on anything malformed."""
+    content_type = headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() == "application/cloudevents+json":
+        envelope = load_json(body)
+        if not isinstance(envelope, dict):
+            raise InvalidEvent("a structured CloudEvent must be a JSON object", field="body")
+        attributes = {f"ce-{k}": str(v) for k, v in envelope.items() if k not in ("data", "data_base64")}
+        payload = envelope.get("data")
+    else:
+        if not is_json(content_type):
+            raise UnsupportedMediaType(f"content-type {content_type or '(none)'!r}: inference events must be "
+                                       "application/json (binary mode) or application/cloudevents+json")
+        attributes = dict(headers)
+        payload = load_json(body)
+    for name in ("ce-specversion", "ce-id", "ce-type"):
+        if not attributes.get(name):
+            raise InvalidEvent(f"missing CloudEvent attribute header {name}", field=name)
+    if attributes["ce-specversion"] not in SPEC_VERSIONS:
+        raise InvalidEvent(f"ce-specversion {attributes['ce-specversion']!r}: expected 1.0", field="ce-specversion")
+    ce_type = attributes["ce-type"]
+    if ce_type not in EVENT_TYPES:
+        raise UnsupportedEventType(f"ce-type {ce_type!r} is not an inference log event; expected one of "
+                                   f"{', '.join(EVENT_TYPES)}", field="ce-type")
+    family, role = EVENT_TYPES[ce_type]
+    if not isinstance(payload, dict):
+        raise InvalidEvent("the event data must be a JSON object", field="body")
+    half = EventHalf(id=attributes["ce-id"], role=role, family=family,
+                     time=parse_time(attributes.get("ce-time"), received_at),
+                     model=attributes.get("ce-inferenceservicename") or None)
+    if role == "request":
+        half.x, half.row_ids = request_rows(payload)
+        params = payload.get("parameters")
+        if isinstance(params, dict) and isinstance(params.get("metadata_version"), str):
+            half.version = params["metadata_version"]
+    else:
+        half.probabilities, ids = response_scores(payload)
+        half.row_ids = ids
+        if isinstance(payload.get("model_name"), str) and payload["model_name"]:
+            half.model = payload["model_name"]
+        if isinstance(payload.get("model_version"), str) and payload["model_version"]:
+            half.version = payload["model_version"]
+    if half.row_ids is not None and len(half.row_ids) != half.rows:
+        raise InvalidEvent(f"{len(half.row_ids)} row ids for {half.rows} rows", field="transaction_id")
+    return half
+
+
+def matrix(values: Any, field: str, shape: list[int] | None = None) -> np.ndarray:
+    """A 2-D float32 array from nested or flat JSON numbers, checked."""
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidEvent(f"must hold numbers only, with rows of equal length ({e})", field=field) from e
+    if shape is not None:
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise InvalidEvent("shape must be a list of non-negative integers", field=field)
+        if int(np.prod(shape)) != array.size:
+            raise InvalidEvent(f"shape {shape} does not match {array.size} values", field=field)
+        array = array.reshape(shape)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1) if shape is not None and len(shape) == 1 else array.reshape(1, -1)
+    if array.ndim != 2:
+        raise InvalidEvent(f"must be a [rows, columns] matrix, got {array.ndim} dimensions", field=field)
+    if not np.isfinite(array).all():
+        raise InvalidEvent("holds NaN or infinite values", field=field)
+    return array
+
+
+def _tensor_ids(tensors: list[Any]) -> list[str] | None:
+    for tensor in tensors:
+        if isinstance(tensor, dict) and tensor.get("name") in ROW_ID_NAMES:
+            data = tensor.get("data")
+            if not isinstance(data, list):
+                raise InvalidEvent("row id tensor must have a data list", field=str(tensor.get("name")))
+            return [str(v) for v in data]
+    return None
+
+
+def _numeric_tensor(tensors: list[Any], preferred: str, field: str) -> dict[str, Any]:
+    candidates = [t for t in tensors if isinstance(t, dict) and str(t.get("datatype", "FP32")).upper() != "BYTES"]
+    for tensor in candidates:
+        if tensor.get("name") == preferred:
+            return tensor
+    if len(candidates) == 1:
+        return candidates[0]
+    raise InvalidEvent(f"no numeric tensor named {preferred!r} among {len(candidates)} numeric tensors", field=field)
+
+
+def request_rows(payload: dict[str, Any]) -> tuple[np.ndarray, list[str] | None]:
+    if "inputs" in payload:
+        inputs = payload["inputs"]
+        if not isinstance(inputs, list) or not inputs:
+            raise InvalidEvent("inputs must be a non-empty list of tensors", field="inputs")
+        tensor = _numeric_tensor(inputs, "input", "inputs")
+        if "data" not in tensor:
+            raise InvalidEvent("tensor has no data", field=f"inputs.{tensor.get('name', '?')}")
+        x = matrix(tensor["data"], f"inputs.{tensor.get('name', '?')}.data", tensor.get("shape"))
+        return x, _tensor_ids(inputs)
+    if "instances" in payload:
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise InvalidEvent("instances must be a non-empty list of rows", field="instances")
+        if isinstance(instances[0], dict):
+            raise InvalidEvent("instances must be lists of model-input numbers in the model's column order",
+                               field="instances")
+        return matrix(instances, "instances"), None
+    if isinstance(payload.get("data"), dict):
+        return _seldon(payload["data"], "data"), None
+    raise InvalidEvent("request body has none of inputs (V2), instances (V1) or data (Seldon)", field="body")
+
+
+def response_scores(payload: dict[str, Any]) -> tuple[np.ndarray, list[str] | None]:
+    if "outputs" in payload:
+        outputs = payload["outputs"]
+        if not isinstance(outputs, list) or not outputs:
+            raise InvalidEvent("outputs must be a non-empty list of tensors", field="outputs")
+        tensor = _numeric_tensor(outputs, "probability", "outputs")
+        if "data" not in tensor:
+            raise InvalidEvent("tensor has no data", field=f"outputs.{tensor.get('name', '?')}")
+        m = matrix(tensor["data"], f"outputs.{tensor.get('name', '?')}.data", tensor.get("shape"))
+        return _scores(m, "outputs"), _tensor_ids(outputs)
+    if "predictions" in payload:
+        predictions = payload["predictions"]
+        if not isinstance(predictions, list) or not predictions:
+            raise InvalidEvent("predictions must be a non-empty list", field="predictions")
+        if isinstance(predictions[0], dict):
+            key = "probability" if "probability" in predictions[0] else "score"
+            try:
+                values = [float(p[key]) for p in predictions]
+            except (KeyError, TypeError, ValueError) as e:
+                raise InvalidEvent(f"each prediction object needs a numeric {key!r}", field="predictions") from e
+            ids = [str(p["id"]) for p in predictions] if all("id" in p for p in predictions) else None
+            return np.asarray(values, dtype=np.float32), ids
+        m = matrix(predictions, "predictions", [len(predictions)] if not isinstance(predictions[0], list) else None)
+        return _scores(m, "predictions"), None
+    if isinstance(payload.get("data"), dict):
+        return _scores(_seldon(payload["data"], "data"), "data"), None
+    raise InvalidEvent("response body has none of outputs (V2), predictions (V1) or data (Seldon)", field="body")
+
+
+def _seldon(data: dict[str, Any], field: str) -> np.ndarray:
+    if "ndarray" in data:
+        return matrix(data["ndarray"], f"{field}.ndarray")
+    tensor = data.get("tensor")
+    if isinstance(tensor, dict) and "values" in tensor:
+        return matrix(tensor["values"], f"{field}.tensor.values", tensor.get("shape"))
+    raise InvalidEvent("Seldon data needs ndarray or tensor.values", field=field)
+
+
+def _scores(m: np.ndarray, field: str) -> np.ndarray:
+    """One score per row: the only column, or column 1 of a two-column predict_proba."""
+    if m.shape[1] == 1:
+        return m[:, 0]
+    if m.shape[1] == 2:
+        return m[:, 1]
+    raise InvalidEvent(f"expected one score per row (or two class probabilities), got {m.shape[1]} columns",
+                       field=field)

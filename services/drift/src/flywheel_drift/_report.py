@@ -1,0 +1,82 @@
+"""The report: what the service knows about each monitored version, as JSON (GET /v1/report) and as the
+data behind the HTML page (GET /report). Built under the processor's lock, so it is consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._monitor import VersionMonitor
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if np.isfinite(f) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def version_report(monitor: VersionMonitor, totals: tuple[int, int]) -> dict[str, Any]:
+    ref, s = monitor.reference, monitor.state
+    last = s.last_window or {}
+    features = []
+    for spec in ref.features:
+        entry: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "test": spec.reason}
+        result = (last.get("features") or {}).get(spec.name)
+        if result is not None:
+            entry["last"] = {k: result[k] for k in ("p_value", "q_value", "distance", "psi", "drift", "mean")}
+            entry["current_histogram"] = result.get("histogram")
+        if spec.name in ref.hist_edges:
+            entry["reference_histogram"] = {"edges": ref.hist_edges[spec.name], "proportions": ref.hist_ref[spec.name]}
+            entry["reference_mean"] = float(np.mean(ref.sorted_values[spec.name]))
+        if spec.name in ref.category_values:
+            entry["categories"] = ref.category_values[spec.name]
+        features.append(entry)
+    online = dict(ref.state.get("online", {}))
+    if s.online is not None:
+        online.update(statistics=s.online.statistics(), run_length=s.online.run_length)
+    online["alarms"] = list(s.online_alarms)
+    return _clean({
+        "model": ref.model,
+        "version": ref.version,
+        "rows": s.rows,
+        "windows": s.windows,
+        "open_window_rows": s.buffer.rows,
+        "drift": bool(last.get("drift")) or any(e["active"] for e in s.episodes.values()),
+        "episodes": s.episodes,
+        "last_window": {k: v for k, v in last.items() if k != "features"} if last else None,
+        "reference": {"rows": ref.rows, "baseline": ref.baseline},
+        "features": features,
+        "history": list(s.history),
+        "online": online,
+        "mmd": list(s.mmd)[-50:],
+        "performance": s.performance,
+        "performance_history": list(s.performance_history),
+        "predictions_logged": totals[0],
+        "predictions_labelled": totals[1],
+        "alerts": list(s.alerts),
+    })
+
+
+def service_report(monitors: dict[tuple[str, str], VersionMonitor], totals: Callable[[str, str], tuple[int, int]],
+                   status: dict[str, Any], model: str | None, version: str | None) -> dict[str, Any]:
+    """The whole report: service `status` plus every monitored version matching the filters."""
+    versions = []
+    for (m, v), monitor in sorted(monitors.items()):
+        if (model is None or m == model) and (version is None or v == version):
+            versions.append(version_report(monitor, totals(m, v)))
+    return _clean({**status, "versions": versions})

@@ -1,0 +1,149 @@
+"""HTTP API (Starlette): the CloudEvents sink, the batch and labels endpoints, report, health, metrics.
+
+    POST /            CloudEvents sink (KServe logger, Seldon, Flywheel transformer); also /v1/events
+    POST /v1/batch    plain JSON rows                 POST /v1/labels   delayed ground truth
+    GET  /v1/report   JSON report                     GET  /report      HTML report with plots
+    GET  /health      process alive                   GET  /ready       spool replayed, references loaded
+    GET  /metrics     Prometheus
+
+The server listens at once; the spool replay runs in a thread and /ready turns 200 when it is done.
+Errors are JSON bodies from `_errors.error_body`, statuses from its one table; never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ._errors import PayloadTooLarge, RequestError, UnsupportedMediaType, error_body, status_of
+from ._events import is_json
+from ._html import render
+from ._service import DriftService
+
+log = logging.getLogger("flywheel_drift.server")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over FLYWHEEL_DRIFT_MAX_BODY_BYTES={limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over FLYWHEEL_DRIFT_MAX_BODY_BYTES={limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(e: RequestError) -> JSONResponse:
+    headers = {"retry-after": str(getattr(e, "retry_after_s", 1))} if status_of(e) in (429, 503) else None
+    return JSONResponse(error_body(e), status_code=status_of(e), headers=headers)
+
+
+def create_app(service: DriftService, start: bool = True) -> Starlette:
+    """The ASGI app over `service`; with `start`, the lifespan starts and stops it."""
+    limit = service.settings.max_body_bytes
+
+    async def _guard(handler: Any) -> Response:
+        try:
+            return await handler()
+        except RequestError as e:
+            if status_of(e) < 500 and status_of(e) != 429:
+                service.metrics.rejected.inc()
+            return _error(e)
+
+    async def events(request: Request) -> Response:
+        async def handle() -> Response:
+            body = await read_body(request, limit)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            return JSONResponse(await service.accept_cloudevent(headers, body), status_code=202)
+        return await _guard(handle)
+
+    async def batch(request: Request) -> Response:
+        async def handle() -> Response:
+            _json_only(request)
+            return JSONResponse(await service.accept_batch(await read_body(request, limit)), status_code=202)
+        return await _guard(handle)
+
+    async def labels(request: Request) -> Response:
+        async def handle() -> Response:
+            _json_only(request)
+            return JSONResponse(await service.accept_labels(await read_body(request, limit)))
+        return await _guard(handle)
+
+    async def report(request: Request) -> Response:
+        async def handle() -> Response:
+            data = await asyncio.to_thread(service.report, request.query_params.get("model"),
+                                           request.query_params.get("version"))
+            return JSONResponse(data)
+        return await _guard(handle)
+
+    async def report_html(request: Request) -> Response:
+        async def handle() -> Response:
+            data = await asyncio.to_thread(service.report, request.query_params.get("model"),
+                                           request.query_params.get("version"))
+            return HTMLResponse(render(data))
+        return await _guard(handle)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(request: Request) -> Response:
+        body = {"ready": service.ready, "ready_after_s": service.ready_after_s, "replayed_events": service.replayed,
+                "references": {f"{r.model}/{r.version}": r.state.get("online", {}).get("source", "")
+                               for r in service.loader.loaded()}}
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(asyncio.to_thread(service.start)) if start else None
+        if task is not None:
+            task.add_done_callback(_exit_if_failed)
+        try:
+            yield
+        finally:
+            if task is not None:
+                await task
+                await asyncio.to_thread(service.stop)
+
+    routes = [
+        Route("/", events, methods=["POST"]),
+        Route("/v1/events", events, methods=["POST"]),
+        Route("/v1/batch", batch, methods=["POST"]),
+        Route("/v1/labels", labels, methods=["POST"]),
+        Route("/v1/report", report, methods=["GET"]),
+        Route("/report", report_html, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _exit_if_failed(task: asyncio.Task[None]) -> None:
+    # A service that cannot open its spool or replay it must not linger half-started: exit, so the
+    # orchestrator restarts it and the failure is visible.
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("drift service failed to start: %r", task.exception())
+        os._exit(3)
+
+
+def _json_only(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if not is_json(content_type):
+        raise UnsupportedMediaType(f"content-type {content_type or '(none)'!r}: send application/json")

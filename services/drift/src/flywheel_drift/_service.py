@@ -1,0 +1,210 @@
+"""The drift service: accept (validate, persist, hand over), analyse in the background, report.
+
+Accepting is the only work on a sender's path: the body is read and checked (a malformed event gets a
+4xx naming the problem), the backlog rule is applied (429 rather than unbounded memory), and the event
+is committed to the spool; the 202 comes after the commit. Everything else happens in the processor
+thread. Start-up restores the last checkpoint and replays the spool before the service reports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from ._alerts import AlertSender
+from ._config import Settings
+from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel
+from ._events import EventHalf, load_json, parse_cloudevent
+from ._labels import LabelStore
+from ._metrics import Metrics
+from ._mmd import MMDRunner
+from ._payloads import parse_batch, parse_labels
+from ._processor import Backlog, Processor
+from ._repo import ReferenceLoader
+from ._report import service_report
+from ._spool import Spool, SpooledEvent
+
+log = logging.getLogger("flywheel_drift")
+
+# Only these CloudEvent headers are kept in the spool: what parsing needs, nothing sensitive.
+KEPT_HEADERS = ("content-type", "ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time",
+                "ce-inferenceservicename", "ce-namespace", "ce-component", "ce-endpoint", "ce-modelid",
+                "ce-requestid")
+
+
+class DriftService:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 alert_transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.loader = ReferenceLoader(settings)
+        self.backlog = Backlog()
+        self.ready = False
+        self.started_at = time.time()
+        self.ready_after_s: float | None = None
+        self.replayed = 0
+        self._alert_transport = alert_transport
+        self.processor: Processor
+        self.spool: Spool
+        self.labels: LabelStore
+        self.alerts: AlertSender
+        self.mmd: MMDRunner | None = None
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the stores, restore and replay, load the latest references; then ready."""
+        started = time.perf_counter()
+        s = self.settings
+        self.labels = LabelStore(s.spool_dir, s.durable)
+        self.spool = Spool(s.spool_dir, s.durable, on_committed=self._committed)
+        self.alerts = AlertSender(s.alert_cloudevent_sinks, s.alert_webhook_sinks, s.alert_timeout_s,
+                                  s.alert_retries, self.metrics, self._alert_transport)
+        if s.mmd_enabled:
+            self.mmd = MMDRunner(s.mmd_rows, s.mmd_permutations, s.alpha,
+                                 on_result=lambda key, result: self.processor.queue.put(("mmd", (key, result))))
+        self.processor = Processor(s, self.loader, self.labels, self.spool, self.metrics, self.backlog,
+                                   send_alert=self.alerts.send, submit_mmd=self._submit_mmd)
+        replay_started = time.perf_counter()
+        self.replayed = self.processor.restore()
+        self.metrics.replay_seconds.set(time.perf_counter() - replay_started)
+        for model in s.models:
+            version = self.loader.latest(model)
+            if version is not None and self.processor.monitor(model, version) is None:
+                log.warning("%s/%s: %s", model, version, self.loader.failure(model, version))
+        self.processor.start()
+        self.ready = True
+        self.metrics.ready.set(1)
+        self.ready_after_s = time.perf_counter() - started
+        log.info("drift service ready in %.2fs (replayed %d events)", self.ready_after_s, self.replayed)
+
+    def stop(self) -> None:
+        self.ready = False
+        self.metrics.ready.set(0)
+        self.processor.stop()
+        self.spool.close()
+        self.alerts.close()
+        if self.mmd is not None:
+            self.mmd.stop()
+        self.labels.close()
+
+    def _submit_mmd(self, reference: Any, view: Any, x: Any, p: Any, at: float) -> None:
+        if self.mmd is not None:
+            self.mmd.submit(reference, view, x, p, at)
+
+    def _committed(self, event: SpooledEvent) -> None:
+        self.processor.queue.put(("event", event))
+
+    # ---- accepting ------------------------------------------------------------------------------
+    def _admit(self, rows: int, size: int) -> None:
+        if not self.ready:
+            raise NotReady("the drift service is still replaying its spool; retry in a few seconds")
+        b, s = self.backlog, self.settings
+        if b.rows + rows > s.max_backlog_rows or b.bytes + size > s.max_backlog_bytes:
+            self.metrics.throttled.inc()
+            raise Backlogged(f"{b.rows} rows ({b.bytes} bytes) are waiting for analysis, over "
+                             f"FLYWHEEL_DRIFT_MAX_BACKLOG_ROWS={s.max_backlog_rows} or _BYTES={s.max_backlog_bytes}; "
+                             "retry after a second")
+
+    def _model(self, name: str | None) -> str:
+        model = name or self.settings.models[0]
+        if model not in self.settings.models:
+            raise UnknownModel(f"model {model!r} is not monitored here; FLYWHEEL_DRIFT_MODELS is "
+                               f"{','.join(self.settings.models)}", field="model")
+        return model
+
+    def _check_width(self, model: str, version: str | None, width: int, field: str) -> None:
+        version = self.loader.resolve(model, version)
+        if version is None:
+            return
+        try:
+            reference = self.loader.load(model, version)
+        except ReferenceUnavailable:
+            return  # analysed as "without reference" and counted; the event itself is fine
+        if width != len(reference.columns):
+            raise InvalidEvent(f"rows have {width} values; {model} {version} takes {len(reference.columns)} "
+                               "(metadata.json input.columns)", field=field)
+
+    async def _persist(self, event: SpooledEvent, rows: int) -> int:
+        self.backlog.rows += rows
+        self.backlog.bytes += len(event.body)
+        self.backlog.events += 1
+        try:
+            return await asyncio.wrap_future(self.spool.append(event))
+        except Exception as e:
+            self.backlog.rows -= rows
+            self.backlog.bytes -= len(event.body)
+            self.backlog.events -= 1
+            raise NotReady(f"the event could not be persisted ({type(e).__name__}: {e}); retry") from e
+
+    async def accept_cloudevent(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        received = time.time()
+        half: EventHalf = parse_cloudevent(headers, body, received)
+        model = self._model(half.model)
+        if half.x is not None:
+            self._check_width(model, half.version, half.x.shape[1], "inputs")
+        self._admit(half.rows, len(body))
+        kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
+        event = SpooledEvent("ce", received, orjson.dumps(kept), body, parsed=half)
+        seq = await self._persist(event, half.rows)
+        self.metrics.events.labels(model).inc()
+        self.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        return {"accepted": half.rows, "id": half.id, "seq": seq}
+
+    async def accept_batch(self, body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        received = time.time()
+        batch_id = f"batch-{uuid.uuid4().hex}"
+        record = parse_batch(load_json(body), received, batch_id)
+        model = self._model(record.model)
+        self._check_width(model, record.version, record.x.shape[1], "rows")  # type: ignore[union-attr]
+        self._admit(record.rows, len(body))
+        event = SpooledEvent("batch", received, orjson.dumps({"batch-id": batch_id}), body, parsed=record)
+        seq = await self._persist(event, record.rows)
+        self.metrics.batches.labels(model).inc()
+        self.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        return {"accepted": record.rows, "id": batch_id, "seq": seq}
+
+    async def accept_labels(self, body: bytes) -> dict[str, Any]:
+        if not self.ready:
+            raise NotReady("the drift service is still starting; retry in a few seconds")
+        labels = parse_labels(load_json(body))
+        result = await asyncio.to_thread(self.labels.add_labels, labels, time.time())
+        versions = result.pop("versions")
+        for (model, version), n in versions.items():
+            self.metrics.labels.labels(model, version).inc(n)
+        self.metrics.duplicate_labels.inc(result["duplicates"])
+        self.metrics.conflicting_labels.inc(len(result["conflicts"]))
+        self.metrics.unmatched_labels.inc(result["unmatched"])
+        if versions or result["unmatched"]:
+            self.processor.queue.put(("labels", set(versions)))
+        return result
+
+    # ---- reading --------------------------------------------------------------------------------
+    def report(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:
+        if not self.ready:
+            raise NotReady("the drift service is still starting; the report is available once /ready says so")
+        s = self.settings
+        status = {
+            "ready": self.ready,
+            "ready_after_s": self.ready_after_s,
+            "replayed_events": self.replayed,
+            "backlog": {"rows": max(self.backlog.rows, 0), "bytes": max(self.backlog.bytes, 0)},
+            "mmd": self.mmd.status if self.mmd is not None else "disabled",
+            "settings": {"window_rows": s.window_rows, "window_seconds": s.window_seconds, "alpha": s.alpha,
+                         "alert_after_windows": s.alert_after_windows, "alert_min_psi": s.alert_min_psi,
+                         "alert_cooldown_s": s.alert_cooldown_s},
+        }
+        with self.processor.lock:
+            return service_report(self.processor.monitors, self.labels.totals, status, model, version)
+
+    def sync(self, timeout_s: float = 60.0) -> bool:
+        """Block until everything accepted so far is analysed (tests and benchmarks)."""
+        return self.processor.sync(timeout_s)
