@@ -50,7 +50,7 @@ class TrainerSettings(BaseSettings):
     ece_bins: int = Field(15, ge=2, description="Equal-width probability bins of the expected calibration error. Default 15.")
     min_slice_rows: int = Field(200, ge=1, description="Slices with fewer test rows are skipped (metrics too noisy). Default 200.")
     min_slice_positives: int = Field(5, ge=1, description="Slices with fewer test frauds are skipped. Default 5.")
-    drift_reference_rows: int = Field(5000, ge=100, description="Training rows sampled into drift_reference.parquet. Default 5000.")
+    drift_reference_rows: int = Field(5000, ge=100, description="Held-out (validation + test) rows sampled into drift_reference.parquet. Default 5000.")
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> TrainerSettings:

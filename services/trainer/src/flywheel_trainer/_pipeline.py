@@ -149,7 +149,12 @@ def train_and_publish(
                 if variant["published"] else None
         log.info("stage 5/5 ONNX variants gated and timed (%.1fs); publishing", time.perf_counter() - stage)
 
-        sample = np.sort(rng.choice(split.train, min(s.drift_reference_rows, len(split.train)), replace=False))
+        # The drift reference comes from the newest held-out rows (validation + test): their 30-day
+        # features are as warmed up as the history allows and their scores are out-of-sample, so live
+        # traffic with no shift looks like them. Early training rows, whose rolling windows are still
+        # filling, made unchanged traffic look drifted.
+        pool = np.concatenate([split.validation, split.test])
+        sample = np.sort(rng.choice(pool, min(s.drift_reference_rows, len(pool)), replace=False))
         write_drift_reference(staging / DRIFT_REFERENCE_FILE, x[sample], run_onnx(staging / VARIANT_FILES["fp32"], x[sample]))
         metadata = {
             **base_metadata(schema.FEATURE_SERVICE, defaults),
