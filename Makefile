@@ -58,6 +58,7 @@ features: data ## feast apply + materialize into the local online store
 
 .PHONY: train
 train: features ## train and publish a model version if the model repo has none
+	FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND="$(CURDIR)/services/drift/.venv/bin/python -m flywheel_drift precompute --version-dir" \
 	$(TRAINER_PY) -m flywheel_trainer train --feature-repo feature_repo --data $(DATA_DIR) \
 	  --model-repo $(MODEL_REPO) --model fraud --if-empty
 

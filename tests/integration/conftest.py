@@ -86,7 +86,7 @@ def model_repo(workdir: Path, data_env: dict[str, str]) -> Path:
     run(
         [venv_python("services/trainer"), "-m", "flywheel_trainer", "train", "--feature-repo", "feature_repo",
          "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(repo), "--model", "fraud", "--epochs", "3"],
-        data_env,
+        {**data_env, "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": f"{venv_python('services/drift')} -m flywheel_drift precompute --version-dir"},
     )
     return repo
 

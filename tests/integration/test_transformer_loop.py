@@ -88,6 +88,7 @@ def test_each_inference_is_logged_as_kserve_cloudevents(stack, ports, live_trans
         json.loads(event["body"])
 
 
-def test_drift_service_is_ready_on_the_published_version(stack, ports):
+def test_drift_service_is_ready_on_the_published_version_with_its_detector_state(stack, ports, model_repo):
     response = httpx.get(f"http://127.0.0.1:{ports.drift}/ready", timeout=10)
     assert response.status_code == 200, response.text
+    assert (model_repo / "fraud" / "v1" / "drift_state" / "state.json").is_file()

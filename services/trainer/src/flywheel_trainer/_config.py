@@ -50,6 +50,12 @@ class TrainerSettings(BaseSettings):
     ece_bins: int = Field(15, ge=2, description="Equal-width probability bins of the expected calibration error. Default 15.")
     min_slice_rows: int = Field(200, ge=1, description="Slices with fewer test rows are skipped (metrics too noisy). Default 200.")
     min_slice_positives: int = Field(5, ge=1, description="Slices with fewer test frauds are skipped. Default 5.")
+    pre_publish_command: str = Field(
+        "",
+        description="Command run before publishing, with the staging directory appended as its last argument; "
+        "what it writes there is published and digested with the version. `make train` sets it to the drift "
+        "service's `precompute` (its own environment), so detector state ships with the model. Default empty: none.",
+    )
     drift_reference_rows: int = Field(5000, ge=100, description="Held-out (validation + test) rows sampled into drift_reference.parquet. Default 5000.")
 
     @model_validator(mode="after")

@@ -21,7 +21,15 @@ from ._config import TrainerSettings
 from ._dataset import TrainingSet
 from ._errors import ExportError
 from ._metrics import classification_metrics, slice_metrics
-from ._publish import DRIFT_REFERENCE_FILE, base_metadata, discard, package_versions, publish_version, write_drift_reference
+from ._publish import (
+    DRIFT_REFERENCE_FILE,
+    base_metadata,
+    discard,
+    package_versions,
+    publish_version,
+    run_pre_publish,
+    write_drift_reference,
+)
 from ._split import TimeSplit, time_split
 from ._train import predict_probability, train_model
 from ._variants import GateThresholds, gate, measure_latency, run_onnx
@@ -199,6 +207,7 @@ def train_and_publish(
                 "wall_seconds_before_publish": round(time.perf_counter() - started, 1),
             },
         }
+        run_pre_publish(s.pre_publish_command, staging)
         target = publish_version(staging, repo, model_name, metadata)
     except BaseException:
         discard(staging)

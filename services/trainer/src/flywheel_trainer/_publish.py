@@ -6,8 +6,11 @@ readers see the whole version or nothing, and an earlier version is never touche
 
 from __future__ import annotations
 
+import logging
 import platform
+import shlex
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -19,6 +22,8 @@ from flywheel_core import model_repo, schema
 
 from ._card import render_model_card
 from ._errors import PublishError
+
+log = logging.getLogger(__name__)
 
 DRIFT_REFERENCE_FILE = "drift_reference.parquet"
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -62,6 +67,21 @@ def base_metadata(feature_service: str, defaults: dict[str, float]) -> dict[str,
         "output": {"name": schema.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 1]},
         "defaults": {name: float(defaults[name]) for name in schema.NUMERIC_FEATURES},
     }
+
+
+def run_pre_publish(command: str, staging: Path) -> None:
+    """Run the configured pre-publish command on the staging directory; a failure stops the publish."""
+    if not command.strip():
+        return
+    argv = [*shlex.split(command), str(staging)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise PublishError(
+            f"pre-publish command {' '.join(argv)!r} exited {result.returncode}; nothing was published:\n"
+            + "\n".join(tail)
+        )
+    log.info("pre-publish command done: %s", (result.stdout.strip().splitlines() or [""])[-1])
 
 
 def publish_version(staging: Path, repo: Path, model: str, metadata: dict[str, Any]) -> Path:
