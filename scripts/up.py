@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localstack import ROOT, Ports, Stack, StackError, default_services, post_json, venv_python  # noqa: E402
 
+# The stdlib twin of flywheel_core.schema.RAW_TRANSACTION_FIELDS: this script runs on the bare interpreter.
 RAW_FIELDS = (
     "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
     "event_timestamp",

@@ -34,8 +34,6 @@ from localstack import Ports, Stack, default_services, venv_python  # noqa: E402
 
 from flywheel_core import schema  # noqa: E402
 
-RAW_FIELDS = ("transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category",
-              "channel", "event_timestamp")
 
 
 def free_port() -> int:
@@ -103,7 +101,7 @@ def main() -> int:
     rates = [float(r) for r in args.rates.split(",")]
     ports = Ports(features=free_port(), predictor=free_port(), transformer=free_port())
     transactions = live_transactions(int(max(rates) * args.duration), args.data)
-    transformer_bodies = [{"instances": [{k: t[k] for k in RAW_FIELDS}]} for t in transactions]
+    transformer_bodies = [{"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS}]} for t in transactions]
     vector = schema.vectorize([{}])[0]
     predictor_body = {"inputs": [{"name": schema.INPUT_NAME, "shape": [1, schema.INPUT_DIM], "datatype": "FP32", "data": vector}]}
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import httpx
 
-RAW_FIELDS = (
-    "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
-    "event_timestamp",
-)
+from flywheel_core import schema
+
 
 
 def predict(ports, transaction: dict) -> httpx.Response:
-    instance = {key: transaction[key] for key in RAW_FIELDS}
+    instance = {key: transaction[key] for key in schema.RAW_TRANSACTION_FIELDS}
     return httpx.post(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", json={"instances": [instance]}, timeout=15)
 
 

@@ -16,17 +16,13 @@ from flywheel_core import model_repo as repo
 from flywheel_core import schema
 from localstack import venv_python
 
-RAW_FIELDS = (
-    "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
-    "event_timestamp",
-)
 
 
 def test_served_model_input_equals_point_in_time_training_input(stack, ports, live_transactions, model_repo, data_env, workdir):
     sample = live_transactions[:20]
     response = httpx.post(
         f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict",
-        json={"instances": [{k: t[k] for k in RAW_FIELDS} for t in sample]},
+        json={"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS} for t in sample]},
         headers={"x-flywheel-debug-features": "1"}, timeout=10,
     )
     assert response.status_code == 200, response.text

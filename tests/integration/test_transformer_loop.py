@@ -7,14 +7,12 @@ import time
 
 import httpx
 
-RAW_FIELDS = (
-    "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
-    "event_timestamp",
-)
+from flywheel_core import schema
+
 
 
 def raw(transaction: dict) -> dict:
-    return {key: transaction[key] for key in RAW_FIELDS}
+    return {key: transaction[key] for key in schema.RAW_TRANSACTION_FIELDS}
 
 
 def predict(ports, instances: list[dict], headers: dict | None = None) -> httpx.Response:

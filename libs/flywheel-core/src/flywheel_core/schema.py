@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+RAW_TRANSACTION_FIELDS = (
+    "transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category", "channel",
+    "event_timestamp",
+)
+"""The fields of a raw transaction as a caller sends it to the transformer (no label)."""
+
 FEATURE_SERVICE = "fraud_v1"
 """The versioned Feast feature service that training and serving both name."""
 
