@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,16 +29,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from localstack import Ports, Stack, default_services, venv_python  # noqa: E402
+from localstack import Ports, Stack, default_services, free_port, venv_python  # noqa: E402
 
 from flywheel_core import schema  # noqa: E402
 
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -72,7 +72,8 @@ class Tools:
         return [d for d in yaml.safe_load_all(out) if d]
 
 
-def _tool(cluster, name: str) -> str:
+def tool(cluster, name: str) -> str:
+    """The built binary of the local control plane, else the one on PATH (skip when there is none)."""
     if cluster.control_plane is not None:
         return str(cluster.control_plane.bin_dir / name)
     found = shutil.which(name)
@@ -86,7 +87,7 @@ def tools(cluster, tmp_path_factory) -> Tools:
     home = tmp_path_factory.mktemp("helm")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
            "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
-    return Tools(_tool(cluster, "helm"), _tool(cluster, "kubectl"), env)
+    return Tools(tool(cluster, "helm"), tool(cluster, "kubectl"), env)
 
 
 @pytest.fixture(scope="module")

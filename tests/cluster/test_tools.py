@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-
-def _tool(cluster, name: str) -> str:
-    if cluster.control_plane is not None:
-        return str(cluster.control_plane.bin_dir / name)
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not on PATH")
-    return found
+from chart_fixtures import tool
 
 
 def _run(cluster, *argv: str, cwd: Path | None = None) -> str:
@@ -28,12 +20,12 @@ def _run(cluster, *argv: str, cwd: Path | None = None) -> str:
 
 
 def test_kubectl_sees_ready_nodes(cluster):
-    out = _run(cluster, _tool(cluster, "kubectl"), "get", "nodes", "--no-headers")
+    out = _run(cluster, tool(cluster, "kubectl"), "get", "nodes", "--no-headers")
     assert out.strip() and all(" Ready " in f" {line} " for line in out.strip().splitlines())
 
 
 def test_helm_install_waits_for_a_chart_to_become_ready(cluster, namespace, tmp_path):
-    helm = _tool(cluster, "helm")
+    helm = tool(cluster, "helm")
     _run(cluster, helm, "create", "demo", cwd=tmp_path)
     _run(cluster, helm, "install", "demo", str(tmp_path / "demo"), "--namespace", namespace,
          "--wait", "--timeout", "120s", cwd=tmp_path)
