@@ -85,7 +85,7 @@ test-cluster: cluster-build ## a real control plane (etcd, kube-apiserver, contr
 	cd tests/cluster && .venv/bin/python -m pytest -q
 
 .PHONY: cluster-build
-cluster-build: ## build the pinned control plane, kwok, kubectl and helm from source (cached)
+cluster-build: ## build the pinned control plane, kwok, kubectl, helm, skaffold, dockerfile-lint from source (cached)
 	hack/cluster/build.sh
 
 .PHONY: cluster-up
@@ -95,6 +95,17 @@ cluster-up: cluster-build ## start the local control plane in the background; pr
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane
 	hack/cluster/down.sh
+
+.PHONY: manifests
+manifests: cluster-build ## copy manifests/crds/ into the chart and re-render manifests/flywheel.yaml
+	rm -f charts/flywheel/crds/*.yaml && cp manifests/crds/*.yaml charts/flywheel/crds/
+	{ printf '%s\n' \
+	  '# Rendered from charts/flywheel with default values; do not edit. Regenerate with `make manifests`:' \
+	  '#   helm template flywheel charts/flywheel --namespace flywheel --kube-version 1.36.1 --skip-tests --include-crds' \
+	  '# (tests/cluster/test_chart.py fails when this file is out of date).'; \
+	  "$$(hack/cluster/build.sh)/helm" template flywheel charts/flywheel --namespace flywheel \
+	    --kube-version 1.36.1 --skip-tests --include-crds; } > manifests/flywheel.yaml.tmp
+	mv manifests/flywheel.yaml.tmp manifests/flywheel.yaml
 
 .PHONY: bench-deps
 bench-deps: ## the load tool (wrk) and taskset, from Debian's packages

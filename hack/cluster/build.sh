@@ -43,10 +43,13 @@ fi
 pin_check etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 pin_check kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 pin_check helm helm.sh/helm/v3 "$HELM_VERSION"
+pin_check skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION"
+pin_check dockerfile-lint github.com/moby/buildkit "$BUILDKIT_VERSION"
 
 component_dir() { # name version
   local sum
-  sum="$(cat "$here/go/$1/go.mod" "$here/go/$1/go.sum" | sha256sum | cut -c1-10)"
+  # The wrapper's own Go sources (dockerfile-lint has some) count too, so editing them rebuilds.
+  sum="$(cat "$here/go/$1/go.mod" "$here/go/$1/go.sum" "$here/go/$1"/*.go 2>/dev/null | sha256sum | cut -c1-10)"
   echo "$cache/$1-$2-$sum"
 }
 
@@ -94,17 +97,20 @@ build_one kubernetes "$kv" kubectl k8s.io/kubernetes/cmd/kubectl "$kldflags"
 build_one kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok
 build_one helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+build_one skaffold "$SKAFFOLD_VERSION" skaffold github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold \
+  "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION"
+build_one dockerfile-lint "$BUILDKIT_VERSION" dockerfile-lint .
 
 if (( missing )); then exit 1; fi
 
 # One directory of symlinks, keyed by every component dir, so callers need a
 # single PATH entry.
-bundle_key="$(for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION; do
+bundle_key="$(for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION; do
   component_dir "${c%%:*}" "${c#*:}"; done | sha256sum | cut -c1-10)"
 bundle="$cache/bundle-$bundle_key/bin"
 if [[ ! -e "$bundle/../kwok-stages.yaml" ]]; then
   mkdir -p "$bundle"
-  for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION; do
+  for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION; do
     d="$(component_dir "${c%%:*}" "${c#*:}")/bin"
     for b in "$d"/*; do ln -sfn "$b" "$bundle/$(basename "$b")"; done
   done

@@ -25,14 +25,25 @@ RESTRICTED = {
 }
 
 
-# Custom resources the chart can render whose operators the local cluster does not run: the dry-run
-# tests install schemaless stand-ins for their CRDs, so everything around them is still checked by the server.
-STUB_CRDS = {  # (group, version, kind, plural)
-    "inferenceservices.serving.kserve.io": ("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices"),
-    "servicemonitors.monitoring.coreos.com": ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
-    "prometheusrules.monitoring.coreos.com": ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
+# Custom resources the chart can render whose operators the local cluster does not run. Their real CRDs
+# (KServe's, the Prometheus Operator's, at the versions hack/cluster/versions.env pins) are installed for the
+# dry-run tests, so the API server checks the chart's InferenceService, ServiceMonitor and PrometheusRule
+# against the upstream schemas.
+THIRD_PARTY_KINDS = {  # CRD name: apiVersion/kind as `helm template --api-versions` takes it
+    "inferenceservices.serving.kserve.io": "serving.kserve.io/v1beta1/InferenceService",
+    "servicemonitors.monitoring.coreos.com": "monitoring.coreos.com/v1/ServiceMonitor",
+    "prometheusrules.monitoring.coreos.com": "monitoring.coreos.com/v1/PrometheusRule",
 }
-STUB_API_VERSIONS = [f"{g}/{v}/{k}" for g, v, k, _ in STUB_CRDS.values()]
+THIRD_PARTY_API_VERSIONS = list(THIRD_PARTY_KINDS.values())
+MODELROLLOUT_CRD = REPO / "manifests" / "crds" / "flywheel.dev_modelrollouts.yaml"
+
+
+def third_party_dir() -> Path:
+    """hack/cluster/thirdparty.sh's directory of upstream CRDs and schemas (fetched once, then cached)."""
+    done = subprocess.run([str(REPO / "hack" / "cluster" / "thirdparty.sh")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"hack/cluster/thirdparty.sh failed:\n{done.stderr}"
+    return Path(done.stdout.split()[-1])
 
 
 def scenario_files() -> list[Path]:
@@ -63,9 +74,11 @@ class Tools:
         out = self.kubectl("get", kind, "-n", namespace, "-o", "json").stdout
         return json.loads(out)["items"]
 
-    def render(self, *values_files: Path, namespace: str = "default", extra: tuple[str, ...] = ()) -> list[dict]:
+    def render(self, *values_files: Path, namespace: str = "default", extra: tuple[str, ...] = (),
+               crds: bool = False) -> list[dict]:
         argv = ["template", "flywheel", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
-                *(f"--api-versions={v}" for v in STUB_API_VERSIONS)]
+                *(["--include-crds"] if crds else []),
+                *(f"--api-versions={v}" for v in THIRD_PARTY_API_VERSIONS)]
         for f in values_files:
             argv += ["-f", str(f)]
         out = self.helm(*argv, *extra).stdout
@@ -96,36 +109,32 @@ def release_namespace(api) -> Iterator[str]:
     yield from _make_namespace(api, RESTRICTED)
 
 
+def crd_established(ext: client.ApiextensionsV1Api, name: str) -> bool:
+    conditions = ext.read_custom_resource_definition(name).status.conditions or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
 @pytest.fixture(scope="module")
-def stub_crds(api) -> Iterator[None]:
-    """Schemaless CRDs for InferenceService, ServiceMonitor and PrometheusRule, removed afterwards."""
+def third_party_crds(api, tools) -> Iterator[None]:
+    """KServe's and the Prometheus Operator's CRDs on the cluster; those this fixture added are removed after
+    (on an existing cluster that already serves them, they are left alone)."""
     ext = client.ApiextensionsV1Api(api)
     created = []
-    for name, (group, version, kind, plural) in STUB_CRDS.items():
+    for name in THIRD_PARTY_KINDS:
         try:
             ext.read_custom_resource_definition(name)
-            continue  # a real one (an existing cluster): leave it alone
+            continue
         except ApiException as e:
             if e.status != 404:
                 raise
-        ext.create_custom_resource_definition(client.V1CustomResourceDefinition(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1CustomResourceDefinitionSpec(
-                group=group, scope="Namespaced",
-                names=client.V1CustomResourceDefinitionNames(kind=kind, plural=plural),
-                versions=[client.V1CustomResourceDefinitionVersion(
-                    name=version, served=True, storage=True,
-                    schema=client.V1CustomResourceValidation(open_apiv3_schema=client.V1JSONSchemaProps(
-                        type="object", x_kubernetes_preserve_unknown_fields=True)))],
-            )))
         created.append(name)
-
-    def established() -> bool:
-        return all(any(c.type == "Established" and c.status == "True"
-                       for c in (ext.read_custom_resource_definition(n).status.conditions or []))
-                   for n in created)
-
-    wait_for("stub CRDs Established", established)
+    crds = third_party_dir() / "crds"
+    for name in created:
+        group = name.split(".", 1)[1]
+        plural = name.split(".", 1)[0]
+        # Server-side apply: KServe's CRD is too large for the last-applied annotation of a client-side apply.
+        tools.kubectl("apply", "--server-side", "-f", str(crds / f"{group}_{plural}.yaml"))
+    wait_for("third-party CRDs Established", lambda: all(crd_established(ext, n) for n in created))
     yield
     for name in created:
         ext.delete_custom_resource_definition(name)

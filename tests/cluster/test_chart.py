@@ -11,14 +11,15 @@ import pytest
 import yaml
 from kubernetes import client
 
-from chart_fixtures import (  # noqa: F401 (release_namespace, stub_crds and tools are fixtures)
-    CHART, STUB_API_VERSIONS, release_namespace, scenario_files, stub_crds, tools)
+from chart_fixtures import (  # noqa: F401 (release_namespace, third_party_crds and tools are fixtures)
+    CHART, THIRD_PARTY_API_VERSIONS, release_namespace, scenario_files, third_party_crds, tools)
 from conftest import wait_for
 
 RELEASE = "fw"
 PREFIX = f"{RELEASE}-flywheel"
-# What `helm uninstall` deliberately leaves: the claims holding published models and feature data
-# (helm.sh/resource-policy: keep), plus what Kubernetes puts in every namespace.
+# What `helm uninstall` deliberately leaves in the namespace: the claims holding published models and feature
+# data (helm.sh/resource-policy: keep), plus what Kubernetes puts in every namespace. Outside it, the
+# ModelRollout CRD stays (helm does not delete CRDs).
 KEPT_AFTER_UNINSTALL = {
     f"persistentvolumeclaim/{PREFIX}-model-repo",
     f"persistentvolumeclaim/{PREFIX}-feature-data",
@@ -41,12 +42,36 @@ def test_lint_passes_strict_for_default_values_and_every_scenario(tools):
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=_scenario_id)
-def test_scenario_is_accepted_by_a_server_side_dry_run_in_a_restricted_namespace(tools, stub_crds,
+def test_scenario_is_accepted_by_a_server_side_dry_run_in_a_restricted_namespace(tools, third_party_crds,
                                                                                     restricted_namespace, values):
-    docs = tools.render(*([values] if values else []), namespace=restricted_namespace)
-    assert docs
+    docs = tools.render(*([values] if values else []), namespace=restricted_namespace, crds=True)
+    assert "CustomResourceDefinition" in {d["kind"] for d in docs}
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
     tools.kubectl("apply", "--dry-run=server", "-n", restricted_namespace, "-f", "-", stdin=manifest)
+
+
+def test_custom_resources_are_checked_against_the_upstream_crd_schemas(tools, third_party_crds, restricted_namespace):
+    """The dry runs above mean something for InferenceService, ServiceMonitor and PrometheusRule: the real CRDs
+    (KServe's, the Prometheus Operator's) refuse a field their schema does not have."""
+    docs = tools.render(CHART / "ci" / "full-values.yaml", CHART / "ci" / "kserve-values.yaml",
+                        namespace=restricted_namespace)
+    wrong = {"InferenceService": ("predictor", "replicaz"), "ServiceMonitor": ("endpoints", None),
+             "PrometheusRule": ("groups", None)}
+    for doc in docs:
+        if doc["kind"] not in wrong:
+            continue
+        field, extra = wrong[doc["kind"]]
+        if extra:
+            doc["spec"][field][extra] = 1
+            named = f"spec.{field}.{extra}"
+        else:
+            doc["spec"][field] = "not-a-list"
+            named = f"spec.{field}"
+        done = tools.kubectl("apply", "--dry-run=server", "-n", restricted_namespace, "-f", "-",
+                             stdin=yaml.safe_dump(doc), ok=False)
+        assert done.returncode != 0 and named in done.stderr, (doc["kind"], done.stderr)
+        del wrong[doc["kind"]]
+    assert not wrong, f"not rendered: {sorted(wrong)}"
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=_scenario_id)
@@ -135,9 +160,10 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
     assert {s["metadata"]["name"]: [p["port"] for p in s["spec"]["ports"]] for s in tools.get(ns, "services")} == {
         f"{PREFIX}-features": [6566], f"{PREFIX}-predictor": [8080], f"{PREFIX}-transformer": [8090],
         f"{PREFIX}-redis": [6379]}
-    (cron,) = tools.get(ns, "cronjobs")
-    assert cron["metadata"]["name"] == f"{PREFIX}-materialize"
-    job_pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    crons = {c["metadata"]["name"]: c for c in tools.get(ns, "cronjobs")}
+    assert set(crons) == {f"{PREFIX}-materialize", f"{PREFIX}-trainer"}
+    assert crons[f"{PREFIX}-trainer"]["spec"]["suspend"] is True
+    job_pod = crons[f"{PREFIX}-materialize"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert {e["name"]: e.get("value") for e in job_pod["containers"][0]["env"]}["FLYWHEEL_FEATURES_STORE_YAML"] \
         == "feature_store.cluster.yaml"
     for pvc in tools.get(ns, "persistentvolumeclaims"):
@@ -149,8 +175,30 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
     notes = tools.helm("get", "notes", RELEASE, "-n", ns).stdout
     for line in (f"port-forward svc/{PREFIX}-transformer 8090:8090", f"port-forward svc/{PREFIX}-predictor 8080:8080",
                  f"port-forward svc/{PREFIX}-features 6566:6566", "curl -s localhost:8090/v1/models/fraud:predict",
-                 "curl -s localhost:8080/v2/models/fraud", "curl -s localhost:6566/get-online-features"):
+                 "curl -s localhost:8080/v2/models/fraud", "curl -s localhost:6566/get-online-features",
+                 f"create job --from=cronjob/{PREFIX}-trainer train-now", "get modelrollouts"):
         assert line in notes, notes
+    assert tools.kubectl("get", "crd", "modelrollouts.flywheel.dev", "-o", "name").stdout.strip()
+
+
+def test_a_training_job_started_from_the_trainer_template_completes(tools, release_namespace):
+    """The Job template is admitted under the restricted Pod Security Standard and runs to completion (kwok
+    plays the pod), with the model repository writable and the feature data read-only."""
+    ns = release_namespace
+    tools.kubectl("create", "job", "--from", f"cronjob/{PREFIX}-trainer", "train-now", "-n", ns)
+    job = json.loads(tools.kubectl("get", "job", "train-now", "-n", ns, "-o", "json").stdout)
+    pod = job["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["data"].get("readOnly") is True and not mounts["model-repo"].get("readOnly")
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"data": f"{PREFIX}-feature-data", "model-repo": f"{PREFIX}-model-repo"}
+    assert job["metadata"]["ownerReferences"][0]["name"] == f"{PREFIX}-trainer"  # removed with the release
+
+    def succeeded() -> bool:
+        status = json.loads(tools.kubectl("get", "job", "train-now", "-n", ns, "-o", "json").stdout)["status"]
+        return status.get("succeeded") == 1
+
+    wait_for("the training Job Complete", succeeded, timeout=90)
 
 
 def test_helm_test_pod_posts_a_transaction_to_the_transformer(tools, release_namespace):
@@ -209,13 +257,15 @@ def test_uninstall_leaves_only_the_kept_claims(tools, release_namespace):
 
     wait_for(f"only {sorted(KEPT_AFTER_UNINSTALL)} left in the namespace",
              lambda: remaining() == KEPT_AFTER_UNINSTALL, timeout=60)
+    # Helm never deletes what it installed from crds/ (that would delete every ModelRollout with it).
+    assert tools.kubectl("get", "crd", "modelrollouts.flywheel.dev", "-o", "name").stdout.strip()
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=_scenario_id)
 def test_each_template_file_holds_one_resource_named_component_kind(tools, values):
     out = tools.helm("template", "flywheel", str(CHART), "--kube-version", "1.36.1",
                      *(["-f", str(values)] if values else []),
-                     *(f"--api-versions={v}" for v in STUB_API_VERSIONS)).stdout
+                     *(f"--api-versions={v}" for v in THIRD_PARTY_API_VERSIONS)).stdout
     per_file: dict[str, list[str]] = {}
     for doc in out.split("\n---\n"):
         source = re.search(r"^# Source: flywheel/templates/(\S+)$", doc, re.M)
@@ -250,6 +300,6 @@ def test_kserve_mode_renders_one_inference_service_instead_of_the_deployments(to
 def test_rendered_manifests_in_the_repo_match_the_chart(tools):
     committed = (CHART.parents[1] / "manifests" / "flywheel.yaml").read_text()
     rendered = tools.helm("template", "flywheel", str(CHART), "--namespace", "flywheel",
-                          "--kube-version", "1.36.1", "--skip-tests").stdout
+                          "--kube-version", "1.36.1", "--skip-tests", "--include-crds").stdout
     body = committed.split("\n", 3)[3]  # after the three header lines
-    assert body == rendered, "manifests/flywheel.yaml is stale: regenerate it (command in its header)"
+    assert body == rendered, "manifests/flywheel.yaml is stale: run `make manifests`"
