@@ -45,6 +45,7 @@ pin_check kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 pin_check helm helm.sh/helm/v3 "$HELM_VERSION"
 pin_check skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSION"
 pin_check dockerfile-lint github.com/moby/buildkit "$BUILDKIT_VERSION"
+pin_check kserve github.com/kserve/kserve "$KSERVE_VERSION"
 
 component_dir() { # name version
   local sum
@@ -100,17 +101,18 @@ build_one helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm \
 build_one skaffold "$SKAFFOLD_VERSION" skaffold github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold \
   "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION"
 build_one dockerfile-lint "$BUILDKIT_VERSION" dockerfile-lint .
+build_one kserve "$KSERVE_VERSION" kserve-manager github.com/kserve/kserve/cmd/manager
 
 if (( missing )); then exit 1; fi
 
 # One directory of symlinks, keyed by every component dir, so callers need a
 # single PATH entry.
-bundle_key="$(for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION; do
+bundle_key="$(for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION kserve:$KSERVE_VERSION; do
   component_dir "${c%%:*}" "${c#*:}"; done | sha256sum | cut -c1-10)"
 bundle="$cache/bundle-$bundle_key/bin"
 if [[ ! -e "$bundle/../kwok-stages.yaml" ]]; then
   mkdir -p "$bundle"
-  for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION; do
+  for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION kserve:$KSERVE_VERSION; do
     d="$(component_dir "${c%%:*}" "${c#*:}")/bin"
     for b in "$d"/*; do ln -sfn "$b" "$bundle/$(basename "$b")"; done
   done

@@ -103,13 +103,13 @@ def build(env: dict[str, str] | None = None) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child between fork and exec: if the harness dies (even by
     # SIGKILL) the kernel kills each component instead of orphaning it.
     # SIGKILL, not SIGTERM: an apiserver whose etcd died with the same parent
@@ -200,7 +200,7 @@ class ControlPlane:
         w = self.workdir
         (w / "logs").mkdir(parents=True, exist_ok=True)
         for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler"):
-            self.ports[name] = _free_port()
+            self.ports[name] = free_port()
         pki = _pki.generate(w / "pki", hosts=["127.0.0.1", "localhost", "10.96.0.1"])
         for user, (cert, key) in pki.clients.items():
             _pki.write_kubeconfig(w / f"{user}.kubeconfig", self.server, pki.ca_cert, cert, key)
@@ -293,7 +293,7 @@ class ControlPlane:
             self.procs[name] = subprocess.Popen(
                 [str(self.bin_dir / name), *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent, cwd=self.workdir,
+                start_new_session=True, preexec_fn=die_with_parent, cwd=self.workdir,
             )
 
     def _wait(self, what: str, deadline: float, ready) -> None:

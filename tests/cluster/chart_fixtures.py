@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +139,22 @@ def third_party_crds(api, tools) -> Iterator[None]:
     yield
     for name in created:
         ext.delete_custom_resource_definition(name)
+
+
+@pytest.fixture(scope="module")
+def storage_class(api) -> str:
+    """Two static PersistentVolumes the chart's claims bind to: the local cluster has no provisioner."""
+    core = client.CoreV1Api(api)
+    name = f"flywheel-test-{uuid.uuid4().hex[:6]}"
+    pvs = [f"{name}-{i}" for i in range(2)]
+    for pv in pvs:
+        core.create_persistent_volume(client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name=pv),
+            spec=client.V1PersistentVolumeSpec(
+                storage_class_name=name, capacity={"storage": "2Gi"}, access_modes=["ReadWriteOnce"],
+                persistent_volume_reclaim_policy="Retain", host_path=client.V1HostPathVolumeSource(
+                    path=f"/tmp/{pv}")),
+        ))
+    yield name
+    for pv in pvs:
+        core.delete_persistent_volume(pv)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from chart_fixtures import (  # noqa: F401 (release_namespace, third_party_crds and tools are fixtures)
-    CHART, THIRD_PARTY_API_VERSIONS, release_namespace, scenario_files, third_party_crds, tools)
+from chart_fixtures import (  # noqa: F401 (release_namespace, storage_class, third_party_crds, tools: fixtures)
+    CHART, THIRD_PARTY_API_VERSIONS, release_namespace, scenario_files, storage_class, third_party_crds, tools)
 from conftest import wait_for
 
 RELEASE = "fw"
@@ -113,25 +113,6 @@ def test_bad_values_fail_with_a_message_naming_the_key(tools, tmp_path, values, 
 # --- one release, in order: install, helm test pod, upgrade, rollback, uninstall -----------------------
 # These share the module-scoped namespace and run in file order; run them together (-k is fine as long as
 # the install test is selected too).
-
-
-@pytest.fixture(scope="module")
-def storage_class(api) -> str:
-    """Two static PersistentVolumes the chart's claims bind to: the local cluster has no provisioner."""
-    core = client.CoreV1Api(api)
-    name = f"flywheel-test-{uuid.uuid4().hex[:6]}"
-    pvs = [f"{name}-{i}" for i in range(2)]
-    for pv in pvs:
-        core.create_persistent_volume(client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=pv),
-            spec=client.V1PersistentVolumeSpec(
-                storage_class_name=name, capacity={"storage": "2Gi"}, access_modes=["ReadWriteOnce"],
-                persistent_volume_reclaim_policy="Retain", host_path=client.V1HostPathVolumeSource(
-                    path=f"/tmp/{pv}")),
-        ))
-    yield name
-    for pv in pvs:
-        core.delete_persistent_volume(pv)
 
 
 def _available(d: dict) -> bool:
@@ -283,7 +264,7 @@ def test_kserve_mode_renders_one_inference_service_instead_of_the_deployments(to
     assert ("InferenceService", "flywheel") in kinds
     assert not {n for k, n in kinds if k == "Deployment"} & {"flywheel-predictor", "flywheel-transformer"}
     (isvc,) = [d for d in docs if d["kind"] == "InferenceService"]
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     predictor, transformer = isvc["spec"]["predictor"], isvc["spec"]["transformer"]
     for part in (predictor, transformer):
         (container,) = part["containers"]
@@ -303,3 +284,18 @@ def test_rendered_manifests_in_the_repo_match_the_chart(tools):
                           "--kube-version", "1.36.1", "--skip-tests", "--include-crds").stdout
     body = committed.split("\n", 3)[3]  # after the three header lines
     assert body == rendered, "manifests/flywheel.yaml is stale: run `make manifests`"
+
+
+def test_claim_names_that_yaml_reads_as_booleans_stay_strings(tools):
+    """`on`, `yes`, `y` are booleans to YAML 1.1 (which Kubernetes' decoder speaks): unquoted, a claim named
+    so would reach the API server as `true` and be refused."""
+    docs = tools.render(extra=("--set", "features.data.claimName=on", "--set", "modelRepo.pvc.claimName=yes",
+                               "--set", "drift.enabled=true", "--set", "drift.spoolClaimName=y"))
+    claims = set()
+    for doc in docs:
+        spec = doc.get("spec", {})
+        spec = spec.get("jobTemplate", {}).get("spec", spec)
+        for volume in spec.get("template", {}).get("spec", {}).get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                claims.add(volume["persistentVolumeClaim"]["claimName"])
+    assert claims == {"on", "yes", "y"}

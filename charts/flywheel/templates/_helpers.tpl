@@ -129,7 +129,7 @@ livenessProbe:
     pullPolicy: {{ .Values.modelRepo.image.pullPolicy }}
 {{- else }}
   persistentVolumeClaim:
-    claimName: {{ include "flywheel.modelRepoClaim" . }}
+    claimName: {{ include "flywheel.modelRepoClaim" . | quote }}
     readOnly: true
 {{- end }}
 {{- end -}}
