@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import pytest
 import yaml
-from kubernetes import client
 
 from chart_fixtures import (  # noqa: F401 (release_namespace, storage_class, third_party_crds, tools: fixtures)
     CHART, THIRD_PARTY_API_VERSIONS, release_namespace, scenario_files, storage_class, third_party_crds, tools)
@@ -171,9 +169,11 @@ def test_a_training_job_started_from_the_trainer_template_completes(tools, relea
     pod = job["spec"]["template"]["spec"]
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["data"].get("readOnly") is True and not mounts["model-repo"].get("readOnly")
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"data": f"{PREFIX}-feature-data", "model-repo": f"{PREFIX}-model-repo"}
-    assert job["metadata"]["ownerReferences"][0]["name"] == f"{PREFIX}-trainer"  # removed with the release
+    # Owned by the CronJob, so the release's uninstall removes it.
+    assert job["metadata"]["ownerReferences"][0]["name"] == f"{PREFIX}-trainer"
 
     def succeeded() -> bool:
         status = json.loads(tools.kubectl("get", "job", "train-now", "-n", ns, "-o", "json").stdout)["status"]
