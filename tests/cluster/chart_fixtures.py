@@ -96,7 +96,7 @@ def tool(cluster, name: str) -> str:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tools(cluster, tmp_path_factory) -> Tools:
     home = tmp_path_factory.mktemp("helm")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
@@ -115,10 +115,11 @@ def crd_established(ext: client.ApiextensionsV1Api, name: str) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def third_party_crds(api, tools) -> Iterator[None]:
-    """KServe's and the Prometheus Operator's CRDs on the cluster; those this fixture added are removed after
-    (on an existing cluster that already serves them, they are left alone)."""
+    """KServe's and the Prometheus Operator's CRDs on the cluster for the whole session (installing and
+    removing them per module raced: a CRD still terminating looked present); those this fixture added are
+    removed at the end (on an existing cluster that already serves them, they are left alone)."""
     ext = client.ApiextensionsV1Api(api)
     created = []
     for name in THIRD_PARTY_KINDS:

@@ -98,7 +98,9 @@ def test_gpu_scenario_schedules_the_predictor_onto_gpu_nodes(tools):
     ("predictor:\n  replicaz: 2\n", ["/predictor", "replicaz"]),
     ("features:\n  replicas: two\n", ["/features/replicas", "integer"]),
     ("mode: serverless\n", ["/mode", "deployment"]),
-], ids=["unknown-key", "wrong-type", "bad-enum"])
+    ("modelRepo:\n  source: storageUri\n  storageUri:\n    uri: hf://org/model\n",
+     ["/modelRepo/storageUri/uri", "hf://org/model"]),
+], ids=["unknown-key", "wrong-type", "bad-enum", "model-hub-uri"])
 def test_bad_values_fail_with_a_message_naming_the_key(tools, tmp_path, values, named):
     bad = tmp_path / "bad-values.yaml"
     bad.write_text(values)

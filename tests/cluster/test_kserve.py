@@ -88,6 +88,55 @@ def test_the_inference_service_is_reconciled_into_ready_workloads(kserve, tools,
     assert len(pods) == 2 and all(_condition(p, "Ready") == "True" for p in pods)
 
 
+def _rolled_out(tools, ns, name) -> bool:
+    d = json.loads(tools.kubectl("get", "deployment", name, "-n", ns, "-o", "json").stdout)
+    s = d.get("status", {})
+    return (s.get("observedGeneration") == d["metadata"]["generation"] and s.get("updatedReplicas") == 1
+            and s.get("availableReplicas") == 1 and s.get("replicas") == 1)
+
+
+def test_a_repository_in_object_storage_is_copied_in_by_the_charts_own_initializer(kserve, tools, release_namespace):
+    ns = release_namespace
+    tools.helm("upgrade", RELEASE, str(CHART), "-n", ns, "--reuse-values", "--wait", "--timeout", "90s",
+               "--set", "modelRepo.source=storageUri", "--set", "modelRepo.storageUri.uri=s3://models/model_repo",
+               timeout=150)
+    for part in ("predictor", "transformer"):
+        wait_for(f"{part} rolled out with the initializer", lambda p=part: _rolled_out(tools, ns, f"{ISVC}-{p}"))
+        pod = json.loads(tools.kubectl("get", "deployment", f"{ISVC}-{part}", "-n", ns, "-o", "json").stdout)
+        spec = pod["spec"]["template"]["spec"]
+        # One initializer, the chart's: KServe's pod mutator added none of its own (no STORAGE_URI).
+        assert [c["name"] for c in spec.get("initContainers", [])] == ["storage-initializer"]
+        assert spec["initContainers"][0]["args"] == ["s3://models/model_repo", "/mnt/models"]
+        assert spec["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {v["name"]: v for v in spec["volumes"]}["model-repo"]["emptyDir"]
+    wait_for("InferenceService Ready", lambda: _condition(_isvc(tools, ns), "Ready") == "True", timeout=120)
+
+
+def test_kserves_own_storage_initializer_is_refused_under_restricted(kserve, tools, release_namespace):
+    """Why the chart adds the initializer itself: KServe injects its own (for a STORAGE_URI) without a
+    securityContext, and the restricted Pod Security Standard refuses the pod."""
+    ns = release_namespace
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                  "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "bare", "annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
+            "spec": {"predictor": {"containers": [{
+                "name": "kserve-container", "image": "flywheel/predictor:0.1.0", "securityContext": restricted,
+                "env": [{"name": "STORAGE_URI", "value": "s3://models/model_repo"}]}]}}}
+    tools.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(isvc))
+
+    def refused() -> bool:
+        events = json.loads(tools.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+        return any(e["reason"] == "FailedCreate" and "bare-predictor" in e["involvedObject"]["name"]
+                   and 'violates PodSecurity "restricted' in e["message"] and "storage-initializer" in e["message"]
+                   for e in events)
+
+    try:
+        wait_for("KServe's injected initializer refused by Pod Security", refused, timeout=90)
+    finally:
+        tools.kubectl("delete", "inferenceservice", "bare", "-n", ns, "--wait=false")
+
+
 def test_uninstall_removes_everything_kserve_made(kserve, tools, release_namespace):
     ns = release_namespace
     tools.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "90s", timeout=150)

@@ -120,10 +120,14 @@ livenessProbe:
   failureThreshold: {{ $p.failureThreshold }}
 {{- end -}}
 
-{{/* The model repository volume, mounted read-only at /mnt/models. */}}
+{{/* The model repository volume, mounted read-only at /mnt/models. With source storageUri it is an
+emptyDir that flywheel.modelRepoInit fills before the server starts. */}}
 {{- define "flywheel.modelRepoVolume" -}}
 - name: model-repo
-{{- if eq .Values.modelRepo.source "image" }}
+{{- if eq .Values.modelRepo.source "storageUri" }}
+  emptyDir:
+    sizeLimit: {{ .Values.modelRepo.storageUri.sizeLimit }}
+{{- else if eq .Values.modelRepo.source "image" }}
   image:
     reference: {{ required "modelRepo.image.reference is required when modelRepo.source is image" .Values.modelRepo.image.reference }}
     pullPolicy: {{ .Values.modelRepo.image.pullPolicy }}
@@ -132,6 +136,40 @@ livenessProbe:
     claimName: {{ include "flywheel.modelRepoClaim" . | quote }}
     readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/* initContainers of a pod that mounts the model repository: with source storageUri, KServe's storage
+initializer copies the repository from object storage into the model-repo emptyDir. The chart adds it
+itself, in both modes, instead of leaving it to KServe's pod mutator (which would inject it with no
+securityContext, and a namespace enforcing the restricted Pod Security Standard refuses such a pod). */}}
+{{- define "flywheel.modelRepoInit" -}}
+{{- $s := .Values.modelRepo.storageUri -}}
+{{- if eq .Values.modelRepo.source "storageUri" -}}
+initContainers:
+  - name: storage-initializer
+    image: {{ printf "%s:%s" $s.initializer.repository $s.initializer.tag }}
+    imagePullPolicy: {{ .Values.imageDefaults.pullPolicy }}
+    args:
+      - {{ required "modelRepo.storageUri.uri is required when modelRepo.source is storageUri" $s.uri | quote }}
+      - /mnt/models
+    env:
+      - name: HOME
+        value: /tmp
+    {{- with $s.credentialsSecret }}
+    envFrom:
+      - secretRef:
+          name: {{ . | quote }}
+    {{- end }}
+    resources:
+      {{- toYaml $s.initializer.resources | nindent 6 }}
+    securityContext:
+      {{- include "flywheel.containerSecurityContext" . | nindent 6 }}
+    volumeMounts:
+      - name: model-repo
+        mountPath: /mnt/models
+      - name: tmp
+        mountPath: /tmp
+{{- end -}}
 {{- end -}}
 
 {{- define "flywheel.modelRepoClaim" -}}
