@@ -301,3 +301,12 @@ def test_claim_names_that_yaml_reads_as_booleans_stay_strings(tools):
             if "persistentVolumeClaim" in volume:
                 claims.add(volume["persistentVolumeClaim"]["claimName"])
     assert claims == {"on", "yes", "y"}
+
+
+def test_notes_say_how_to_reach_every_enabled_service(tools, restricted_namespace):
+    out = tools.helm("install", "notes", str(CHART), "-n", restricted_namespace, "--dry-run=server",
+                     "--set", "drift.enabled=true").stdout
+    notes = out[out.index("NOTES:"):]
+    for port in (8090, 8080, 6566, 8070):
+        assert f"{port}:{port} &" in notes, notes
+    assert "curl -s localhost:8070/v1/report" in notes
