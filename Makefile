@@ -85,7 +85,7 @@ test-cluster: cluster-build ## a real control plane (etcd, kube-apiserver, contr
 	cd tests/cluster && .venv/bin/python -m pytest -q
 
 .PHONY: cluster-build
-cluster-build: ## build the pinned control plane, kwok, kubectl, helm, skaffold, dockerfile-lint from source (cached)
+cluster-build: ## build the pinned control plane, kwok, kubectl, helm, skaffold, dockerfile-lint, KServe's manager (cached)
 	hack/cluster/build.sh
 
 .PHONY: cluster-up

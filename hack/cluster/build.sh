@@ -107,12 +107,14 @@ if (( missing )); then exit 1; fi
 
 # One directory of symlinks, keyed by every component dir, so callers need a
 # single PATH entry.
-bundle_key="$(for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION kserve:$KSERVE_VERSION; do
+components=(etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION
+            skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION kserve:$KSERVE_VERSION)
+bundle_key="$(for c in "${components[@]}"; do
   component_dir "${c%%:*}" "${c#*:}"; done | sha256sum | cut -c1-10)"
 bundle="$cache/bundle-$bundle_key/bin"
 if [[ ! -e "$bundle/../kwok-stages.yaml" ]]; then
   mkdir -p "$bundle"
-  for c in etcd:$ETCD_VERSION kubernetes:$kv kwok:$KWOK_VERSION helm:$HELM_VERSION skaffold:$SKAFFOLD_VERSION dockerfile-lint:$BUILDKIT_VERSION kserve:$KSERVE_VERSION; do
+  for c in "${components[@]}"; do
     d="$(component_dir "${c%%:*}" "${c#*:}")/bin"
     for b in "$d"/*; do ln -sfn "$b" "$bundle/$(basename "$b")"; done
   done

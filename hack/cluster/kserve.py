@@ -127,7 +127,8 @@ class KServe:
 
     def stop(self, remove: bool = True, grace: float = 10.0) -> None:
         """Unregister the webhooks first (with failurePolicy Fail, a gone webhook server would block every
-        InferenceService and pod write), stop the manager, then remove KServe's config and CRDs."""
+        InferenceService and pod write), stop the manager, then delete the kserve namespace and its config.
+        The CRDs stay: whoever owns the cluster decides (the test cluster is thrown away)."""
         if remove:
             for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
                 _run(self.kubectl, "delete", kind, *WEBHOOK_CONFIGS, "--ignore-not-found", check=False)

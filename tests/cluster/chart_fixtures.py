@@ -40,11 +40,19 @@ MODELROLLOUT_CRD = REPO / "manifests" / "crds" / "flywheel.dev_modelrollouts.yam
 
 
 def third_party_dir() -> Path:
-    """hack/cluster/thirdparty.sh's directory of upstream CRDs and schemas (fetched once, then cached)."""
+    """hack/cluster/thirdparty.sh's directory of upstream CRDs and KServe's manifests (fetched once, then
+    cached)."""
     done = subprocess.run([str(REPO / "hack" / "cluster" / "thirdparty.sh")], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, f"hack/cluster/thirdparty.sh failed:\n{done.stderr}"
     return Path(done.stdout.split()[-1])
+
+
+def pod_spec(doc: dict) -> dict:
+    """The pod spec of a rendered workload (Deployment, StatefulSet, Job, CronJob); {} for other kinds."""
+    spec = doc.get("spec", {})
+    spec = spec.get("jobTemplate", {}).get("spec", spec)
+    return spec.get("template", {}).get("spec", {})
 
 
 def scenario_files() -> list[Path]:
@@ -132,8 +140,7 @@ def third_party_crds(api, tools) -> Iterator[None]:
         created.append(name)
     crds = third_party_dir() / "crds"
     for name in created:
-        group = name.split(".", 1)[1]
-        plural = name.split(".", 1)[0]
+        plural, group = name.split(".", 1)
         # Server-side apply: KServe's CRD is too large for the last-applied annotation of a client-side apply.
         tools.kubectl("apply", "--server-side", "-f", str(crds / f"{group}_{plural}.yaml"))
     wait_for("third-party CRDs Established", lambda: all(crd_established(ext, n) for n in created))

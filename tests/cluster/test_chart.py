@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from chart_fixtures import (  # noqa: F401 (release_namespace, storage_class, third_party_crds, tools: fixtures)
-    CHART, THIRD_PARTY_API_VERSIONS, release_namespace, scenario_files, storage_class, third_party_crds, tools)
+    CHART, KUBE_VERSION, THIRD_PARTY_API_VERSIONS, pod_spec, release_namespace, scenario_files, storage_class,
+    third_party_crds, tools)
 from conftest import wait_for
 
 RELEASE = "fw"
@@ -33,7 +34,7 @@ def _scenario_id(path) -> str:
 
 def test_lint_passes_strict_for_default_values_and_every_scenario(tools):
     for path in SCENARIOS:
-        argv = ["lint", "--strict", str(CHART), "--kube-version", "1.36.1"]
+        argv = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
         if path is not None:
             argv += ["-f", str(path)]
         tools.helm(*argv)
@@ -104,7 +105,7 @@ def test_gpu_scenario_schedules_the_predictor_onto_gpu_nodes(tools):
 def test_bad_values_fail_with_a_message_naming_the_key(tools, tmp_path, values, named):
     bad = tmp_path / "bad-values.yaml"
     bad.write_text(values)
-    done = tools.helm("template", "x", str(CHART), "--kube-version", "1.36.1", "-f", str(bad), ok=False)
+    done = tools.helm("template", "x", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(bad), ok=False)
     assert done.returncode != 0
     for word in named:
         assert word in done.stderr, done.stderr
@@ -246,7 +247,7 @@ def test_uninstall_leaves_only_the_kept_claims(tools, release_namespace):
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=_scenario_id)
 def test_each_template_file_holds_one_resource_named_component_kind(tools, values):
-    out = tools.helm("template", "flywheel", str(CHART), "--kube-version", "1.36.1",
+    out = tools.helm("template", "flywheel", str(CHART), "--kube-version", KUBE_VERSION,
                      *(["-f", str(values)] if values else []),
                      *(f"--api-versions={v}" for v in THIRD_PARTY_API_VERSIONS)).stdout
     per_file: dict[str, list[str]] = {}
@@ -283,7 +284,7 @@ def test_kserve_mode_renders_one_inference_service_instead_of_the_deployments(to
 def test_rendered_manifests_in_the_repo_match_the_chart(tools):
     committed = (CHART.parents[1] / "manifests" / "flywheel.yaml").read_text()
     rendered = tools.helm("template", "flywheel", str(CHART), "--namespace", "flywheel",
-                          "--kube-version", "1.36.1", "--skip-tests", "--include-crds").stdout
+                          "--kube-version", KUBE_VERSION, "--skip-tests", "--include-crds").stdout
     body = committed.split("\n", 3)[3]  # after the three header lines
     assert body == rendered, "manifests/flywheel.yaml is stale: run `make manifests`"
 
@@ -293,13 +294,8 @@ def test_claim_names_that_yaml_reads_as_booleans_stay_strings(tools):
     so would reach the API server as `true` and be refused."""
     docs = tools.render(extra=("--set", "features.data.claimName=on", "--set", "modelRepo.pvc.claimName=yes",
                                "--set", "drift.enabled=true", "--set", "drift.spoolClaimName=y"))
-    claims = set()
-    for doc in docs:
-        spec = doc.get("spec", {})
-        spec = spec.get("jobTemplate", {}).get("spec", spec)
-        for volume in spec.get("template", {}).get("spec", {}).get("volumes", []):
-            if "persistentVolumeClaim" in volume:
-                claims.add(volume["persistentVolumeClaim"]["claimName"])
+    claims = {volume["persistentVolumeClaim"]["claimName"] for doc in docs
+              for volume in pod_spec(doc).get("volumes", []) if "persistentVolumeClaim" in volume}
     assert claims == {"on", "yes", "y"}
 
 

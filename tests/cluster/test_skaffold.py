@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_fixtures import CHART, third_party_crds, tool, tools  # noqa: F401  (fixtures)
+from chart_fixtures import pod_spec, third_party_crds, tool, tools  # noqa: F401  (fixtures)
 from conftest import REPO
 
 SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
@@ -71,12 +71,9 @@ def _render(skaffold, profile: str) -> list[dict]:
 
 
 def _containers(doc: dict) -> list[dict]:
-    spec = doc.get("spec", {})
-    if doc["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
     if doc["kind"] == "InferenceService":
-        return [c for part in ("predictor", "transformer") for c in spec[part].get("containers", [])]
-    return spec.get("template", {}).get("spec", {}).get("containers", [])
+        return [c for part in ("predictor", "transformer") for c in doc["spec"][part].get("containers", [])]
+    return pod_spec(doc).get("containers", [])
 
 
 @pytest.mark.parametrize("profile", PROFILES)

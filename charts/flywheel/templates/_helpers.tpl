@@ -172,6 +172,12 @@ initContainers:
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the trainer CronJob is rendered: it reads the feature data claim and publishes into the
+model repository claim, so it needs both (an image volume or an object store copy is read-only). */}}
+{{- define "flywheel.trainerRendered" -}}
+{{- if and .Values.trainer.enabled .Values.features.enabled (eq .Values.modelRepo.source "pvc") }}true{{ end -}}
+{{- end -}}
+
 {{- define "flywheel.modelRepoClaim" -}}
 {{- default (include "flywheel.componentName" (dict "ctx" . "component" "model-repo")) .Values.modelRepo.pvc.claimName -}}
 {{- end -}}
