@@ -13,8 +13,8 @@ export UV_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || command -v pytho
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-SERVICE_PROJECTS := libs/flywheel-core services/features services/trainer services/predictor services/transformer \
-  services/drift
+SERVICE_PROJECTS := libs/flywheel-core libs/flywheel-contracts services/features services/trainer services/predictor \
+  services/transformer services/drift services/router
 TEST_PROJECTS := tests tests/cluster
 PROJECTS := $(SERVICE_PROJECTS) $(TEST_PROJECTS)
 DATA_DIR ?= $(CURDIR)/data

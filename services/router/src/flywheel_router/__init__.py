@@ -1,0 +1,60 @@
+"""Flywheel router: the stable entry point for inference, splitting each model's traffic between versions.
+
+Run it with `python -m flywheel_router`; settings are FLYWHEEL_ROUTER_* variables (`Settings`). The route
+contract is `flywheel_contracts.Route`; the admin API (`AdminApp`) reads and writes routes and serves
+statistics; `InferenceApp` is the ASGI app of the inference port.
+"""
+
+from __future__ import annotations
+
+from ._admin import AdminApp, TokenFile
+from ._config import Settings, load_settings
+from ._errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    RouterError,
+    RouteSourceError,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from ._proxy import InferenceApp
+from ._split import Choice, choose, pinned, ring_point, threshold
+from ._store import RouteSource, make_source
+from ._table import CompiledRoute, RouteTable
+
+__all__ = [
+    "AdminApp",
+    "BadRequest",
+    "Choice",
+    "CompiledRoute",
+    "ConfigError",
+    "Conflict",
+    "InferenceApp",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RequestError",
+    "RouteSource",
+    "RouteSourceError",
+    "RouteTable",
+    "RouterError",
+    "Settings",
+    "TokenFile",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamUnavailable",
+    "choose",
+    "load_settings",
+    "make_source",
+    "pinned",
+    "ring_point",
+    "threshold",
+]

@@ -1,0 +1,106 @@
+"""Wiring: settings -> route source, upstream client, apps -> two uvicorn servers on one event loop.
+
+The inference port and the admin port are separate servers (so a NetworkPolicy can admit only the
+controller to the admin port) sharing one process, route table and statistics. Readiness waits for the
+first complete load of the routes: a restarted replica takes no traffic until it routes like the others.
+SIGTERM/SIGINT stop both servers gracefully (in-flight requests finish), then the shadow workers and the
+upstream connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+
+import uvicorn
+
+from ._admin import AdminApp, TokenFile
+from ._config import Settings
+from ._metrics import Metrics
+from ._proxy import InferenceApp
+from ._store import make_source
+from ._table import RouteTable
+from ._upstream import Upstreams
+
+log = logging.getLogger("flywheel_router")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled once for both servers (see `serve`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(app: object, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,  # no line per request: the metrics carry it
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        log_config=None,
+        timeout_keep_alive=75,  # longer than typical client/load-balancer idle timeouts, so we never close first
+        timeout_graceful_shutdown=10,
+    )
+
+
+def build(settings: Settings) -> tuple[InferenceApp, AdminApp, Upstreams]:
+    metrics = Metrics()
+    upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
+    inference = InferenceApp(settings, RouteTable(), upstreams, metrics)
+    admin = AdminApp(TokenFile(settings.token_file), make_source(settings), inference)
+    return inference, admin, upstreams
+
+
+async def serve(settings: Settings) -> None:
+    inference, admin, upstreams = build(settings)
+    if admin.token.current() is None:
+        log.warning("no admin token (FLYWHEEL_ROUTER_TOKEN_FILE): the admin API refuses every request")
+    servers = [
+        _Server(_config(inference, settings.http_host, settings.http_port)),
+        _Server(_config(admin, settings.admin_host, settings.admin_port)),
+    ]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    inference.shadow.start()
+    first = asyncio.Event()
+
+    def apply(routes: object) -> None:
+        inference.apply(routes)  # type: ignore[arg-type]
+        if not first.is_set():
+            log.info("routes loaded from %s: %s", settings.route_source, ", ".join(sorted(routes)) or "none")  # type: ignore[arg-type]
+            first.set()
+
+    follower = asyncio.create_task(admin.source.run(apply), name="route-source")
+    log.info(
+        "router on :%d (admin :%d) -> default upstream %s; routes from %s",
+        settings.http_port,
+        settings.admin_port,
+        settings.default_upstream,
+        settings.route_source,
+    )
+    try:
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await inference.shadow.aclose()
+        await admin.source.aclose()
+        await upstreams.aclose()
+        log.info("router stopped")

@@ -1,0 +1,79 @@
+"""Which version answers a request: preview header, sticky hashing or a weighted draw; and whether to shadow.
+
+Pure functions over a compiled route (`_table.CompiledRoute`) and the few request facts routing needs
+(the preview header, the sticky key). The order, first match wins:
+
+1. a pinned version (the versioned V2 path, or x-flywheel-model-version sent by the caller) answers;
+2. the preview header, when the route has one and the request carries it non-empty -> candidate;
+3. with stickiness, the key's point on a hash ring of 10,000 x 2^48 positions: candidate iff the point is
+   below the weight's threshold. The threshold only grows with the weight, so a key that reached the
+   candidate stays there as the weight rises (monotone), and the split is exact to 0.01%. A request
+   without the key is drawn at random, as with no stickiness;
+4. otherwise a uniform random draw against the same threshold.
+
+Shadow: a request the stable answers is also mirrored to the candidate with probability shadowPercent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flywheel_contracts import WEIGHT_RESOLUTION, Backend
+
+if TYPE_CHECKING:
+    from ._table import CompiledRoute
+
+POINTS = 1 << 64
+"""Positions on the ring (a 64-bit hash); thresholds are POINTS * steps / (100 * WEIGHT_RESOLUTION)."""
+FULL = 100 * WEIGHT_RESOLUTION
+
+
+def threshold(steps: int) -> int:
+    """The ring position below which a point goes to the candidate, for a weight in steps of 0.01%."""
+    return POINTS * steps // FULL
+
+
+def ring_point(key: bytes, salt: bytes) -> int:
+    """A key's stable position on the ring: blake2b of salt + key (salt = model and candidate version, so
+    each rollout orders keys afresh while keys stay put within it)."""
+    return int.from_bytes(hashlib.blake2b(salt + b"\x00" + key, digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Where one request goes."""
+
+    backend: Backend
+    role: str  # "stable" | "candidate" | "pinned"
+    shadow: Backend | None = None
+    reason: str = "weight"  # "weight" | "sticky" | "preview" | "pinned" | "stable"
+
+
+def choose(route: CompiledRoute, preview: bytes | None, sticky_key: bytes | None, rng: random.Random) -> Choice:
+    """The version that answers (and the shadow, if any) for a request with these facts."""
+    candidate = route.route.candidate
+    if candidate is not None:
+        if preview:
+            return Choice(candidate, "candidate", None, "preview")
+        if route.weight_threshold:
+            if sticky_key:
+                to_candidate, reason = ring_point(sticky_key, route.salt) < route.weight_threshold, "sticky"
+            else:
+                to_candidate, reason = rng.getrandbits(64) < route.weight_threshold, "weight"
+            if to_candidate:
+                return Choice(candidate, "candidate", None, reason)
+        if route.shadow_threshold and rng.getrandbits(64) < route.shadow_threshold:
+            return Choice(route.route.stable, "stable", candidate, "stable")
+    return Choice(route.route.stable, "stable", None, "stable")
+
+
+def pinned(route: CompiledRoute | None, version: str) -> Choice:
+    """A request that names its version: that version's backend in the route, else the default upstream."""
+    if route is not None:
+        for backend in (route.route.stable, route.route.candidate):
+            if backend is not None and backend.version == version:
+                return Choice(backend, "pinned", None, "pinned")
+    return Choice(Backend(version=version), "pinned", None, "pinned")

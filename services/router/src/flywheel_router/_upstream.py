@@ -1,0 +1,72 @@
+"""Adapter to the upstreams (transformer pools, per-version endpoints): one pooled keep-alive HTTP client.
+
+The body goes through as bytes, never re-encoded. Failures the router acts on are typed: `connect`
+(refused, reset, closed mid-answer) and `timeout` (connect or whole answer slower than configured), so a
+failed candidate can be retried on the stable and counted. HTTP error answers are answers, not failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import perf_counter
+
+import httpx
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: Headers
+    body: bytes
+    seconds: float
+
+
+class UpstreamFailure(Exception):
+    """No answer: `kind` is "connect" or "timeout"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Upstreams:
+    """Shared client to every upstream base URL (httpx pools connections per origin)."""
+
+    def __init__(
+        self,
+        connect_timeout_s: float,
+        timeout_s: float,
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def send(
+        self, method: str, url: str, headers: Headers, body: bytes, timeout_s: float | None = None
+    ) -> Answer:
+        started = perf_counter()
+        extensions = None if timeout_s is None else {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        try:
+            request = self._client.build_request(method, url, headers=headers, content=body, extensions=extensions)
+            response = await self._client.send(request, stream=True)
+            try:
+                # Raw bytes: a compressed answer stays compressed, as its content-encoding header says.
+                body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as e:
+            raise UpstreamFailure("timeout", f"{url} did not answer within {timeout_s or self.timeout_s:g} s") from e
+        except httpx.TransportError as e:
+            raise UpstreamFailure("connect", f"cannot reach {url} ({type(e).__name__})") from e
+        return Answer(response.status_code, response.headers.raw, body, perf_counter() - started)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
