@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ T = TypeVar("T")
 ONLINE_NAMES = [ref.split(":", 1)[1] for ref in schema.ONLINE_FEATURE_REFS]
 DEFAULTS = {name: float(i + 1) * 10.0 for i, name in enumerate(schema.NUMERIC_FEATURES)}
 """Training defaults of the test model: distinct per feature, so a test can tell which one was used."""
+V2_DEFAULTS = {name: float(i + 1) * 100.0 for i, name in enumerate(schema.NUMERIC_FEATURES)}
+"""Training defaults of the second published version (`two_versions`): every one differs from DEFAULTS."""
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -69,6 +72,15 @@ def publish_version(repo: Path, model: str = "fraud", **overrides: Any) -> Path:
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "model_repo"
     publish_version(root)
+    return root
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path) -> Path:
+    """A repository with v1 (DEFAULTS) and v2 (V2_DEFAULTS) of `fraud`."""
+    root = tmp_path / "model_repo"
+    publish_version(root)
+    publish_version(root, defaults=V2_DEFAULTS)
     return root
 
 
@@ -127,5 +139,31 @@ def predictor_transport(
         if version is not None:
             answer["model_version"] = version
         return httpx.Response(200, json=answer)
+
+    return httpx.MockTransport(respond)
+
+
+VERSIONED_INFER = re.compile(r"^/v2/models/fraud/versions/([^/]+)/infer$")
+
+
+def versioned_predictor_transport(
+    served: Sequence[str] = ("v1", "v2"),
+    current: str = "v1",
+    score: Callable[[list[float]], float] | float = 0.2,
+    paths: list[str] | None = None,
+) -> httpx.MockTransport:
+    """A mock V2 predictor serving several versions: `/v2/models/fraud/versions/<v>/infer` answers as `v` when
+    it is in `served` (404 otherwise), `/v2/models/fraud/infer` as `current`. Each path is appended to `paths`."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if paths is not None:
+            paths.append(path)
+        if path == "/v2/models/fraud/infer":
+            return predictor_transport(score, current).handle_request(request)
+        match = VERSIONED_INFER.match(path)
+        if match is None or match.group(1) not in served:
+            return httpx.Response(404, json={"error": f"version not served here; this server serves {list(served)}"})
+        return predictor_transport(score, match.group(1)).handle_request(request)
 
     return httpx.MockTransport(respond)

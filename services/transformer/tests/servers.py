@@ -86,13 +86,26 @@ class FeatureServerStub(ThreadedServer):
 
 
 class PredictorStub(ThreadedServer):
-    """V2 infer for `fraud`: 0.9 when amount_log > 5 (amount above ~150), else 0.1; version `v9`."""
+    """V2 infer for `fraud`: 0.9 when amount_log > 5 (amount above ~150), else 0.1. The unversioned path
+    answers as version `v9`; `/versions/<v>/infer` as `v` for the versions in `served`, else 404. Each
+    answer names its version in the body and in the `x-flywheel-model-version` header."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        super().__init__([Route("/v2/models/fraud/infer", self.handle, methods=["POST"])])
+        self.paths: list[str] = []
+        self.served = {"v1", "v2"}
+        super().__init__(
+            [
+                Route("/v2/models/fraud/infer", self.handle, methods=["POST"]),
+                Route("/v2/models/fraud/versions/{version}/infer", self.handle, methods=["POST"]),
+            ]
+        )
 
     async def handle(self, request: Request) -> Response:
+        self.paths.append(request.url.path)
+        version = request.path_params.get("version", "v9")
+        if "version" in request.path_params and version not in self.served:
+            return JSONResponse({"error": f"model 'fraud' version '{version}' is not served here"}, status_code=404)
         body = await request.json()
         self.requests.append(body)
         tensor = body["inputs"][0]
@@ -102,10 +115,11 @@ class PredictorStub(ThreadedServer):
         return JSONResponse(
             {
                 "model_name": "fraud",
-                "model_version": "v9",
+                "model_version": version,
                 "id": body.get("id"),
                 "outputs": [{"name": "probability", "shape": [rows, 1], "datatype": "FP32", "data": scores}],
-            }
+            },
+            headers={"x-flywheel-model-version": version},
         )
 
 

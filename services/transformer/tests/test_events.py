@@ -136,3 +136,12 @@ def test_sink_errors_and_timeouts_are_counted_not_raised():
     registry = run(go())
     assert value(registry, "flywheel_transformer_events_failed_total") == 2
     assert value(registry, "flywheel_transformer_events_sent_total") == 0
+
+
+def test_the_version_that_scored_is_the_ce_modelversion_extension_of_both_events():
+    scored = InferenceRecord("id-2", record().time, {"inputs": []}, {"outputs": []}, model_version="v3")
+    for ce_type in (REQUEST_TYPE, RESPONSE_TYPE):
+        headers = event_headers(ATTRIBUTES, scored, ce_type)
+        assert headers["ce-modelversion"] == "v3"
+        assert from_http(headers, b"{}")["modelversion"] == "v3"  # a valid CloudEvents extension attribute
+    assert "ce-modelversion" not in event_headers(ATTRIBUTES, record(), REQUEST_TYPE)  # version unknown: omitted

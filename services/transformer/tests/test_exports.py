@@ -5,10 +5,13 @@ def test_public_names_are_exactly_the_documented_surface():
     assert flywheel_transformer.__all__ == [
         "ConfigError",
         "DEBUG_FEATURES_HEADER",
+        "DECISIONS_HEADER",
         "FraudTransformer",
         "INFERENCE_ID_HEADER",
+        "MODEL_VERSION_HEADER",
         "ModelMetadataError",
         "RequestError",
+        "SCORES_HEADER",
         "Settings",
         "TransformerError",
         "load_settings",

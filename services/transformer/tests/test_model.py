@@ -8,8 +8,26 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client import CollectorRegistry
 
 from flywheel_core import schema
-from flywheel_transformer import DEBUG_FEATURES_HEADER, INFERENCE_ID_HEADER, FraudTransformer, load_settings
-from flywheel_transformer._errors import FeaturesUnavailable, InvalidRequest, ModelNotLoaded, UnsupportedProtocol
+from flywheel_transformer import (
+    DEBUG_FEATURES_HEADER,
+    DECISIONS_HEADER,
+    INFERENCE_ID_HEADER,
+    MODEL_VERSION_HEADER,
+    SCORES_HEADER,
+    FraudTransformer,
+    load_settings,
+)
+from flywheel_transformer._errors import (
+    FeaturesUnavailable,
+    InvalidHeader,
+    InvalidRequest,
+    ModelNotLoaded,
+    UnsupportedProtocol,
+    VersionNotPublished,
+    VersionNotServed,
+    error_body,
+    status_of,
+)
 from flywheel_transformer._events import EventAttributes, EventSink
 from flywheel_transformer._features import FeatureClient
 from flywheel_transformer._metrics import Metrics
@@ -19,12 +37,14 @@ from flywheel_transformer._repo import load_spec
 from conftest import (
     DEFAULTS,
     ONLINE_NAMES,
+    V2_DEFAULTS,
     feast_answer,
     feast_transport,
     known_values,
     predictor_transport,
     run,
     transaction,
+    versioned_predictor_transport,
 )
 
 JSON = {"content-type": "application/json"}
@@ -57,7 +77,7 @@ class Harness:
             PredictorClient("http://predictor", "fraud", 1.0, transport=predictor or predictor_transport()),
             events,
         )
-        self.model.use(load_spec(repo, "fraud"))
+        self.model.use(load_spec(repo, "fraud", self.settings.model_version))
 
     def predict(self, *instances, headers=JSON):
         async def go():
@@ -225,3 +245,146 @@ def test_a_scored_request_queues_one_record_with_v2_shaped_payloads(repo):
     assert response["model_version"] == "v4"
     assert response["outputs"][0] == {"name": "probability", "shape": [2, 1], "datatype": "FP32", "data": [0.8, 0.8]}
     assert response["outputs"][1]["data"] == ["decline", "decline"]
+
+
+# Model versions named by a router: x-flywheel-model-version
+
+DEBUG = {**JSON, DEBUG_FEATURES_HEADER: "1"}
+
+
+def versioned(repo, paths, **kwargs):
+    """Harness over `two_versions` serving v1 by default, with a predictor that serves v1 and v2."""
+    kwargs.setdefault("predictor", versioned_predictor_transport(paths=paths))
+    unknown = answering(lambda n: {name: [None] * n for name in ONLINE_NAMES})  # every online feature defaulted
+    return Harness(repo, model_version="v1", features=unknown, **kwargs)
+
+
+def test_a_named_version_is_scored_at_its_versioned_path_with_its_own_defaults(two_versions):
+    paths = []
+    harness = versioned(two_versions, paths)
+    body, headers = harness.predict(transaction(), headers={**DEBUG, MODEL_VERSION_HEADER: "v2"})
+    (prediction,) = body["predictions"]
+    assert paths == ["/v2/models/fraud/versions/v2/infer"]
+    assert all(prediction["features"][name] == V2_DEFAULTS[name] for name in ONLINE_NAMES)
+    assert prediction["model_version"] == "v2"
+    assert headers[MODEL_VERSION_HEADER] == "v2"
+    assert harness.metric("flywheel_transformer_predictions_total", version="v2") == 1
+
+
+@pytest.mark.parametrize("header", [{}, {MODEL_VERSION_HEADER: ""}])
+def test_without_a_version_header_the_default_version_and_the_unversioned_path_serve(two_versions, header):
+    paths = []
+    harness = versioned(two_versions, paths)
+    body, headers = harness.predict(transaction(), headers={**DEBUG, **header})
+    (prediction,) = body["predictions"]
+    assert paths == ["/v2/models/fraud/infer"]
+    assert all(prediction["features"][name] == DEFAULTS[name] for name in ONLINE_NAMES)
+    assert prediction["model_version"] == headers[MODEL_VERSION_HEADER] == "v1"
+
+
+def test_a_malformed_version_header_is_a_400_before_any_lookup(two_versions):
+    paths, lookups = [], []
+    harness = Harness(
+        two_versions,
+        features=feast_transport(lambda body: lookups.append(body)),
+        predictor=versioned_predictor_transport(paths=paths),
+    )
+    with pytest.raises(InvalidHeader) as caught:
+        harness.predict(transaction(), headers={**JSON, MODEL_VERSION_HEADER: "2"})
+    assert error_body(caught.value)["header"] == MODEL_VERSION_HEADER
+    assert (paths, lookups) == ([], [])
+    assert harness.metric("flywheel_transformer_invalid_requests_total") == 1
+
+
+def test_an_unpublished_version_is_a_404_naming_it_and_what_is_published(two_versions):
+    paths = []
+    harness = versioned(two_versions, paths)
+    with pytest.raises(VersionNotPublished) as caught:
+        harness.predict(transaction(), headers={**JSON, MODEL_VERSION_HEADER: "v9"})
+    assert status_of(caught.value) == 404
+    assert error_body(caught.value)["published"] == ["v1", "v2"]
+    assert paths == []
+    assert harness.metric("flywheel_transformer_invalid_requests_total") == 1
+
+
+def test_a_predictor_404_for_the_named_version_is_a_404_not_a_502(two_versions):
+    paths = []
+    harness = versioned(two_versions, paths, predictor=versioned_predictor_transport(served=("v1",), paths=paths))
+    with pytest.raises(VersionNotServed) as caught:
+        harness.predict(transaction(), headers={**JSON, MODEL_VERSION_HEADER: "v2"})
+    assert status_of(caught.value) == 404
+    assert error_body(caught.value)["version"] == "v2"
+    assert harness.metric("flywheel_transformer_predictor_errors_total") == 1
+
+
+def test_response_headers_carry_the_version_scores_and_decisions_in_instance_order(two_versions):
+    # row i has txn_count_1h = 1 + i, so the scores rise from 0.2234567 and the last two decline
+    harness = Harness(two_versions, model_version="v1", predictor=predictor_transport(lambda r: r[0] / 10 + 0.1234567))
+    body, headers = harness.predict(*[transaction(transaction_id=f"t{i}") for i in range(5)])
+    scores = [p["score"] for p in body["predictions"]]
+    assert headers[SCORES_HEADER] == ",".join(format(p, ".6g") for p in scores)
+    assert [float(v) for v in headers[SCORES_HEADER].split(",")] == pytest.approx(scores, rel=1e-5)
+    assert headers[DECISIONS_HEADER].split(",") == [p["decision"] for p in body["predictions"]]
+    assert headers[DECISIONS_HEADER] == "approve,approve,approve,decline,decline"
+    assert headers[MODEL_VERSION_HEADER] == "v1"
+    assert headers[INFERENCE_ID_HEADER] == body["inference_id"]
+
+
+def test_more_than_256_instances_get_no_score_or_decision_headers(two_versions):
+    harness = Harness(two_versions, model_version="v1", predictor=versioned_predictor_transport())
+    many = [transaction(transaction_id=f"t{i}") for i in range(257)]
+    body, headers = harness.predict(*many, headers={**JSON, MODEL_VERSION_HEADER: "v2"})
+    assert len(body["predictions"]) == 257
+    assert SCORES_HEADER not in headers and DECISIONS_HEADER not in headers
+    assert headers[MODEL_VERSION_HEADER] == "v2"
+    _, headers = harness.predict(*many[:256])
+    assert len(headers[SCORES_HEADER].split(",")) == len(headers[DECISIONS_HEADER].split(",")) == 256
+
+
+def test_a_named_version_is_read_from_the_repository_once(two_versions):
+    harness = versioned(two_versions, [])
+    for _ in range(3):
+        harness.predict(transaction(), headers={**JSON, MODEL_VERSION_HEADER: "v2"})
+    harness.predict(transaction(), headers={**JSON, MODEL_VERSION_HEADER: "v1"})  # the default: loaded at start
+    assert harness.model.specs.loads == 1
+
+
+def test_a_free_form_version_from_the_predictor_is_no_metric_label_or_header(repo):
+    harness = Harness(repo, predictor=predictor_transport(0.7, "build 7\n"))
+    body, headers = harness.predict(transaction())
+    assert body["predictions"][0]["model_version"] == "build 7\n"
+    assert MODEL_VERSION_HEADER not in headers
+    assert harness.metric("flywheel_transformer_predictions_total", version="unknown") == 1
+
+
+def test_the_events_of_a_named_version_carry_it_in_headers_and_bodies(two_versions):
+    posted = []
+
+    def sink(request):
+        posted.append((dict(request.headers), json.loads(request.content)))
+        return httpx.Response(200)
+
+    async def go(harness):
+        await harness.model({"instances": [transaction()]}, {**JSON, MODEL_VERSION_HEADER: "v2"})
+        await harness.model({"instances": [transaction()]}, dict(JSON))
+        await harness.model.events.drain()
+        await harness.model.events.aclose()
+
+    events = EventSink(
+        "http://sink/",
+        EventAttributes("urn:t", "ns", "fraud", "default"),
+        Metrics(CollectorRegistry()),
+        "fraud",
+        10,
+        1.0,
+        senders=1,
+        transport=httpx.MockTransport(sink),
+    )
+    harness = versioned(two_versions, [], events=events)
+    run(go(harness))
+    (h1, request), (h2, response), (h3, default_request), (h4, default_response) = posted
+    assert h1["ce-modelversion"] == h2["ce-modelversion"] == "v2"
+    assert request["parameters"]["metadata_version"] == "v2"  # what drift reads from a request event
+    assert response["model_version"] == "v2"  # ... and from a response event (it wins)
+    assert h3["ce-modelversion"] == h4["ce-modelversion"] == "v1"
+    assert default_request["parameters"]["metadata_version"] == default_response["model_version"] == "v1"

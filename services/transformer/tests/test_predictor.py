@@ -3,10 +3,16 @@ import json
 import httpx
 import pytest
 
-from flywheel_transformer._errors import PredictorBadResponse, PredictorUnavailable, status_of
+from flywheel_transformer._errors import (
+    PredictorBadResponse,
+    PredictorUnavailable,
+    VersionNotServed,
+    error_body,
+    status_of,
+)
 from flywheel_transformer._predictor import PredictorClient, infer_body, parse_infer
 
-from conftest import predictor_transport, run
+from conftest import predictor_transport, run, versioned_predictor_transport
 
 
 def test_the_batch_is_one_flat_row_major_fp32_tensor_named_by_the_metadata():
@@ -83,3 +89,54 @@ def test_predictor_failures_map_to_503_or_502_never_500(respond, error, status):
     with pytest.raises(error) as caught:
         infer_with(httpx.MockTransport(respond))
     assert status_of(caught.value) == status
+
+
+def infer_version(transport, version):
+    async def go():
+        client = PredictorClient("http://predictor", "fraud", 0.5, transport=transport)
+        try:
+            return await client.infer(infer_body("id1", "input", [[0.0] * 19]), "probability", 1, version=version)
+        finally:
+            await client.aclose()
+
+    return run(go())
+
+
+def test_a_named_version_is_scored_at_its_versioned_v2_path():
+    paths = []
+    scores = infer_version(versioned_predictor_transport(paths=paths), "v2")
+    assert paths == ["/v2/models/fraud/versions/v2/infer"]
+    assert scores.model_version == "v2"
+
+
+def test_a_predictor_404_for_a_named_version_is_a_404_naming_it():
+    with pytest.raises(VersionNotServed) as caught:
+        infer_version(versioned_predictor_transport(served=("v1",)), "v3")
+    assert status_of(caught.value) == 404
+    assert error_body(caught.value)["version"] == "v3"
+    assert "'v3'" in str(caught.value) and "/v2/models/fraud/versions/v3/infer" in str(caught.value)
+
+
+def test_a_predictor_404_without_a_named_version_stays_a_502():
+    with pytest.raises(PredictorBadResponse):
+        infer_with(httpx.MockTransport(lambda r: httpx.Response(404, json={"error": "no model fraud"})))
+
+
+def test_an_answer_from_another_version_than_the_one_named_is_a_502():
+    with pytest.raises(PredictorBadResponse) as caught:
+        infer_version(predictor_transport(0.4, "v1"), "v2")
+    assert "'v1'" in str(caught.value) and "'v2'" in str(caught.value)
+
+
+def test_the_version_comes_from_the_body_else_the_response_header_else_the_path_asked():
+    def answer(header):
+        def respond(request):
+            response = predictor_transport(0.4, None).handle_request(request)
+            headers = {"x-flywheel-model-version": header} if header else {}
+            return httpx.Response(200, json=json.loads(response.read()), headers=headers)
+
+        return httpx.MockTransport(respond)
+
+    assert infer_version(answer("v2"), None).model_version == "v2"
+    assert infer_version(answer(None), "v5").model_version == "v5"
+    assert infer_version(answer(None), None).model_version is None

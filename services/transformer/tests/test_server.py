@@ -15,7 +15,7 @@ from cloudevents.http import from_http
 
 from flywheel_core import schema
 
-from conftest import DEFAULTS, ONLINE_NAMES, publish_version, transaction
+from conftest import DEFAULTS, ONLINE_NAMES, V2_DEFAULTS, publish_version, transaction
 from servers import UNKNOWN_CARD, CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
 
 JSON = {"content-type": "application/json"}
@@ -24,7 +24,8 @@ JSON = {"content-type": "application/json"}
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("server")
-    publish_version(path / "model_repo")
+    publish_version(path / "model_repo")  # v1, the version the transformers below load at start
+    publish_version(path / "model_repo", defaults=V2_DEFAULTS)  # v2, served to requests that name it
     return path
 
 
@@ -50,6 +51,7 @@ def sink():
 def transformer(workdir, features, predictor, sink):
     env = {
         "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(workdir / "model_repo"),
+        "FLYWHEEL_TRANSFORMER_MODEL_VERSION": "v1",
         "FLYWHEEL_TRANSFORMER_FEATURES_URL": features.url,
         "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": predictor.url,
         "FLYWHEEL_TRANSFORMER_FEATURES_TIMEOUT_S": "0.3",
@@ -93,6 +95,10 @@ def test_transactions_are_scored_over_loopback(transformer, features_ok, predict
     assert small["missing_features"] == [] and big["missing_features"] == ONLINE_NAMES
     assert big["features"]["txn_count_1h"] == DEFAULTS["txn_count_1h"]
     assert response.headers["x-flywheel-inference-id"] == body["inference_id"]
+    assert predictor.paths[-1] == "/v2/models/fraud/infer"
+    assert response.headers["x-flywheel-model-version"] == "v9"
+    assert response.headers["x-flywheel-scores"] == "0.1,0.9"
+    assert response.headers["x-flywheel-decisions"] == "approve,decline"
     assert list(small["features"].values()) == predictor.requests[-1]["inputs"][0]["data"][: schema.INPUT_DIM]
     assert features_ok.requests[-1]["entities"]["card_id"] == ["c000001", UNKNOWN_CARD]
 
@@ -122,6 +128,68 @@ def test_each_inference_reaches_the_sink_as_two_kserve_cloudevents(transformer, 
     assert request["inputs"][1]["data"] == ["logged"]
     assert response_event["model_version"] == "v9"
     assert response_event["outputs"][0]["name"] == "probability"
+
+
+def test_a_request_naming_a_version_is_scored_by_it_with_its_defaults(transformer, features_ok, predictor):
+    response = transformer.predict(
+        [transaction(transaction_id="known", amount=20.0), transaction(transaction_id="new", card_id=UNKNOWN_CARD)],
+        headers={"x-flywheel-model-version": "v2", "x-flywheel-debug-features": "1"},
+    )
+    assert response.status_code == 200, response.text
+    known, new = response.json()["predictions"]
+    assert predictor.paths[-1] == "/v2/models/fraud/versions/v2/infer"
+    assert known["model_version"] == new["model_version"] == "v2"
+    assert new["features"]["txn_count_1h"] == V2_DEFAULTS["txn_count_1h"]
+    assert response.headers["x-flywheel-model-version"] == "v2"
+    assert response.headers["x-flywheel-scores"] == "0.1,0.1"
+    assert response.headers["x-flywheel-decisions"] == "approve,approve"
+
+
+def test_more_than_256_instances_get_no_score_headers_over_loopback(transformer, features_ok):
+    response = transformer.predict([transaction(transaction_id=f"t{i}") for i in range(257)])
+    assert response.status_code == 200, response.text
+    assert response.headers["x-flywheel-model-version"] == "v9"
+    assert "x-flywheel-scores" not in response.headers and "x-flywheel-decisions" not in response.headers
+
+
+def test_the_events_of_a_named_version_carry_it(transformer, features_ok, sink):
+    response = transformer.predict(
+        [transaction(transaction_id="versioned")], headers={"x-flywheel-model-version": "v2"}
+    )
+    inference_id = response.json()["inference_id"]
+    events = sink.wait_for(lambda evs: sum(e["headers"].get("ce-id") == inference_id for e in evs) == 2)
+    pair = {e["headers"]["ce-type"].rsplit(".", 1)[1]: e for e in events if e["headers"]["ce-id"] == inference_id}
+    assert pair["request"]["headers"]["ce-modelversion"] == pair["response"]["headers"]["ce-modelversion"] == "v2"
+    assert json.loads(pair["request"]["body"])["parameters"]["metadata_version"] == "v2"
+    assert json.loads(pair["response"]["body"])["model_version"] == "v2"
+
+
+@pytest.fixture
+def serving_v1_only(predictor):
+    predictor.served = {"v1"}
+    yield predictor
+    predictor.served = {"v1", "v2"}
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "expected"),
+    [
+        ("2", 400, {"type": "invalid_header", "header": "x-flywheel-model-version"}),
+        ("v2; drop", 400, {"type": "invalid_header", "header": "x-flywheel-model-version"}),
+        ("v7", 404, {"type": "version_not_published", "version": "v7", "published": ["v1", "v2"]}),
+        ("v2", 404, {"type": "version_not_served", "version": "v2"}),
+    ],
+)
+def test_a_version_that_cannot_be_served_gets_a_json_4xx_naming_it(
+    transformer, features_ok, serving_v1_only, version, status, expected
+):
+    response = transformer.predict([transaction()], headers={"x-flywheel-model-version": version})
+    assert response.status_code == status, response.text
+    body = response.json()
+    for key, value in expected.items():
+        assert body[key] == value
+    assert expected.get("version", "x-flywheel-model-version") in body["error"]
+    assert "x-flywheel-scores" not in response.headers
 
 
 @pytest.mark.parametrize(
@@ -214,6 +282,7 @@ def degraded(workdir, predictor):
     with CloudEventSink(delay_s=1.0) as slow_sink:
         env = {
             "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(workdir / "model_repo"),
+            "FLYWHEEL_TRANSFORMER_MODEL_VERSION": "v1",
             "FLYWHEEL_TRANSFORMER_FEATURES_URL": "http://127.0.0.1:9",
             "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": predictor.url,
             "FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK": "defaults",

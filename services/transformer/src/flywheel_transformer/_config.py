@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from flywheel_core.settings import describe_setting_errors
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
 
@@ -31,7 +32,8 @@ class Settings(BaseSettings):
     """Model name (default `fraud`): the V1/V2 path segment, the predictor's model and the repo folder."""
 
     predictor_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
-    """Base URL of the predictor (default http://127.0.0.1:8080); called over V2 `/v2/models/<model>/infer`."""
+    """Base URL of the predictor (default http://127.0.0.1:8080); called over V2 `/v2/models/<model>/infer`,
+    or `/v2/models/<model>/versions/<version>/infer` for a request that names a version."""
 
     features_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:6566")
     """Base URL of the Feast feature server (default http://127.0.0.1:6566, Feast's own default port)."""
@@ -43,7 +45,9 @@ class Settings(BaseSettings):
     """Version whose metadata is used (default `latest` = highest published vN at start-up)."""
 
     model_poll_interval_s: float = Field(5.0, gt=0, le=300)
-    """Seconds between looks at the repo while no version is published yet (default 5); ready stays false."""
+    """Seconds between looks at the repo (default 5): while no version is published yet (ready stays false),
+    and how long a request-named version's "not published" or "cannot be used" answer is remembered
+    before the repo is read again (so such requests never read the disk each)."""
 
     features_timeout_s: float = Field(0.5, gt=0, le=30)
     """Timeout in seconds of one online-feature lookup (default 0.5): a fraud decision is inline with a

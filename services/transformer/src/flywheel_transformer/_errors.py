@@ -6,6 +6,11 @@
     └── RequestError            anything that ends one request; `status_of` gives its HTTP status
         ├── InvalidRequest          400  a field is missing or mistyped (names field and instance)
         │   └── TooManyInstances    413  more transactions than FLYWHEEL_TRANSFORMER_MAX_INSTANCES
+        ├── InvalidHeader           400  a request header has a bad value (names the header)
+        ├── VersionNotPublished     404  the requested model version is not in the model repository
+        ├── VersionNotServed        404  the predictor answered 404 for the requested model version
+        ├── VersionUnusable         503  the requested version is published but this transformer cannot
+        │                                use it (digest mismatch, metadata that does not fit)
         ├── UnsupportedMediaType    415  the body is not JSON
         ├── UnsupportedProtocol     400  V2 infer on the transformer (it takes V1 raw transactions)
         ├── ModelNotLoaded          503  no model metadata yet (nothing published)
@@ -85,6 +90,46 @@ class UnsupportedProtocol(RequestError):
     kind = "unsupported_protocol"
 
 
+class InvalidHeader(RequestError):
+    """A request header has a value this service does not accept; `header` names it."""
+
+    kind = "invalid_header"
+
+    def __init__(self, message: str, header: str) -> None:
+        super().__init__(f"header {header}: {message}")
+        self.header = header
+
+    def details(self) -> dict[str, Any]:
+        return {"header": self.header}
+
+
+class VersionError(RequestError):
+    """A request for one model version that cannot be served; `version` names it."""
+
+    def __init__(self, message: str, version: str, published: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.published = published
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version}
+        if self.published is not None:
+            out["published"] = self.published
+        return out
+
+
+class VersionNotPublished(VersionError):
+    kind = "version_not_published"
+
+
+class VersionNotServed(VersionError):
+    kind = "version_not_served"
+
+
+class VersionUnusable(VersionError):
+    kind = "version_unusable"
+
+
 class ModelNotLoaded(RequestError):
     kind = "model_not_loaded"
 
@@ -112,6 +157,10 @@ STATUS: dict[type[RequestError], HTTPStatus] = {
     TooManyInstances: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     UnsupportedProtocol: HTTPStatus.BAD_REQUEST,
+    InvalidHeader: HTTPStatus.BAD_REQUEST,
+    VersionNotPublished: HTTPStatus.NOT_FOUND,
+    VersionNotServed: HTTPStatus.NOT_FOUND,
+    VersionUnusable: HTTPStatus.SERVICE_UNAVAILABLE,
     ModelNotLoaded: HTTPStatus.SERVICE_UNAVAILABLE,
     FeaturesUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     PredictorUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -5,7 +5,10 @@ inference id the client gets back, so delayed labels can be joined later). They 
 with the headers KServe's own logger (kserve pkg/logger) sets: ce-specversion, ce-id, ce-type
 (org.kubeflow.serving.inference.request|response), ce-source, ce-time and the extensions
 ce-inferenceservicename, ce-namespace, ce-component, ce-endpoint and ce-metadata, so the drift service
-reads KServe's logger and this one alike.
+reads KServe's logger and this one alike. One extension is this service's own: `ce-modelversion`, the
+version that scored, on both events of a pair, so a consumer can split by version from the headers
+alone (the bodies carry it too: the request's `parameters.metadata_version`, the response's
+`model_version`).
 
 A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout
 and never retry. A full queue drops the whole record (both events, so the sink never sees half a pair)
@@ -28,6 +31,8 @@ from ._metrics import Metrics
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 COMPONENT = "transformer"
+MODEL_VERSION_ATTRIBUTE = "ce-modelversion"
+"""CloudEvent extension attribute (binary-mode header) naming the model version that scored."""
 
 log = logging.getLogger("flywheel_transformer.events")
 
@@ -51,12 +56,14 @@ class InferenceRecord:
     time: datetime
     request: dict[str, Any]
     response: dict[str, Any]
+    model_version: str | None = None
+    """The version that scored (a well-formed `vN`), or None when the predictor did not say."""
 
 
 def event_headers(attributes: EventAttributes, record: InferenceRecord, ce_type: str) -> dict[str, str]:
     """Binary-mode CloudEvent v1.0 headers, named as KServe's logger names them."""
     stamp = record.time.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return {
+    headers = {
         "ce-specversion": "1.0",
         "ce-id": record.inference_id,
         "ce-type": ce_type,
@@ -69,6 +76,9 @@ def event_headers(attributes: EventAttributes, record: InferenceRecord, ce_type:
         "ce-metadata": "{}",
         "content-type": "application/json",
     }
+    if record.model_version is not None:
+        headers[MODEL_VERSION_ATTRIBUTE] = record.model_version
+    return headers
 
 
 class EventSink:

@@ -2,13 +2,14 @@
 
 KServe's `Model.__call__` runs preprocess -> predict -> postprocess; this class fills them in:
 
-- preprocess: validate the V1 body, look up online features for the whole batch in one call, add the
-  on-demand features, vectorise (flywheel_core, as in training);
-- predict: one V2 call to the predictor with the FP32 batch;
-- postprocess: threshold the scores (configuration, not model), build the V1 response, queue the
-  inference record for the CloudEvent sink.
+- preprocess: pick the model version's spec (the one loaded at start, or the one the request names in
+  `x-flywheel-model-version`, from the spec cache), validate the V1 body, look up online features for
+  the whole batch in one call, add the on-demand features, vectorise (flywheel_core, as in training);
+- predict: one V2 call to the predictor with the FP32 batch, versioned when the request named a version;
+- postprocess: threshold the scores (configuration, not model), build the V1 body and the response
+  headers (`_headers`), queue the inference record for the CloudEvent sink.
 
-Readiness is the metadata being loaded (`use`), never a disk read per request.
+Readiness is the default version's metadata being loaded (`use`), never a disk read per request.
 """
 
 from __future__ import annotations
@@ -34,14 +35,13 @@ from ._errors import (
 )
 from ._events import EventSink, InferenceRecord
 from ._features import FeatureClient
+from ._headers import DEBUG_FEATURES_HEADER, answer_headers, is_version, requested_version
 from ._metrics import Metrics
 from ._predictor import PredictorClient, Scores, infer_body
+from ._repo import SpecCache
 from ._scoring import ONLINE_FEATURES, Assembled, OnlineValues, assemble, decide, named_features
 from ._spec import ModelSpec
 from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
-
-INFERENCE_ID_HEADER = "x-flywheel-inference-id"
-DEBUG_FEATURES_HEADER = "x-flywheel-debug-features"
 
 log = logging.getLogger("flywheel_transformer")
 
@@ -51,6 +51,8 @@ class _Prepared:
     inference_id: str
     received_at: datetime
     spec: ModelSpec
+    version: str | None
+    """The version the request named (its spec is `spec`), or None for the version loaded at start."""
     transactions: list[Transaction]
     assembled: Assembled
     debug: bool
@@ -73,6 +75,7 @@ class FraudTransformer(Model):
         features: FeatureClient,
         predictor: PredictorClient,
         events: EventSink | None = None,
+        specs: SpecCache | None = None,
     ) -> None:
         super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
@@ -80,6 +83,7 @@ class FraudTransformer(Model):
         self.features = features
         self.predictor = predictor
         self.events = events
+        self.specs = specs or SpecCache(settings.model_repo, settings.model_name, settings.model_poll_interval_s)
         self.spec: ModelSpec | None = None
         self.ready = False
 
@@ -91,6 +95,7 @@ class FraudTransformer(Model):
                 "model %s %s has no training default for %s; 0.0 stands in", spec.model, spec.version, undefaulted
             )
         self.spec = spec
+        self.specs.put(spec)  # a request naming the default version needs no second load
         self.metrics.model_info.labels(self.name, spec.version).set(1)
         self.ready = True
 
@@ -137,9 +142,12 @@ class FraudTransformer(Model):
                 f'/v1/models/{self.name}:predict with {{"instances": [transaction, ...]}}; the predictor '
                 "serves V2 tensors"
             )
+        version = requested_version(headers)
         spec = self.spec
         if spec is None:
             raise ModelNotLoaded(f"model {self.name} has no published metadata yet: train and publish a version")
+        if version is not None:
+            spec = await self.specs.get(version)
         received_at = datetime.now(timezone.utc)
         transactions = parse_instances(decode_body(payload, headers.get("content-type")), self.settings.max_instances)
         online = await self._lookup(transactions)
@@ -149,7 +157,7 @@ class FraudTransformer(Model):
                 for name in missing:
                     self.metrics.missing_features.labels(self.name, name).inc()
         debug = headers.get(DEBUG_FEATURES_HEADER, "").strip().lower() in {"1", "true", "yes"}
-        return _Prepared(str(uuid.uuid4()), received_at, spec, transactions, assembled, debug)
+        return _Prepared(str(uuid.uuid4()), received_at, spec, version, transactions, assembled, debug)
 
     async def _lookup(self, transactions: list[Transaction]) -> list[OnlineValues] | None:
         started = time.perf_counter()
@@ -177,7 +185,9 @@ class FraudTransformer(Model):
         request = infer_body(payload.inference_id, spec.input_name, payload.assembled.vectors)
         started = time.perf_counter()
         try:
-            scores = await self.predictor.infer(request, spec.output_name, len(payload.transactions))
+            scores = await self.predictor.infer(
+                request, spec.output_name, len(payload.transactions), version=payload.version
+            )
         except RequestError:
             self.metrics.predictor_errors.labels(self.name).inc()
             raise
@@ -206,11 +216,13 @@ class FraudTransformer(Model):
             if prepared.debug:
                 prediction["features"] = named_features(prepared.spec.column_names, prepared.assembled.vectors[i])
             predictions.append(prediction)
-        version_label = version or "unknown"
+        # Only a well-formed vN becomes a label: a named version was checked against the repository and the
+        # predictor's answer against it; a free-form string from a predictor must not mint label values.
+        version_label = version if is_version(version) else "unknown"
         self.metrics.predictions.labels(self.name, version_label).inc(len(predictions))
         self.metrics.declines.labels(self.name, version_label).inc(decisions.count("decline"))
         if response_headers is not None:
-            response_headers[INFERENCE_ID_HEADER] = prepared.inference_id
+            response_headers.update(answer_headers(prepared.inference_id, version, scores.probabilities, decisions))
         if self.events is not None:
             self.events.submit(self._record(result, decisions))
         return {"predictions": predictions, "inference_id": prepared.inference_id}
@@ -240,4 +252,5 @@ class FraudTransformer(Model):
                 ids,
             ],
         }
-        return InferenceRecord(prepared.inference_id, prepared.received_at, request, response)
+        version = scores.model_version if is_version(scores.model_version) else None
+        return InferenceRecord(prepared.inference_id, prepared.received_at, request, response, version)

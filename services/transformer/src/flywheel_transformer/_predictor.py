@@ -1,21 +1,25 @@
-"""Adapter to the predictor over the V2 Open Inference Protocol (`POST /v2/models/<model>/infer`).
+"""Adapter to the predictor over the V2 Open Inference Protocol (`POST /v2/models/<model>/infer`, or
+`/v2/models/<model>/versions/<version>/infer` when a request names a version).
 
 One shared keep-alive httpx client; the batch goes as one FP32 tensor, row-major and flat as the V2
-JSON spec prefers. The answer's `model_version` is what the response reports, because the predictor,
-not the transformer, knows which version actually scored. A predictor that is down, slow or not ready
-gives 503 (retry later); one that answers with an error or an unusable body gives 502.
+JSON spec prefers. The answer's `model_version` (else its `x-flywheel-model-version` header) is what the
+response reports, because the predictor, not the transformer, knows which version actually scored. A
+predictor that is down, slow or not ready gives 503 (retry later); a 404 for a named version gives 404
+(that version is not served there); any other error or an unusable body gives 502, and so does an
+answer from a version other than the one asked for (its input was built with another version's defaults).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from ._errors import PredictorBadResponse, PredictorUnavailable
+from ._errors import PredictorBadResponse, PredictorUnavailable, VersionNotServed
+from ._headers import MODEL_VERSION_HEADER
 
 KEEP_ALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 """Keep every connection of a burst alive: reconnecting per request costs more than the call."""
@@ -88,15 +92,24 @@ class PredictorClient:
         self, base_url: str, model_name: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
         self.path = f"/v2/models/{model_name}/infer"
         self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
 
-    async def infer(self, body: dict[str, Any], output_name: str, rows: int) -> Scores:
+    def path_for(self, version: str | None) -> str:
+        """The V2 infer path: unversioned (whatever the predictor serves) or for one version."""
+        if version is None:
+            return self.path
+        return f"/v2/models/{self.model_name}/versions/{version}/infer"
+
+    async def infer(self, body: dict[str, Any], output_name: str, rows: int, version: str | None = None) -> Scores:
+        """Score a batch with the predictor's current version, or with `version` when one is named."""
+        path = self.path_for(version)
         try:
-            response = await self._client.post(self.path, json=body)
+            response = await self._client.post(path, json=body)
         except httpx.TimeoutException as e:
             raise PredictorUnavailable(
                 f"the predictor did not answer within {self.timeout_s:g} s "
@@ -108,15 +121,28 @@ class PredictorClient:
             ) from e
         if response.status_code == 503:
             raise PredictorUnavailable(f"the predictor at {self.base_url} is not ready (503): retry later")
+        if response.status_code == 404 and version is not None:
+            raise VersionNotServed(
+                f"the predictor at {self.base_url} does not serve model '{self.model_name}' version '{version}' "
+                f"(404 from {path}: {response.text[:200]}): route to a version the predictor serves",
+                version=version,
+            )
         if response.status_code != 200:
             raise PredictorBadResponse(
-                f"the predictor answered {response.status_code} to {self.path}: {response.text[:300]}"
+                f"the predictor answered {response.status_code} to {path}: {response.text[:300]}"
             )
         try:
             payload = response.json()
         except ValueError as e:
             raise PredictorBadResponse("the predictor's response is not JSON") from e
-        return parse_infer(payload, output_name, rows)
+        scores = parse_infer(payload, output_name, rows)
+        reported = scores.model_version or response.headers.get(MODEL_VERSION_HEADER) or None
+        if version is not None and reported is not None and reported != version:
+            raise PredictorBadResponse(
+                f"the predictor answered {path} with model version '{reported}': its input was built with "
+                f"version '{version}' metadata, so the scores are not used; check the predictor's routing"
+            )
+        return replace(scores, model_version=reported or version)
 
     async def aclose(self) -> None:
         await self._client.aclose()
