@@ -24,6 +24,10 @@ export FLYWHEEL_DATA_DIR := $(DATA_DIR)
 
 FEATURES_PY := services/features/.venv/bin/python
 TRAINER_PY := services/trainer/.venv/bin/python
+# Training publishes each version with the drift service's precomputed detector state.
+TRAIN := FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND="$(CURDIR)/services/drift/.venv/bin/python -m flywheel_drift precompute \
+  --version-dir" $(TRAINER_PY) -m flywheel_trainer train --feature-repo feature_repo --data $(DATA_DIR) \
+  --model-repo $(MODEL_REPO) --model fraud
 
 .PHONY: help
 help: ## list the targets
@@ -58,9 +62,11 @@ features: data ## feast apply + materialize into the local online store
 
 .PHONY: train
 train: features ## train and publish a model version if the model repo has none
-	FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND="$(CURDIR)/services/drift/.venv/bin/python -m flywheel_drift precompute --version-dir" \
-	$(TRAINER_PY) -m flywheel_trainer train --feature-repo feature_repo --data $(DATA_DIR) \
-	  --model-repo $(MODEL_REPO) --model fraud --if-empty
+	$(TRAIN) --if-empty
+
+.PHONY: retrain
+retrain: features ## train and publish the next model version (it takes traffic only when a route sends it some)
+	$(TRAIN)
 
 .PHONY: up
 up: install train ## run the whole loop locally until Ctrl-C

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +30,8 @@ class Ports:
     predictor: int = 8080
     transformer: int = 8090
     drift: int = 8070
+    router: int = 8000
+    router_admin: int = 8001
 
 
 @dataclass
@@ -90,7 +93,8 @@ def default_services(
     extra_env: Mapping[str, str] | None = None,
     drift: bool = True,
 ) -> list[Service]:
-    """The services wired to each other on loopback: the transformer logs every inference to drift.
+    """The services wired to each other on loopback: the router in front of the transformer, which logs
+    every inference to drift.
 
     With `drift=False` the transformer's events go wherever `extra_env` says (or nowhere).
     """
@@ -129,7 +133,38 @@ def default_services(
             },
             f"http://{host}:{ports.transformer}/v2/health/ready",
         ),
+        router_service(data_dir, ports, f"http://{host}:{ports.transformer}"),
     ]
+
+
+def router_token(data_dir: Path) -> Path:
+    """The local router's admin token file (made once, owner-only): `make up` prints where it is."""
+    path = Path(data_dir) / "router" / "token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def router_service(data_dir: Path, ports: Ports, upstream: str, name: str = "router") -> Service:
+    """The router in front of `upstream` (the transformer), its routes in `<data>/router/routes.json`."""
+    host = "127.0.0.1"
+    return Service(
+        name,
+        [venv_python("services/router"), "-m", "flywheel_router"],
+        {
+            "FLYWHEEL_ROUTER_HTTP_HOST": host,
+            "FLYWHEEL_ROUTER_HTTP_PORT": str(ports.router),
+            "FLYWHEEL_ROUTER_ADMIN_HOST": host,
+            "FLYWHEEL_ROUTER_ADMIN_PORT": str(ports.router_admin),
+            "FLYWHEEL_ROUTER_DEFAULT_UPSTREAM": upstream,
+            "FLYWHEEL_ROUTER_ROUTES_FILE": str(Path(data_dir) / "router" / "routes.json"),
+            "FLYWHEEL_ROUTER_TOKEN_FILE": str(router_token(data_dir)),
+        },
+        f"http://{host}:{ports.router}/v2/health/ready",
+    )
 
 
 def _is_ready(url: str) -> bool:

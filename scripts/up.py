@@ -14,11 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from localstack import ROOT, Ports, Stack, StackError, default_services, post_json, venv_python  # noqa: E402
+from localstack import ROOT, Ports, Stack, StackError, default_services, post_json, router_token, venv_python  # noqa: E402
 
 # The stdlib twin of flywheel_core.schema.RAW_TRANSACTION_FIELDS: this script runs on the bare interpreter.
 RAW_FIELDS = (
@@ -69,12 +71,42 @@ def burst(url: str, transactions: list[dict], concurrency: int) -> dict:
     }
 
 
-def curl_examples(ports: Ports, transaction: dict) -> str:
+def ensure_route(ports: Ports, token: Path, model_repo: Path) -> dict:
+    """The model's route; on a first run, one sending everything to the newest published version (stable).
+
+    Later runs keep the stored route, so a version published since does not take traffic by itself.
+    """
+    admin = f"http://127.0.0.1:{ports.router_admin}/v1/routes/fraud"
+    headers = {"authorization": f"Bearer {token.read_text().strip()}", "content-type": "application/json"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(admin, headers=headers), timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+    versions = sorted((p.name for p in (model_repo / "fraud").glob("v*") if (p / "metadata.json").is_file()),
+                      key=lambda v: int(v[1:]))
+    body = json.dumps({"stable": {"version": versions[-1]}, "generation": 0}).encode()
+    request = urllib.request.Request(admin, data=body, headers=headers, method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def curl_examples(ports: Ports, transaction: dict, token: Path, route: dict) -> str:
     body = json.dumps({"instances": [transaction]})
     row = json.dumps({"inputs": [{"name": "input", "shape": [1, 19], "datatype": "FP32", "data": [0.0] * 19}]})
+    stable = route["stable"]["version"]
+    candidate = f"v{int(stable[1:]) + 1}"
+    canary = json.dumps({"stable": {"version": stable}, "candidate": {"version": candidate}, "candidateWeight": 10,
+                         "generation": route["generation"]})
+    auth = f"-H \"authorization: Bearer $(cat {token})\""
     return "\n".join([
-        "Try it:",
-        f"  curl -s localhost:{ports.transformer}/v1/models/fraud:predict -H 'content-type: application/json' -d '{body}'",
+        "Try it (the router on :%d is the entry point; -i shows x-flywheel-model-version):" % ports.router,
+        f"  curl -si localhost:{ports.router}/v1/models/fraud:predict -H 'content-type: application/json' -d '{body}'",
+        f"  curl -s localhost:{ports.router_admin}/v1/routes {auth}      # routes (admin port, bearer token)",
+        f"  curl -s -X PUT localhost:{ports.router_admin}/v1/routes/fraud {auth} -H 'content-type: application/json' "
+        f"-d '{canary}'   # canary, once {candidate} is published (make retrain)",
+        f"  curl -s localhost:{ports.router_admin}/v1/stats/fraud {auth}",
         f"  curl -s localhost:{ports.predictor}/v2/models/fraud",
         f"  curl -s localhost:{ports.predictor}/v2/models/fraud/infer -H 'content-type: application/json' -d '{row}'",
         f"  curl -s localhost:{ports.features}/get-online-features -H 'content-type: application/json' "
@@ -101,15 +133,16 @@ def main() -> int:
     try:
         with Stack(default_services(args.model_repo, args.data, ports), log_dir=run_dir) as stack:
             print("All services ready: " + ", ".join(f"{s.name} ({s.ready_url})" for s in stack.services))
+            route = ensure_route(ports, router_token(args.data), args.model_repo)
             transactions = live_transactions(args.requests, args.scenario, args.data, run_dir / "live.jsonl")
-            summary = burst(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transactions, args.concurrency)
+            summary = burst(f"http://127.0.0.1:{ports.router}/v1/models/fraud:predict", transactions, args.concurrency)
             print(
                 f"Sent {summary['requests']} requests ({summary['errors']} errors) at {summary['rps']:.0f} req/s: "
                 f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms; decline rate "
                 f"{summary['decline_rate']:.1%} ({summary['frauds_declined']} of {summary['frauds']} simulated frauds "
                 f"declined); model version {', '.join(summary['model_versions']) or '-'}"
             )
-            print(curl_examples(ports, {key: transactions[0][key] for key in RAW_FIELDS}))
+            print(curl_examples(ports, {key: transactions[0][key] for key in RAW_FIELDS}, router_token(args.data), route))
             print(f"Logs in {run_dir}/. ", end="")
             if args.exit:
                 return 0 if summary["errors"] == 0 else 1

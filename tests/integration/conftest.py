@@ -77,12 +77,25 @@ def data_env(workdir: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def model_repo(workdir: Path, data_env: dict[str, str]) -> Path:
     repo = workdir / "model_repo"
+    train(repo, data_env, epochs=3)
+    return repo
+
+
+def train(model_repo: Path, data_env: dict[str, str], epochs: int) -> None:
     run(
         [venv_python("services/trainer"), "-m", "flywheel_trainer", "train", "--feature-repo", "feature_repo",
-         "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(repo), "--model", "fraud", "--epochs", "3"],
+         "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(model_repo), "--model", "fraud",
+         "--epochs", str(epochs)],
         {**data_env, "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": f"{venv_python('services/drift')} -m flywheel_drift precompute --version-dir"},
     )
-    return repo
+
+
+@pytest.fixture(scope="session")
+def second_version(stack: Stack, model_repo: Path, data_env: dict[str, str]) -> str:
+    """v2, trained (fewer epochs, so its scores differ) and published while the stack is already serving v1."""
+    train(model_repo, data_env, epochs=1)
+    assert (model_repo / "fraud" / "v2" / "metadata.json").is_file()
+    return "v2"
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +107,10 @@ def event_sink() -> EventSink:
 
 @pytest.fixture(scope="session")
 def ports() -> Ports:
-    return Ports(features=free_port(), predictor=free_port(), transformer=free_port(), drift=free_port())
+    return Ports(
+        features=free_port(), predictor=free_port(), transformer=free_port(), drift=free_port(), router=free_port(),
+        router_admin=free_port(),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     kube_ca_file: Path | None = Field(
         SERVICE_ACCOUNT_DIR / "ca.crt", description="CA bundle of the API server; None trusts the system store."
     )
+    upstream_client: Literal["h1", "httpx"] = Field(
+        "h1",
+        description="HTTP client to the upstreams: 'h1' (the router's lean HTTP/1.1 client on httptools; "
+        "bench/router measures it against httpx) or 'httpx'. Both give the same timeouts, failures and pooling.",
+    )
     connect_timeout_s: float = Field(
         1.0, gt=0, le=60, description="Connecting to an upstream (s). Short: a dead candidate is retried on the stable."
     )

@@ -19,6 +19,7 @@ import uvicorn
 
 from ._admin import AdminApp, TokenFile
 from ._config import Settings
+from ._h1 import H1Upstreams
 from ._metrics import Metrics
 from ._proxy import InferenceApp
 from ._store import make_source
@@ -54,9 +55,12 @@ def _config(app: object, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def build(settings: Settings) -> tuple[InferenceApp, AdminApp, Upstreams]:
+def build(settings: Settings) -> tuple[InferenceApp, AdminApp, Upstreams | H1Upstreams]:
     metrics = Metrics()
-    upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
+    if settings.upstream_client == "h1":
+        upstreams = H1Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
+    else:
+        upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
     inference = InferenceApp(settings, RouteTable(), upstreams, metrics)
     admin = AdminApp(TokenFile(settings.token_file), make_source(settings), inference)
     return inference, admin, upstreams
