@@ -129,6 +129,11 @@ class _Pool:
         return None
 
 
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class H1Upstreams:
     """`Upstreams` on the lean client: same `send` contract, a fraction of the cost per request."""
 
@@ -173,8 +178,11 @@ class H1Upstreams:
             for attempt in (0, 1):
                 if connection is None:
                     connection = await pool.connect(min(self.connect_timeout_s, timeout))
+                waiter = connection.send(data)
+                # A timer on the loop, cheaper than asyncio.wait_for's extra future and task per request.
+                timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
                 try:
-                    status, answer_headers, answer_body = await asyncio.wait_for(connection.send(data), timeout)
+                    status, answer_headers, answer_body = await waiter
                 except _Stale:
                     connection = None  # the server closed it while idle: once more on a new connection
                     if attempt:
@@ -186,6 +194,11 @@ class H1Upstreams:
                 except ConnectionError as e:
                     connection.abort()
                     raise UpstreamFailure("connect", f"{url}: {e}") from e
+                except BaseException:  # cancelled (the caller went away): the answer may still come; drop it
+                    connection.abort()
+                    raise
+                finally:
+                    timer.cancel()
                 break
             if connection.keep_alive and not connection.closed:
                 pool.idle.append(connection)

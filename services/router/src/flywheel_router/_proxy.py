@@ -20,9 +20,9 @@ A model without a route goes to the default upstream without a version (its defa
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
-import uuid
 from collections.abc import Callable, Mapping
 
 from flywheel_contracts import Backend, Route
@@ -148,7 +148,7 @@ class InferenceApp:
             choice = None
         else:
             choice = choose(route, *_routing_facts(route, headers), self.rng)
-        request_id = headers.get(REQUEST_ID) or uuid.uuid4().hex.encode()
+        request_id = headers.get(REQUEST_ID) or os.urandom(16).hex().encode()
         forward = _forward_headers(headers, request_id)
         suffix = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
 
@@ -339,7 +339,7 @@ class InferenceApp:
             backend = route.route.stable
         else:
             backend = None
-        request_id = headers.get(REQUEST_ID) or uuid.uuid4().hex.encode()
+        request_id = headers.get(REQUEST_ID) or os.urandom(16).hex().encode()
         forward = _forward_headers(headers, request_id)
         if backend is not None:
             forward.append((VERSION_HEADER, backend.version.encode()))
