@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from conftest import client, route
+
 from flywheel_router import AdminApp, TokenFile
 from flywheel_router._store_file import FileRouteSource
 
@@ -39,7 +39,9 @@ async def follow(admin: AdminApp) -> asyncio.Task:
 @pytest.mark.parametrize(
     "headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}, {"authorization": f"Basic {TOKEN}"}]
 )
-@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/routes"), ("PUT", "/v1/routes/fraud"), ("GET", "/v1/stats/fraud")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v1/routes"), ("PUT", "/v1/routes/fraud"), ("GET", "/v1/stats/fraud")]
+)
 async def test_nothing_answers_without_the_token(admin, headers, method, path) -> None:
     async with client(admin) as c:
         r = await c.request(method, path, headers=headers, json={"stable": {"version": "v9"}})
@@ -91,7 +93,10 @@ async def test_put_creates_then_updates_with_the_generation_read_and_refuses_a_s
         ({}, "'stable'"),
         ({"stable": {"version": "v1"}, "weight": 5}, "'weight'"),
         ({"stable": {"version": "v1"}, "model": "other"}, "path names 'fraud'"),
-        ({"stable": {"version": "v1"}, "candidate": {"version": "v2", "endpoint": "not a url"}}, "'candidate.endpoint'"),
+        (
+            {"stable": {"version": "v1"}, "candidate": {"version": "v2", "endpoint": "not a url"}},
+            "'candidate.endpoint'",
+        ),
         ([1, 2], "JSON object"),
     ],
 )
@@ -103,7 +108,11 @@ async def test_a_wrong_route_is_a_400_naming_the_field(admin, body, named) -> No
 
 async def test_bad_bodies_and_methods(admin) -> None:
     async with client(admin) as c:
-        not_json = await c.put("/v1/routes/fraud", headers=AUTH, content=b"{", )
+        not_json = await c.put(
+            "/v1/routes/fraud",
+            headers=AUTH,
+            content=b"{",
+        )
         text = await c.put("/v1/routes/fraud", headers={**AUTH, "content-type": "text/plain"}, content=b"{}")
         delete = await c.delete("/v1/routes/fraud", headers=AUTH)
         missing = await c.get("/v1/routes/none", headers=AUTH)
@@ -129,3 +138,17 @@ async def test_stats_are_cumulative_with_the_replica_and_time(admin) -> None:
     assert sum(v["requests"] for v in first["versions"].values()) == 10
     assert first["versions"]["v2"]["role"] == "candidate"
     assert none.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"stable": {"version": "v1"}, "candidateWeight": NaN}',
+        b'{"generation": Infinity}',
+        b'{"stable": {"version": "v1"}, "generation": 1e400}',
+    ],
+)
+async def test_non_finite_numbers_are_a_400(admin, raw: bytes) -> None:
+    async with client(admin) as c:
+        r = await c.put("/v1/routes/fraud", headers={**AUTH, "content-type": "application/json"}, content=raw)
+    assert r.status_code == 400 and "error" in r.json()

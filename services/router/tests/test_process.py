@@ -78,8 +78,9 @@ def test_the_router_serves_and_stops_cleanly_on_sigterm(router) -> None:
 
 def test_a_restarted_router_routes_by_the_stored_routes_before_it_is_ready(router, tmp_path: Path) -> None:
     process, ports, tmp = router
-    (tmp / "routes.json").write_text(json.dumps({"routes": {"fraud": {
-        "model": "fraud", "generation": 4, "stable": {"version": "v3"}}}}))
+    (tmp / "routes.json").write_text(
+        json.dumps({"routes": {"fraud": {"model": "fraud", "generation": 4, "stable": {"version": "v3"}}}})
+    )
     wait(f"http://127.0.0.1:{ports['http']}/v2/health/ready")
     got = httpx.get(f"http://127.0.0.1:{ports['admin']}/v1/routes/fraud", headers={"authorization": "Bearer tok"})
     assert got.json()["generation"] == 4 and got.json()["stable"]["version"] == "v3"
@@ -87,7 +88,9 @@ def test_a_restarted_router_routes_by_the_stored_routes_before_it_is_ready(route
 
 def test_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> None:
     env = {**os.environ, "FLYWHEEL_ROUTER_ROUTE_SOURCE": "zookeeper"}
-    result = subprocess.run([sys.executable, "-m", "flywheel_router"], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "flywheel_router"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2 and "FLYWHEEL_ROUTER_ROUTE_SOURCE" in result.stderr
 
 

@@ -7,7 +7,6 @@ import asyncio
 import httpx
 import orjson
 import pytest
-
 from conftest import TRANSACTION, FakeUpstream, Transport, client, hang, refuse, route
 
 pytestmark = pytest.mark.anyio
@@ -82,15 +81,23 @@ async def test_hop_by_hop_headers_are_not_forwarded_and_request_ids_are_kept_or_
         given = await c.post(
             "/v1/models/fraud:predict",
             content=b"{}",
-            headers={"x-request-id": "abc", "connection": "keep-alive, x-secret", "x-secret": "s", "te": "trailers",
-                     "proxy-authorization": "Basic x"},
+            headers={
+                "x-request-id": "abc",
+                "connection": "keep-alive, x-secret",
+                "x-secret": "s",
+                "te": "trailers",
+                "proxy-authorization": "Basic x",
+            },
         )
         made = await c.post("/v1/models/fraud:predict", content=b"{}")
     sent = upstream.calls[0].headers
     assert sent["x-request-id"] == "abc" and given.headers["x-request-id"] == "abc"
     for name in ("x-secret", "te", "proxy-authorization"):
         assert name not in sent
-    assert len(made.headers["x-request-id"]) == 32 and upstream.calls[1].headers["x-request-id"] == made.headers["x-request-id"]
+    assert (
+        len(made.headers["x-request-id"]) == 32
+        and upstream.calls[1].headers["x-request-id"] == made.headers["x-request-id"]
+    )
 
 
 async def test_a_refusing_candidate_costs_the_caller_nothing(make_app, upstream) -> None:

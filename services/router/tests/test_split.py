@@ -6,10 +6,10 @@ import math
 import random
 
 import pytest
+from conftest import route
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import route
 from flywheel_router import CompiledRoute, choose, pinned, ring_point, threshold
 
 

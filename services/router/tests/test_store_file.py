@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import route
+
 from flywheel_router import Conflict
 from flywheel_router._store_file import FileRouteSource
 

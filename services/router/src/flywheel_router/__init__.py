@@ -25,8 +25,9 @@ from ._errors import (
     UpstreamUnavailable,
 )
 from ._proxy import InferenceApp
+from ._sources import make_source
 from ._split import Choice, choose, pinned, ring_point, threshold
-from ._store import RouteSource, make_source
+from ._store import RouteSource
 from ._table import CompiledRoute, RouteTable
 
 __all__ = [

@@ -22,7 +22,7 @@ from ._config import Settings
 from ._h1 import H1Upstreams
 from ._metrics import Metrics
 from ._proxy import InferenceApp
-from ._store import make_source
+from ._sources import make_source
 from ._table import RouteTable
 from ._upstream import Upstreams
 

@@ -8,20 +8,15 @@ replica, through `run`, so all replicas go through one path.
 
 Implementations, one module each: `file` (a JSON file, polled; `make up` and tests) and `configmap`
 (one ConfigMap in the release's namespace, watched through the Kubernetes API; the chart's default).
-`make_source` is the only factory and refuses an unknown name.
+`_sources.make_source` is the only factory and refuses an unknown name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from flywheel_contracts import Route
-
-from ._errors import ConfigError
-
-if TYPE_CHECKING:
-    from ._config import Settings
 
 Apply = Callable[[Mapping[str, Route]], None]
 """Called with every model's route, the whole set, whenever it changes (and once at start)."""
@@ -38,18 +33,3 @@ class RouteSource(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and files."""
-
-
-def make_source(settings: Settings) -> RouteSource:
-    """The route source the settings name; an unknown name is a ConfigError, never a silent default."""
-    if settings.route_source == "file":
-        from ._store_file import FileRouteSource
-
-        return FileRouteSource(settings.routes_file, settings.route_poll_interval_s)
-    if settings.route_source == "configmap":
-        from ._store_kube import ConfigMapRouteSource
-
-        return ConfigMapRouteSource.from_settings(settings)
-    raise ConfigError(
-        f"Config 'FLYWHEEL_ROUTER_ROUTE_SOURCE' has value {settings.route_source!r}: expected file or configmap"
-    )
