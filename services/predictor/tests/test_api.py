@@ -154,13 +154,14 @@ def test_model_metadata_shows_tensors_from_metadata_json_and_the_version(client:
     assert metadata["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}]
 
 
-def test_a_version_not_hosted_is_404_naming_the_served_version(client: httpx.Client) -> None:
+def test_an_unpublished_version_is_404_listing_the_published_ones(client: httpx.Client) -> None:
     for path in ("/v2/models/fraud/versions/v9", "/v2/models/fraud/versions/v9/ready"):
         response = client.get(path)
         assert response.status_code == 404
-        assert "v9" in response.json()["error"] and "serves v1" in response.json()["error"]
+        assert "'v9'" in response.json()["error"] and "published: v1" in response.json()["error"]
     response = client.post("/v2/models/fraud/versions/v9/infer", json=v2_body(ROWS[:1]))
     assert response.status_code == 404
+    assert "published: v1" in response.json()["error"]
 
 
 def test_metrics_count_requests_and_latency_per_model_version_and_variant(client: httpx.Client) -> None:

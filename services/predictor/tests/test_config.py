@@ -24,6 +24,18 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.model_name, settings.model_version, settings.variant, settings.providers) == ("fraud", "latest", "auto", "auto")
     assert (settings.http_port, settings.workers, settings.intra_op_threads) == (8080, 1, 1)
     assert settings.provider_list is None
+    assert (settings.versions, settings.listed_versions, settings.load_all) == ("default", (), False)
+    assert (settings.repo_poll_interval_s, settings.unload_idle_s, settings.max_loaded_versions, settings.load_retry_s) == (5.0, 600.0, 4, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "listed", "load_all"),
+    [("default", (), False), ("all", (), True), (" v3, v2 ,v3", ("v3", "v2"), False)],
+)
+def test_versions_is_default_all_or_a_list(monkeypatch: pytest.MonkeyPatch, value: str, listed: tuple, load_all: bool) -> None:
+    monkeypatch.setenv("FLYWHEEL_PREDICTOR_VERSIONS", value)
+    settings = load_settings()
+    assert (settings.listed_versions, settings.load_all) == (listed, load_all)
 
 
 def test_settings_come_from_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,12 +58,36 @@ def test_settings_come_from_prefixed_environment_variables(monkeypatch: pytest.M
         ("INTRA_OP_THREADS", "many"),
         ("PROVIDERS", "auto,CPUExecutionProvider"),
         ("MODEL_NAME", "../etc"),
+        ("VERSIONS", "latest"),
+        ("VERSIONS", "v1,,v2"),
+        ("VERSIONS", "2"),
+        ("VERSIONS", "all,v2"),
+        ("REPO_POLL_INTERVAL_S", "0"),
+        ("UNLOAD_IDLE_S", "-1"),
+        ("MAX_LOADED_VERSIONS", "0"),
+        ("LOAD_RETRY_S", "soon"),
     ],
 )
 def test_bad_value_fails_naming_the_variable_and_value(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(f"FLYWHEEL_PREDICTOR_{variable}", value)
     with pytest.raises(ConfigError, match=f"Config 'FLYWHEEL_PREDICTOR_{variable}' has value '{value}'"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"VERSIONS": "all", "MAX_LOADED_VERSIONS": "1"}, "at least 2 with VERSIONS=all"),
+        ({"MODEL_VERSION": "v1", "VERSIONS": "v2,v3", "MAX_LOADED_VERSIONS": "2"}, "at least 3"),
+        ({"VERSIONS": "v2,v3,v4", "MAX_LOADED_VERSIONS": "2"}, "at least 3"),
+    ],
+)
+def test_max_loaded_versions_must_hold_the_pinned_versions(monkeypatch: pytest.MonkeyPatch, env: dict, words: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(f"FLYWHEEL_PREDICTOR_{key}", value)
+    with pytest.raises(ConfigError, match=f"Config 'FLYWHEEL_PREDICTOR_MAX_LOADED_VERSIONS' has value '{env['MAX_LOADED_VERSIONS']}'") as refused:
+        load_settings()
+    assert words in str(refused.value)
 
 
 def test_every_setting_is_documented() -> None:

@@ -24,6 +24,8 @@ def test_all_is_sorted_and_pinned() -> None:
         "UnsupportedMediaType",
         "VariantChoice",
         "VersionNotServed",
+        "VersionSet",
+        "VersionUnavailable",
         "choose_providers",
         "choose_variant",
         "load_settings",

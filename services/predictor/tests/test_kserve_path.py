@@ -1,7 +1,8 @@
 """FLYWHEEL_PREDICTOR_FAST_PATH=false: KServe's own handlers call the model, and answer the same way.
 
 The same server also pins auto variant selection end to end: the repo publishes int8 with a lower
-recorded cpu_latency_us than fp32, so a CPU server must serve int8 and say so.
+recorded cpu_latency_us than fp32, so a CPU server must serve int8 and say so. A second version (bias
++2) is published after it started, for the version routing through KServe's data plane.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def kserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     repo = tmp_path_factory.mktemp("int8_repo")
     tiny_model.publish(repo, variants=VARIANTS)
     with running_server(repo, tmp_path_factory.mktemp("logs"), {"FLYWHEEL_PREDICTOR_FAST_PATH": "false"}) as server:
+        tiny_model.publish(repo, bias=2.0)
         yield server
 
 
@@ -83,3 +85,27 @@ def test_bad_requests_through_kserve_handlers_are_4xx(kserve_server: Server, pat
     assert response.status_code == status, response.text
     if status != 200:
         assert response.json()["error"]
+
+
+def test_the_version_header_picks_the_version_through_kserve_handlers(kserve_server: Server) -> None:
+    for headers, version, bias in [({"x-flywheel-model-version": "v2"}, "v2", 2.0), ({}, "v1", tiny_model.BIAS)]:
+        response = httpx.post(f"{kserve_server.url}/v1/models/fraud:predict", json={"instances": ROWS.tolist()}, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-flywheel-model-version"] == version
+        np.testing.assert_allclose(response.json()["predictions"], reference(ROWS, bias), rtol=1e-5)
+
+
+def test_versioned_v2_infer_through_kserve_handlers_scores_with_that_version(kserve_server: Server) -> None:
+    body = {"inputs": [{"name": "input", "shape": [2, DIM], "datatype": "FP32", "data": ROWS.ravel().tolist()}]}
+    response = httpx.post(f"{kserve_server.url}/v2/models/fraud/versions/v2/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == "v2" and response.headers["x-flywheel-model-version"] == "v2"
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"], reference(ROWS, 2.0).ravel(), rtol=1e-5)
+
+
+def test_version_errors_through_kserve_handlers_are_json(kserve_server: Server) -> None:
+    row = {"instances": ROWS.tolist()}
+    response = httpx.post(f"{kserve_server.url}/v1/models/fraud:predict", json=row, headers={"x-flywheel-model-version": "two"})
+    assert response.status_code == 400 and "x-flywheel-model-version" in response.json()["error"]
+    response = httpx.post(f"{kserve_server.url}/v1/models/fraud:predict", json=row, headers={"x-flywheel-model-version": "v9"})
+    assert response.status_code == 404 and "published: v1, v2" in response.json()["error"]

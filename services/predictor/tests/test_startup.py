@@ -48,6 +48,12 @@ def test_an_unpublished_version_refuses_listing_the_published_ones(repo: Path) -
     assert "no version 'v7'" in result.stderr and "published: v1" in result.stderr
 
 
+def test_a_listed_version_that_is_not_published_refuses_naming_the_setting(repo: Path) -> None:
+    result = run_to_exit(repo, {"FLYWHEEL_PREDICTOR_VERSIONS": "v7"})
+    assert result.returncode == 1
+    assert "FLYWHEEL_PREDICTOR_VERSIONS lists v7" in result.stderr and "published: v1" in result.stderr
+
+
 def test_a_variant_that_is_not_published_refuses(repo: Path) -> None:
     result = run_to_exit(repo, {"FLYWHEEL_PREDICTOR_VARIANT": "int8"})
     assert result.returncode == 1

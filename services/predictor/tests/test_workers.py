@@ -1,9 +1,10 @@
-"""WORKERS=2: kserve's multi-process server spawns two workers, each with its own session, and
-/metrics adds up the samples of both."""
+"""WORKERS=2: kserve's multi-process server spawns two workers, each with its own session (and its own
+set of versions), and /metrics adds up the samples of both."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+import tiny_model
 from conftest import Server, running_server
 from tiny_model import DIM, reference
 
@@ -19,7 +21,10 @@ REQUESTS = 40
 
 @pytest.fixture(scope="module")
 def two_workers(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(repo, tmp_path_factory.mktemp("logs"), {"FLYWHEEL_PREDICTOR_WORKERS": "2"}) as server:
+    own = tmp_path_factory.mktemp("workers") / "model_repo"
+    shutil.copytree(repo, own)
+    with running_server(own, tmp_path_factory.mktemp("logs"), {"FLYWHEEL_PREDICTOR_WORKERS": "2"}) as server:
+        tiny_model.publish(own, bias=2.0)  # v2, after start: each worker loads it on demand
         yield server
 
 
@@ -44,3 +49,19 @@ def test_two_workers_serve_v1_and_v2_under_concurrent_load(two_workers: Server) 
     metrics = httpx.get(f"{two_workers.url}/metrics").text
     rows_line = next(line for line in metrics.splitlines() if line.startswith("flywheel_predictor_rows_total{"))
     assert float(rows_line.rsplit(" ", 1)[1]) == REQUESTS
+
+
+def test_each_worker_loads_a_named_version_on_demand(two_workers: Server) -> None:
+    rows = np.random.default_rng(4).normal(size=(1, DIM)).astype(np.float32)
+
+    def one(_: int) -> tuple[str, float]:
+        with httpx.Client(base_url=two_workers.url, timeout=20) as client:  # new connection: either worker
+            response = client.post("/v1/models/fraud:predict", json={"instances": rows.tolist()}, headers={"x-flywheel-model-version": "v2"})
+            return response.headers["x-flywheel-model-version"], response.json()["predictions"][0][0]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(24)))
+    assert {version for version, _ in results} == {"v2"}
+    np.testing.assert_allclose([p for _, p in results], np.repeat(reference(rows, 2.0).ravel(), 24), rtol=1e-5)
+    loads = [line for line in two_workers.output().splitlines() if "loaded model=fraud version=v2 " in line]
+    assert 1 <= len(loads) <= 2  # at most once per worker

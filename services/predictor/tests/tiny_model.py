@@ -1,7 +1,8 @@
 """A tiny real ONNX model published into a model repo, for the tests and the benchmark.
 
 probability = sigmoid(input @ W + b) with input FP32 [-1, D], D = flywheel_core.schema.INPUT_DIM, named
-as the contract says (`input` -> `probability`). Published through flywheel_core.model_repo.publish so
+as the contract says (`input` -> `probability`). `bias` (b, default -1) tells versions apart: publish
+one with another bias and its scores differ from the first's. Published through flywheel_core.model_repo.publish so
 the directory, metadata.json and digests are exactly what the trainer produces.
 
 Also a script: `python tiny_model.py --repo model_repo` publishes the next version of `fraud`.
@@ -23,22 +24,27 @@ DIM = schema.INPUT_DIM
 OPSET = 17
 
 
-def weights(dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:
+BIAS = -1.0
+
+
+def weights(dim: int = DIM, bias: float = BIAS) -> tuple[np.ndarray, np.ndarray]:
     """Fixed, small weights so every column moves the output a little and results are reproducible."""
     w = (np.linspace(-0.5, 0.5, dim, dtype=np.float32) / np.float32(dim)).reshape(dim, 1)
-    b = np.array([-1.0], dtype=np.float32)
+    b = np.array([bias], dtype=np.float32)
     return w, b
 
 
-def reference(rows: np.ndarray) -> np.ndarray:
+def reference(rows: np.ndarray, bias: float = BIAS) -> np.ndarray:
     """What the model computes, in numpy: the tests compare served predictions with this."""
-    w, b = weights(rows.shape[1])
+    w, b = weights(rows.shape[1], bias)
     logits = rows.astype(np.float64) @ w.astype(np.float64) + b
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
-def build(path: Path, dim: int = DIM, input_name: str = "input", output_name: str = "probability") -> Path:
-    w, b = weights(dim)
+def build(
+    path: Path, dim: int = DIM, input_name: str = "input", output_name: str = "probability", bias: float = BIAS
+) -> Path:
+    w, b = weights(dim, bias)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", [input_name, "W"], ["logits_raw"]),
@@ -72,10 +78,10 @@ def metadata(dim: int = DIM, variants: Mapping[str, Mapping] | None = None) -> d
     }
 
 
-def publish(repo: Path, model: str = "fraud", variants: Mapping[str, Mapping] | None = None) -> Path:
+def publish(repo: Path, model: str = "fraud", variants: Mapping[str, Mapping] | None = None, bias: float = BIAS) -> Path:
     """Publish the next version of `model` with the tiny network as every listed variant's file."""
     staging = model_repo.staging_path(Path(repo), model)
-    fp32 = build(staging / "model.fp32.onnx")
+    fp32 = build(staging / "model.fp32.onnx", bias=bias)
     for info in (variants or {}).values():
         if info.get("published") and info["file"] != fp32.name:
             shutil.copyfile(fp32, staging / info["file"])

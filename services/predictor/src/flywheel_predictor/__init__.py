@@ -1,4 +1,4 @@
-"""Flywheel predictor: kserve.ModelServer + ONNX Runtime serving one published model version (V1 + V2).
+"""Flywheel predictor: kserve.ModelServer + ONNX Runtime serving published versions of one model (V1 + V2).
 
 Run it with `python -m flywheel_predictor`; settings are FLYWHEEL_PREDICTOR_* variables (`Settings`).
 Names that need kserve or ONNX Runtime load on first use, so importing the package (and reading the
@@ -21,6 +21,7 @@ from ._errors import (
     PredictorError,
     UnsupportedMediaType,
     VersionNotServed,
+    VersionUnavailable,
 )
 from ._selection import ProviderChoice, VariantChoice, choose_providers, choose_variant
 from ._validation import TensorSpec, parse_v1, parse_v2
@@ -29,6 +30,7 @@ _LAZY = {
     "FastPath": "._fastpath",
     "FlywheelModelServer": "._server",
     "OnnxModel": "._model",
+    "VersionSet": "._versions",
     "serve": "._server",
 }
 
@@ -49,6 +51,8 @@ __all__ = [
     "UnsupportedMediaType",
     "VariantChoice",
     "VersionNotServed",
+    "VersionSet",
+    "VersionUnavailable",
     "choose_providers",
     "choose_variant",
     "load_settings",

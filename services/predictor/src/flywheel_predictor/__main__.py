@@ -15,18 +15,9 @@ import tempfile
 
 from ._config import load_settings
 from ._errors import ConfigError, PredictorError
+from ._logging import LOGGER, configure_logging
 
-log = logging.getLogger("flywheel_predictor")
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    )
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+log = logging.getLogger(LOGGER)
 
 
 def _share_metrics_across_workers() -> None:
@@ -43,7 +34,7 @@ def _share_metrics_across_workers() -> None:
 
 
 def main() -> int:
-    _configure_logging()
+    configure_logging()
     try:
         settings = load_settings()
     except ConfigError as e:

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 from flywheel_core.settings import describe_setting_errors
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
 
 ENV_PREFIX = "FLYWHEEL_PREDICTOR_"
 _VERSION_RE = re.compile(r"^(latest|v\d+)$")
+_EXACT_VERSION_RE = re.compile(r"^v\d+$")
 
 Variant = Literal["auto", "fp32", "fp16", "int8"]
 
@@ -41,8 +42,49 @@ class Settings(BaseSettings):
     )
     model_version: str = Field(
         "latest",
-        description="'latest' (highest published vN, resolved once at start-up) or an exact 'vN' to pin one. "
-        "Default 'latest' so a fresh start picks up the newest published model.",
+        description="The default version, which answers every request that names none: 'latest' (highest "
+        "published vN, resolved once at start-up and never moved afterwards, so a version published later "
+        "takes no unrouted traffic) or an exact 'vN'. Default 'latest' so a fresh start picks up the newest "
+        "published model.",
+    )
+    versions: str = Field(
+        "default",
+        description="Which versions besides the default to load: 'default' (none: other versions load on demand, "
+        "when a request names them), 'all' (every published version at start-up, and each version published "
+        "later as the repository poll sees it; none of them pinned), or a comma list such as 'v2,v3' (loaded "
+        "at start-up, the server refusing to start if one cannot be, and pinned: never unloaded). Default 'default', one "
+        "session per worker as before several versions existed.",
+    )
+    repo_poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between looks at the model repository (new versions with VERSIONS=all) and at idle "
+        "versions (UNLOAD_IDLE_S). Default 5: a listing of one directory, cheap enough to make a new version "
+        "ready within seconds.",
+    )
+    unload_idle_s: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a request after which a version that is neither the default nor listed in "
+        "VERSIONS is unloaded (session and inference threads closed, metric series retired). Default 600: a "
+        "version the router stopped sending to gives its memory back within minutes; 0 never unloads.",
+    )
+    max_loaded_versions: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Most versions (ONNX Runtime sessions) loaded at once per worker. Loading one more first "
+        "unloads the least recently used version that is not pinned (the default and VERSIONS); if all are "
+        "pinned the request gets 503. Default 4: stable, candidate and two more, bounded memory.",
+    )
+    load_retry_s: float = Field(
+        30.0,
+        ge=0,
+        le=86400,
+        description="Seconds a version whose load failed (tampered, missing file, tensors not as declared) is "
+        "refused with 503 before a request may try loading it again. Default 30: the failure is logged once "
+        "per try rather than once per request, and a repaired version is picked up within a minute.",
     )
     variant: Variant = Field(
         "auto",
@@ -109,7 +151,32 @@ class Settings(BaseSettings):
     @classmethod
     def _version_form(cls, value: str) -> str:
         if not _VERSION_RE.match(value):
-            raise ValueError("expected 'latest' or a version such as 'v3'")
+            raise ValueError("'latest' or a version such as 'v3'")
+        return value
+
+    @field_validator("versions")
+    @classmethod
+    def _versions_form(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("default", "all"):
+            return value
+        names = [name.strip() for name in value.split(",")]
+        if not all(_EXACT_VERSION_RE.match(name) for name in names):
+            raise ValueError("'default', 'all' or a comma list of versions such as 'v2,v3'")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("max_loaded_versions")
+    @classmethod
+    def _room_for_pinned(cls, value: int, info: ValidationInfo) -> int:
+        versions, default = info.data.get("versions"), info.data.get("model_version")
+        if versions == "all" and value < 2:
+            raise ValueError("at least 2 with VERSIONS=all: the default and one more")
+        if versions and versions not in ("default", "all") and default:
+            listed = set(versions.split(","))
+            # 'latest' may turn out to be one of the listed versions; start-up checks again once it is resolved.
+            pinned = len(listed) if default == "latest" else len(listed | {default})
+            if value < pinned:
+                raise ValueError(f"at least {pinned}: the default and VERSIONS={versions} stay loaded")
         return value
 
     @field_validator("providers")
@@ -119,8 +186,18 @@ class Settings(BaseSettings):
         if value.strip() == "auto":
             return "auto"
         if not all(names) or "auto" in names:
-            raise ValueError("expected 'auto' or a comma list of execution provider names")
+            raise ValueError("'auto' or a comma list of execution provider names")
         return ",".join(names)
+
+    @property
+    def listed_versions(self) -> tuple[str, ...]:
+        """The versions VERSIONS lists (pinned); empty for 'default' and 'all'."""
+        return () if self.versions in ("default", "all") else tuple(self.versions.split(","))
+
+    @property
+    def load_all(self) -> bool:
+        """VERSIONS=all: load every published version, including those published while running."""
+        return self.versions == "all"
 
     @property
     def provider_list(self) -> tuple[str, ...] | None:

@@ -4,11 +4,13 @@
     ├── ConfigError          a setting is invalid (start-up only)
     ├── ModelLoadError       the model cannot be served: missing, tampered, or not what metadata says (start-up)
     ├── InvalidRequest       400: the body is not a valid request for this model
-    ├── VersionNotServed     404: a version other than the one this server hosts was asked for
+    ├── VersionNotServed     404: the request names a version of the model that is not published
     ├── MethodNotAllowed     405: an inference route was called with something other than POST
     ├── PayloadTooLarge      413: the body is larger than FLYWHEEL_PREDICTOR_MAX_BODY_BYTES
     ├── UnsupportedMediaType 415: the content type is not JSON
-    └── InferenceFailed      500: ONNX Runtime failed on a request that passed validation
+    ├── InferenceFailed      500: ONNX Runtime failed on a request that passed validation
+    └── VersionUnavailable   503: a published version cannot be served now (its load failed, or the
+                             loaded-version limit is taken by pinned versions)
 
 Error bodies are `{"error": "<message>"}`, the Open Inference Protocol's shape (and KServe's), with the
 plain `application/json` content type KServe's client looks for when it reports the message.
@@ -38,7 +40,7 @@ class InvalidRequest(PredictorError):
 
 
 class VersionNotServed(PredictorError):
-    """The request names a model version this server does not host."""
+    """The request names a model version that is not published in the model repository."""
 
 
 class MethodNotAllowed(PredictorError):
@@ -57,6 +59,11 @@ class InferenceFailed(PredictorError):
     """ONNX Runtime raised on a validated request."""
 
 
+class VersionUnavailable(PredictorError):
+    """A published version cannot be served now: its load failed (remembered for LOAD_RETRY_S) or
+    MAX_LOADED_VERSIONS is taken by versions that may not be unloaded."""
+
+
 STATUS: dict[type[PredictorError], HTTPStatus] = {
     InvalidRequest: HTTPStatus.BAD_REQUEST,
     VersionNotServed: HTTPStatus.NOT_FOUND,
@@ -64,6 +71,7 @@ STATUS: dict[type[PredictorError], HTTPStatus] = {
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     InferenceFailed: HTTPStatus.INTERNAL_SERVER_ERROR,
+    VersionUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 

@@ -1,21 +1,25 @@
-"""A pure-ASGI layer in front of KServe's FastAPI app that answers the hosted model's inference.
+"""A pure-ASGI layer in front of KServe's FastAPI app that answers the model's inference, for every version.
 
 Why: behind FastAPI each request pays for routing, dependency injection, header dicts, pydantic
 request models, several awaits through KServe's DataPlane and Model.__call__ (with three histograms)
 and response classes; for a model that scores a row in tens of microseconds that overhead is most of
-the cost. This layer matches the exact paths of the hosted model's V1 predict and V2 infer routes
-(plus the versioned V2 routes KServe 0.21 answers with 501), parses with orjson, validates with
-`_validation` (JSON and the binary tensor extension), scores on the model's thread pool and writes
-the response itself. Everything else — health, readiness, metadata, other models, CloudEvents —
-falls through to KServe unchanged; /metrics is answered here so several workers' samples add up.
+the cost. This layer matches the exact paths of the model's V1 predict and V2 infer routes and the
+versioned V2 routes (`/v2/models/<m>/versions/<v>[/ready|/infer]`, which KServe 0.21 answers with
+501), picks the version (path, else the `x-flywheel-model-version` header, else the default: one dict
+lookup, and none at all for the default), parses with orjson, validates with `_validation` (JSON and
+the binary tensor extension), scores on that version's inference lane and writes the response itself,
+naming the version that scored in the same header. Everything else — health, readiness, unversioned
+metadata, other models, CloudEvents — falls through to KServe (versioned calls rewritten to KServe's
+unversioned route plus the header, which the data plane honours); /metrics is answered here so several
+workers' samples add up. ASGI lifespan events start and stop the versions' repository poll.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from time import perf_counter
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -26,13 +30,14 @@ from ._errors import (
     PayloadTooLarge,
     PredictorError,
     UnsupportedMediaType,
-    VersionNotServed,
+    VersionUnavailable,
     error_body,
     status_of,
 )
 from ._metrics import render
 from ._model import OnnxModel
 from ._validation import is_json, parse_v1, parse_v2, parse_v2_binary
+from ._versions import VERSION_HEADER, VersionSet, requested_version
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -42,63 +47,106 @@ _JSON = b"application/json"
 _OCTET_STREAM = b"application/octet-stream"
 _CLOUDEVENT = b"application/cloudevents"
 _BINARY_HEADER = b"inference-header-content-length"
+_VERSION_HEADER = VERSION_HEADER.encode()
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _JSON_HEADERS = [(b"content-type", _JSON)]
+_PLATFORM = "onnxruntime_onnx"
 
 
 class FastPath:
-    """ASGI app: the hosted model's inference routes here, everything else to `app` (KServe).
+    """ASGI app: the model's inference and versioned routes here, everything else to `app` (KServe).
 
     With `serve_inference` off (FLYWHEEL_PREDICTOR_FAST_PATH=false) inference goes to KServe's own
     handlers too, and only the route fixes stay: versioned V2 routes, 405 on GET, summed /metrics.
     """
 
-    def __init__(self, app: ASGIApp, model: OnnxModel, max_body_bytes: int, serve_inference: bool = True) -> None:
+    def __init__(self, app: ASGIApp, versions: VersionSet, max_body_bytes: int, serve_inference: bool = True) -> None:
         self.app = app
-        self.model = model
+        self.versions = versions
+        self.default = versions.default
         self.max_body_bytes = max_body_bytes
-        name, version = model.name, model.version
+        name = versions.name
+        self.unversioned_infer = f"/v2/models/{name}/infer"
         self.versions_prefix = f"/v2/models/{name}/versions/"
-        self.rewrites = {
-            f"{self.versions_prefix}{version}": f"/v2/models/{name}",
-            f"{self.versions_prefix}{version}/ready": f"/v2/models/{name}/ready",
-        }
-        self.routes = {f"/v1/models/{name}:predict": "v1", f"/v2/models/{name}/infer": "v2"}
-        versioned_infer = f"{self.versions_prefix}{version}/infer"
-        if serve_inference:
-            self.routes[versioned_infer] = "v2"
-            self.handlers = {"v1": self._v1, "v2": self._v2}
-        else:
-            self.rewrites[versioned_infer] = f"/v2/models/{name}/infer"
-            self.handlers = {}
+        self.routes = {f"/v1/models/{name}:predict": "v1", self.unversioned_infer: "v2"}
+        self.handlers = {"v1": self._v1, "v2": self._v2} if serve_inference else {}
+        self._default_version = self.default.version.encode()
+        self._json_headers: dict[str, list] = {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             path = scope["path"]
             protocol = self.routes.get(path)
             if protocol is not None:
                 if scope["method"] != "POST":
                     # KServe would read "fraud:predict" as a model name and answer 404.
                     error = MethodNotAllowed(f"{path} takes POST with a JSON inference request, not {scope['method']}")
-                    return await _respond(send, status_of(error), error_body(str(error)))
+                    return await _refuse(send, error)
                 if protocol in self.handlers:
-                    return await self._infer(protocol, scope, receive, send)
+                    return await self._infer(protocol, scope, receive, send, None)
             elif path == "/metrics" and scope["method"] == "GET":
                 return await self._metrics(scope, send)
-            rewrite = self.rewrites.get(path)
-            if rewrite is not None:
-                scope = {**scope, "path": rewrite, "raw_path": rewrite.encode()}
             elif path.startswith(self.versions_prefix):
-                asked = path[len(self.versions_prefix):].split("/", 1)[0]
-                error = VersionNotServed(
-                    f"model '{self.model.name}' version '{asked}' is not served here; this server serves {self.model.version}"
-                )
-                return await _respond(send, status_of(error), error_body(str(error)))
+                version, _, route = path[len(self.versions_prefix) :].partition("/")
+                if route in ("", "ready", "infer"):
+                    return await self._versioned(version, route, scope, receive, send)
+        elif kind == "lifespan":
+            receive = self._watch_lifespan(receive)
         await self.app(scope, receive, send)
 
-    async def _infer(self, protocol: str, scope: dict, receive: Callable, send: Callable) -> None:
+    def _watch_lifespan(self, receive: Callable) -> Callable:
+        async def watched() -> dict:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.versions.start()
+            elif message["type"] == "lifespan.shutdown":
+                await self.versions.stop()
+            return message
+
+        return watched
+
+    async def _versioned(self, version: str, route: str, scope: dict, receive: Callable, send: Callable) -> None:
+        """`/v2/models/<m>/versions/<v>` (metadata), `.../ready` and `.../infer`; loads <v> on demand."""
+        method = scope["method"]
+        if route == "infer":
+            if method != "POST":
+                error = MethodNotAllowed(f"{scope['path']} takes POST with an inference request, not {method}")
+                return await _refuse(send, error)
+            if self.handlers:
+                return await self._infer("v2", scope, receive, send, version)
+            return await self.app(self._as_unversioned(scope, version), receive, send)
+        if method != "GET":
+            return await _refuse(send, MethodNotAllowed(f"{scope['path']} takes GET, not {method}"))
+        try:
+            model = await self.versions.get(version)
+        except PredictorError as e:
+            return await _refuse(send, e)
+        if route == "ready":
+            body = {"name": model.name, "ready": model.ready}
+        else:
+            body = {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": _PLATFORM,
+                "inputs": model.get_input_types(),
+                "outputs": model.get_output_types(),
+            }
+        await _respond(send, 200, orjson.dumps(body), self._headers(model))
+
+    def _as_unversioned(self, scope: dict, version: str | None) -> dict:
+        """A versioned V2 infer call as KServe's unversioned route plus the version header (the data plane
+        picks the version from it)."""
+        if version is None:
+            return scope
+        headers = [(k, v) for k, v in scope["headers"] if k != _VERSION_HEADER]
+        headers.append((_VERSION_HEADER, version.encode("latin-1")))
+        path = self.unversioned_infer
+        return {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
+
+    async def _infer(self, protocol: str, scope: dict, receive: Callable, send: Callable, path_version: str | None) -> None:
         started = perf_counter()
-        content_type = binary_header = length = None
+        content_type = binary_header = length = header_version = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value
@@ -106,54 +154,78 @@ class FastPath:
                 length = value
             elif key == _BINARY_HEADER:
                 binary_header = value
-            elif key.startswith(b"ce-"):
-                return await self.app(scope, receive, send)  # binary-mode CloudEvent: KServe unwraps it
-        if content_type is not None and content_type.startswith(_CLOUDEVENT):
-            return await self.app(scope, receive, send)  # structured-mode CloudEvent
-        metrics = self.model.metrics
+            elif key == _VERSION_HEADER:
+                header_version = value
+            elif key.startswith(b"ce-"):  # binary-mode CloudEvent: KServe unwraps it
+                return await self.app(self._as_unversioned(scope, path_version), receive, send)
+        if content_type is not None and content_type.startswith(_CLOUDEVENT):  # structured-mode CloudEvent
+            return await self.app(self._as_unversioned(scope, path_version), receive, send)
+        # The default is never unloaded, so it is taken at once; another version only after the body is
+        # read, so that nothing yields to the loop between taking it and queueing its rows (see _versions).
+        model = version = None
         try:
+            if path_version is not None:
+                version = path_version
+            elif header_version is not None and header_version != self._default_version:
+                version = requested_version(header_version.decode("latin-1"))
+            if version is None:
+                model = self.default
             if binary_header is None and content_type is not None and not is_json(content_type):
                 raise UnsupportedMediaType(
                     f"content-type {content_type.decode('latin-1')!r} is not JSON; send application/json "
                     "(or binary tensors with the inference-header-content-length header)"
                 )
             body = await self._body(receive, length)
-            payload, headers = await self.handlers[protocol](body, binary_header)
+            if model is None:
+                model = self.versions.lookup(version) or await self.versions.load(version)
+            payload, headers = await self.handlers[protocol](model, body, binary_header)
         except PredictorError as e:
             status = status_of(e)
-            if status >= 500:
+            if status >= 500 and not isinstance(e, VersionUnavailable):  # a failed load was logged once, when it failed
                 log.error("inference failed: %s", e)
-            metrics.requests(protocol, status).inc()
-            return await _respond(send, status, error_body(str(e)))
+            if model is None:  # refused before a version was chosen: no series for an unknown version label
+                return await _respond(send, status, error_body(str(e)))
+            model.metrics.requests(protocol, status).inc()
+            return await _respond(send, status, error_body(str(e)), self._headers(model))
         await _respond(send, 200, payload, headers)
+        metrics = model.metrics
         metrics.requests(protocol, 200).inc()
         metrics.request_seconds[protocol].observe(perf_counter() - started)
 
-    async def _v1(self, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
-        out = await self.model.infer(parse_v1(_parse(body), self.model.spec.dim))
-        return orjson.dumps({"predictions": out}, option=_NUMPY), _JSON_HEADERS
+    def _headers(self, model: OnnxModel) -> list:
+        """JSON content type and the version header, built once per version."""
+        headers = self._json_headers.get(model.version)
+        if headers is None:
+            headers = [(b"content-type", _JSON), (_VERSION_HEADER, model.version.encode())]
+            self._json_headers[model.version] = headers
+        return headers
 
-    async def _v2(self, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
-        spec = self.model.spec
+    async def _v1(self, model: OnnxModel, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
+        out = await model.infer(parse_v1(_parse(body), model.spec.dim))
+        return orjson.dumps({"predictions": out}, option=_NUMPY), self._headers(model)
+
+    async def _v2(self, model: OnnxModel, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
+        spec = model.spec
         if binary_header is None:
             request = parse_v2(_parse(body), spec)
         else:
             request = parse_v2_binary(body, binary_header, spec)
-        out = await self.model.infer(request.rows)
+        out = await model.infer(request.rows)
         output: dict[str, Any] = {"name": spec.output_name, "shape": out.shape, "datatype": "FP32"}
         response = {
-            "model_name": self.model.name,
-            "model_version": self.model.version,
+            "model_name": model.name,
+            "model_version": model.version,
             "id": request.request_id or str(uuid.uuid4()),
             "outputs": [output],
         }
         if not request.binary_output:
             output["data"] = out.ravel()
-            return orjson.dumps(response, option=_NUMPY), _JSON_HEADERS
+            return orjson.dumps(response, option=_NUMPY), self._headers(model)
         raw = out.astype("<f4", copy=False).tobytes()
         output["parameters"] = {"binary_data_size": len(raw)}
         head = orjson.dumps(response)
-        return head + raw, [(b"content-type", _OCTET_STREAM), (_BINARY_HEADER, str(len(head)).encode())]
+        version_header = self._headers(model)[1]
+        return head + raw, [(b"content-type", _OCTET_STREAM), (_BINARY_HEADER, str(len(head)).encode()), version_header]
 
     async def _body(self, receive: Callable, length: bytes | None) -> bytes:
         limit = self.max_body_bytes
@@ -183,6 +255,10 @@ def _parse(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from e
+
+
+async def _refuse(send: Callable, error: PredictorError) -> None:
+    await _respond(send, status_of(error), error_body(str(error)))
 
 
 async def _respond(send: Callable, status: int, body: bytes, headers: list = _JSON_HEADERS) -> None:

@@ -1,8 +1,10 @@
-"""Prometheus metrics of the hosted model, labelled by model, version and variant (bounded cardinality).
+"""Prometheus metrics of the hosted versions, labelled by model, version and variant (bounded cardinality:
+one series set per loaded version, retired when it is unloaded).
 
 With several workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (set by __main__
 before prometheus_client is imported) and /metrics adds them up, so a scrape sees the whole pod rather
-than whichever worker answered.
+than whichever worker answered. prometheus_client cannot forget a series in that mode: an unloaded
+version's counters stay at their last values until the pod restarts, and its model_info drops to 0.
 """
 
 from __future__ import annotations
@@ -48,10 +50,23 @@ INFERENCE_SECONDS = Histogram(
 ROWS = Counter("flywheel_predictor_rows_total", "Rows scored.", _LABELS)
 MODEL_INFO = Gauge(
     "flywheel_predictor_model_info",
-    "1 for the model version, variant and execution provider this server hosts.",
+    "1 for each model version loaded (with its variant and execution provider).",
     (*_LABELS, "provider"),
     multiprocess_mode="max",
 )
+LOADED_VERSIONS = Gauge(
+    "flywheel_predictor_loaded_versions",
+    "Versions of the model loaded (ONNX Runtime sessions), in the worker that holds the most.",
+    ("model",),
+    multiprocess_mode="max",
+)
+VERSION_LOADS = Counter(
+    "flywheel_predictor_version_loads_total",
+    "Version loads and unloads, by outcome: loaded, unloaded, failed.",
+    ("model", "outcome"),
+)
+
+_MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 class ModelMetrics:
@@ -67,8 +82,17 @@ class ModelMetrics:
         MODEL_INFO.labels(*self._info).set(1)
 
     def retire(self) -> None:
-        """This variant is no longer served (chosen again after a provider fallback)."""
+        """This version or variant is no longer served (unloaded, or chosen again after a provider fallback)."""
+        if _MULTIPROCESS:  # series cannot be removed from the shared files; "max" over workers still drops to 0
+            MODEL_INFO.labels(*self._info).set(0)
+            return
         MODEL_INFO.remove(*self._info)
+        for protocol, code in self._requests:
+            REQUESTS.remove(*self._labels, protocol, str(code))
+        for protocol in self.request_seconds:
+            REQUEST_SECONDS.remove(*self._labels, protocol)
+        INFERENCE_SECONDS.remove(*self._labels)
+        ROWS.remove(*self._labels)
 
     def requests(self, protocol: str, code: int) -> Counter:
         key = (protocol, code)

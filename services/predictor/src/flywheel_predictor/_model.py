@@ -1,8 +1,10 @@
-"""The hosted model as KServe sees it: a `kserve.Model` over one verified ONNX Runtime session.
+"""One model version as KServe sees it: a `kserve.Model` over one verified ONNX Runtime session.
 
-KServe's own handlers call `predict` (V1 dicts, V2 `InferRequest`s including binary tensors and
-CloudEvents); the fast path calls `infer` directly. Both validate through `_validation` and score on
-the inference lane's threads (`_lane`), so the event loop never waits on ONNX Runtime.
+Each loaded version is one OnnxModel (`_versions.VersionSet` owns them); KServe registers only the
+default one, and the data plane hands a request to the version it names. KServe's own handlers call
+`predict` (V1 dicts, V2 `InferRequest`s including binary tensors and CloudEvents); the fast path calls
+`infer` directly. Both validate through `_validation` and score on the inference lane's threads
+(`_lane`), so the event loop never waits on ONNX Runtime.
 
 Several workers: kserve 0.21 starts them with multiprocessing's *spawn* and pickles the model into
 each child. A session cannot be pickled, so `__getstate__` drops it and `__setstate__` opens the same
@@ -22,7 +24,7 @@ from flywheel_core import model_repo
 from kserve import InferOutput, InferRequest, InferResponse, Model
 
 from ._config import Settings
-from ._errors import InferenceFailed, InvalidRequest, UnsupportedMediaType
+from ._errors import InferenceFailed, InvalidRequest, UnsupportedMediaType, VersionUnavailable
 from ._lane import InferenceLane
 from ._metrics import ModelMetrics
 from ._runtime import Choice, Runtime, after_fallback, available_providers, decide, tensor_spec, verified_version
@@ -30,11 +32,12 @@ from ._validation import TensorSpec, is_json, parse_v1, parse_v2
 
 
 class OnnxModel(Model):
-    """One published model version served by ONNX Runtime."""
+    """One published model version served by ONNX Runtime: `version` ('vN'), or MODEL_VERSION when None."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, version: str | None = None) -> None:
         super().__init__(settings.model_name)
         self.settings = settings
+        self.requested_version = version or settings.model_version
         self.choice: Choice | None = None
         self._drop_runtime()
 
@@ -51,7 +54,7 @@ class OnnxModel(Model):
     def load(self) -> bool:
         """Resolve, verify, choose provider and variant, open and warm the session. Raises ModelLoadError."""
         s = self.settings
-        loaded = verified_version(s.model_repo, s.model_name, s.model_version)
+        loaded = verified_version(s.model_repo, s.model_name, self.requested_version)
         self.choice = decide(loaded, s.variant, s.provider_list, available_providers())
         self._open(loaded)
         changed = after_fallback(self.choice, loaded.metadata, self.runtime.providers, s.variant)
@@ -85,6 +88,25 @@ class OnnxModel(Model):
     def _close_lane(self) -> None:
         if self._lane is not None:
             self._lane.close()
+
+    def close(self) -> None:
+        """Stop serving this version (unloaded). Rows already handed to its inference threads are still
+        scored (the lane stops after them); the session goes when the last of them is done."""
+        self.ready = False
+        if self.metrics is not None:
+            self.metrics.retire()
+        self._close_lane()
+        self._lane = None
+        self.runtime = None
+
+    def summary(self) -> str:
+        """What this version runs on, for the load and unload log lines."""
+        assert self.choice is not None
+        provider = self.runtime.provider if self.runtime is not None else self.choice.providers.primary
+        return (
+            f"model={self.name} version={self.version} variant={self.choice.variant.variant} "
+            f"provider={provider} from {self.choice.version_path}"
+        )
 
     def describe(self) -> str:
         """The start-up line: what is served, on what, and why."""
@@ -123,8 +145,11 @@ class OnnxModel(Model):
     # -- inference -----------------------------------------------------------------------------------
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """Scores validated rows on the inference threads (or inline with INFERENCE_THREADS=0); float32 [n, 1]."""
+        lane = self._lane
+        if lane is None and self.runtime is None:
+            raise VersionUnavailable(f"model '{self.name}' version {self.version} was unloaded; send the request again")
         try:
-            out, seconds = self._run_inline(rows) if self._lane is None else await self._lane.score(rows)
+            out, seconds = self._run_inline(rows) if lane is None else await lane.score(rows)
         except Exception as e:  # rows passed validation, so this is the model or runtime failing
             raise InferenceFailed(f"ONNX Runtime failed on a valid request: {e}") from e
         self.metrics.inference_seconds.observe(seconds)

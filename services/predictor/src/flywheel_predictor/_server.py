@@ -11,7 +11,10 @@ What is changed from a stock `ModelServer().start([model])`, and why:
 - A single worker runs on uvloop: kserve 0.21 starts it with plain `asyncio.run`, and picks the
   loop (`--event-loop auto`) only for its multi-process server.
 - gRPC is not started (port 8081 is not part of the contract; nothing here listens on it).
-- V2 model metadata reports the served version and platform; KServe's leaves both out.
+- Several versions (see _versions): KServe knows one model, the default version. The data plane hands
+  an inference request to the version its `x-flywheel-model-version` header names (the fast path
+  turns versioned routes into that header) and names the scorer in the same response header; V2
+  model metadata reports the loaded versions and the platform, which KServe's leaves out.
 - Errors: the predictor's family maps to its status table, and FastAPI's 422 body for a malformed V2
   request (`{"detail": [...]}`) becomes `{"error": ...}` like every other error. KServe's handlers
   for its own client errors (unknown model, bad input, ...) log a traceback per request; the same
@@ -45,9 +48,11 @@ from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
 from ._config import Settings
-from ._errors import PredictorError, error_body, status_of
+from ._errors import InvalidRequest, PredictorError, VersionUnavailable, error_body, status_of
 from ._fastpath import FastPath
+from ._logging import configure_logging
 from ._model import OnnxModel
+from ._versions import VERSION_HEADER, VersionSet, requested_version
 
 log = logging.getLogger("flywheel_predictor")
 
@@ -55,12 +60,26 @@ GRACE_PERIOD_SECONDS = 10
 
 
 class FlywheelDataPlane(DataPlane):
+    versions: VersionSet | None = None  # set by FlywheelModelServer.start; travels to workers with the data plane
+
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         metadata = await super().model_metadata(model_name)
         model = self.get_model_from_registry(model_name)
         if isinstance(model, OnnxModel):
-            metadata.update(versions=[model.version], platform="onnxruntime_onnx")
+            loaded = self.versions.loaded if self.versions is not None else [model.version]
+            metadata.update(versions=loaded, platform="onnxruntime_onnx")
         return metadata
+
+    async def infer(
+        self, model_name: str, request: Any, headers: dict[str, str] | None = None
+    ) -> tuple[Any, dict[str, str]]:
+        """KServe's inference, on the version the request's header names (loaded on demand)."""
+        versions = self.versions
+        if versions is None or model_name != versions.name:
+            return await super().infer(model_name, request, headers)
+        model = await versions.get(requested_version((headers or {}).get(VERSION_HEADER)))
+        response, response_headers = await model(request, headers=headers)
+        return response, {**response_headers, VERSION_HEADER: model.version}
 
 
 class FlywheelRESTServer(RESTServer):
@@ -83,6 +102,7 @@ class FlywheelRESTServer(RESTServer):
         """KServe adds a TimingMiddleware that logs one trace line per request; not here."""
 
     def create_application(self) -> None:
+        configure_logging()  # in a spawned worker, for the first time
         super().create_application()
         # uvicorn logs each request whenever "uvicorn.access" has a handler, whatever Config.access_log
         # says once logging is configured (kserve configures it, in every worker).
@@ -90,12 +110,12 @@ class FlywheelRESTServer(RESTServer):
         access.handlers.clear()
         access.propagate = False
         app = import_from_string(FASTAPI_APP_IMPORT_STRING)
-        model = self.dataplane.model_registry.get_model(self.settings.model_name)
-        app.add_exception_handler(PredictorError, _predictor_error_handler(model))
+        versions = self.dataplane.versions
+        app.add_exception_handler(PredictorError, _predictor_error_handler(versions))
         app.add_exception_handler(RequestValidationError, _validation_error_handler)
         for error_class, status in KSERVE_CLIENT_ERRORS.items():
             app.add_exception_handler(error_class, _quiet_handler(status))
-        self.config.app = FastPath(app, model, self.settings.max_body_bytes, serve_inference=self.settings.fast_path)
+        self.config.app = FastPath(app, versions, self.settings.max_body_bytes, serve_inference=self.settings.fast_path)
 
 
 KSERVE_CLIENT_ERRORS: dict[type[Exception], int] = {
@@ -117,17 +137,30 @@ def _quiet_handler(status: int):
     return handle
 
 
-def _predictor_error_handler(model: OnnxModel):
+def _predictor_error_handler(versions: VersionSet):
     async def handle(request: Request, error: PredictorError) -> Response:
         status = status_of(error)
-        if status >= 500:
+        if status >= 500 and not isinstance(error, VersionUnavailable):  # a failed load was logged when it failed
             log.error("%s failed: %s", request.url.path, error)
         protocol = "v1" if request.url.path.startswith("/v1/") else "v2"
-        if model.metrics is not None:
+        model = _chosen_version(versions, request.headers.get(VERSION_HEADER))
+        headers = None
+        if model is not None and model.metrics is not None:
             model.metrics.requests(protocol, status).inc()
-        return Response(error_body(str(error)), status_code=status, media_type="application/json")
+            headers = {VERSION_HEADER: model.version}
+        return Response(error_body(str(error)), status_code=status, media_type="application/json", headers=headers)
 
     return handle
+
+
+def _chosen_version(versions: VersionSet, header: str | None) -> OnnxModel | None:
+    """The loaded version a failed request was for; None when it named none that is loaded (its label would
+    be the caller's choice, so it gets no series)."""
+    try:
+        version = requested_version(header)
+    except InvalidRequest:
+        return None
+    return versions.default if version is None else versions.lookup(version)
 
 
 async def _validation_error_handler(request: Request, error: RequestValidationError) -> Response:
@@ -138,7 +171,10 @@ async def _validation_error_handler(request: Request, error: RequestValidationEr
 
 
 class FlywheelModelServer(ModelServer):
-    def __init__(self, settings: Settings) -> None:
+    """`start([default_model])` serves the default and, through `versions` (built around the default when
+    not given), every other version of the model."""
+
+    def __init__(self, settings: Settings, versions: VersionSet | None = None) -> None:
         super().__init__(
             http_port=settings.http_port,
             workers=settings.workers,
@@ -148,12 +184,15 @@ class FlywheelModelServer(ModelServer):
             grace_period=GRACE_PERIOD_SECONDS,
         )
         self.settings = settings
+        self.versions = versions
         self.dataplane = FlywheelDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[OnnxModel]) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
+        self.dataplane.versions = self.versions or VersionSet(self.settings, models[0])
         rest = FlywheelRESTServer(self.settings, self.dataplane, self.model_repository_extension)
         if self.workers > 1:
+            self.dataplane.versions.hand_over()
             server = RESTServerMultiProcess(
                 FASTAPI_APP_IMPORT_STRING,
                 self.dataplane,
@@ -182,8 +221,11 @@ def _run(main: Any) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Load the configured model (refusing a bad one with ModelLoadError) and serve until signalled."""
+    """Load the default version and those VERSIONS asks for (refusing a bad one with ModelLoadError) and
+    serve until signalled."""
     model = OnnxModel(settings)
     model.load()
     log.info(model.describe())
-    FlywheelModelServer(settings).start([model])
+    versions = VersionSet(settings, model)
+    versions.load_at_start()
+    FlywheelModelServer(settings, versions).start([model])
