@@ -106,21 +106,23 @@ cluster-down: ## stop the local control plane
 manifests: cluster-build ## copy manifests/crds/ into the chart and re-render manifests/flywheel.yaml
 	rm -f charts/flywheel/crds/*.yaml && cp manifests/crds/*.yaml charts/flywheel/crds/
 	{ printf '%s\n' \
-	  '# Rendered from charts/flywheel with default values; do not edit. Regenerate with `make manifests`:' \
-	  '#   helm template flywheel charts/flywheel --namespace flywheel --kube-version 1.36.1 --skip-tests --include-crds' \
-	  '# (tests/cluster/test_chart.py fails when this file is out of date).'; \
+	  '# Rendered from charts/flywheel with default values but the router token from a Secret you create; do not edit. Regenerate with `make manifests`:' \
+	  '#   helm template flywheel charts/flywheel --namespace flywheel --kube-version 1.36.1 --skip-tests --include-crds --set router.auth.existingSecret=flywheel-router-token' \
+	  '# First: kubectl -n flywheel create secret generic flywheel-router-token --from-literal=token="$$(openssl rand -hex 32)" (tests/cluster/test_chart.py checks this file).'; \
 	  "$$(hack/cluster/build.sh)/helm" template flywheel charts/flywheel --namespace flywheel \
-	    --kube-version 1.36.1 --skip-tests --include-crds; } > manifests/flywheel.yaml.tmp
+	    --kube-version 1.36.1 --skip-tests --include-crds --set router.auth.existingSecret=flywheel-router-token; \
+	} > manifests/flywheel.yaml.tmp
 	mv manifests/flywheel.yaml.tmp manifests/flywheel.yaml
 
 .PHONY: bench-deps
-bench-deps: ## the load tool (wrk) and taskset, from Debian's packages
-	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk util-linux; }
+bench-deps: ## the load tool (wrk), taskset and nginx (bench/router's reference proxy), from Debian's packages
+	@command -v wrk >/dev/null && command -v taskset >/dev/null && command -v nginx >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk util-linux nginx; }
 
 .PHONY: bench
 bench: install bench-deps train ## benchmarks (figures in bench/results/, summary in docs/benchmarks.md)
 	$(UV_PYTHON) bench/predictor/run.py --model-repo $(MODEL_REPO)
+	$(UV_PYTHON) bench/router/run.py --model-repo $(MODEL_REPO)
 	tests/.venv/bin/python bench/e2e/run.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 	services/drift/.venv/bin/python bench/drift/run.py
 

@@ -135,13 +135,13 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
                "--set", f"modelRepo.pvc.storageClassName={storage_class}",
                "--set", f"features.data.storageClassName={storage_class}", timeout=150)
     deployments = {d["metadata"]["name"]: d for d in tools.get(ns, "deployments")}
-    assert set(deployments) == {f"{PREFIX}-{c}" for c in ("features", "predictor", "transformer")}
+    assert set(deployments) == {f"{PREFIX}-{c}" for c in ("features", "predictor", "transformer", "router")}
     assert all(_available(d) for d in deployments.values()), [d["status"] for d in deployments.values()]
     (redis,) = tools.get(ns, "statefulsets")
     assert redis["status"].get("readyReplicas") == 1
     assert {s["metadata"]["name"]: [p["port"] for p in s["spec"]["ports"]] for s in tools.get(ns, "services")} == {
         f"{PREFIX}-features": [6566], f"{PREFIX}-predictor": [8080], f"{PREFIX}-transformer": [8090],
-        f"{PREFIX}-redis": [6379]}
+        f"{PREFIX}-redis": [6379], f"{PREFIX}-router": [8000, 8001]}
     crons = {c["metadata"]["name"]: c for c in tools.get(ns, "cronjobs")}
     assert set(crons) == {f"{PREFIX}-materialize", f"{PREFIX}-trainer"}
     assert crons[f"{PREFIX}-trainer"]["spec"]["suspend"] is True
@@ -155,7 +155,8 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
     assert env["FLYWHEEL_TRANSFORMER_FEATURES_URL"] == f"http://{PREFIX}-features:6566"
     assert _env(deployments[f"{PREFIX}-features"])["REDIS_CONNECTION_STRING"] == f"{PREFIX}-redis:6379"
     notes = tools.helm("get", "notes", RELEASE, "-n", ns).stdout
-    for line in (f"port-forward svc/{PREFIX}-transformer 8090:8090", f"port-forward svc/{PREFIX}-predictor 8080:8080",
+    for line in (f"port-forward svc/{PREFIX}-router 8000:8000", "curl -s localhost:8000/v1/models/fraud:predict",
+                 f"port-forward svc/{PREFIX}-transformer 8090:8090", f"port-forward svc/{PREFIX}-predictor 8080:8080",
                  f"port-forward svc/{PREFIX}-features 6566:6566", "curl -s localhost:8090/v1/models/fraud:predict",
                  "curl -s localhost:8080/v2/models/fraud", "curl -s localhost:6566/get-online-features",
                  f"create job --from=cronjob/{PREFIX}-trainer train-now", "get modelrollouts"):
@@ -185,14 +186,14 @@ def test_a_training_job_started_from_the_trainer_template_completes(tools, relea
     wait_for("the training Job Complete", succeeded, timeout=90)
 
 
-def test_helm_test_pod_posts_a_transaction_to_the_transformer(tools, release_namespace):
+def test_helm_test_pod_posts_a_transaction_through_the_router(tools, release_namespace):
     hooks = [d for d in yaml.safe_load_all(tools.helm("get", "hooks", RELEASE, "-n", release_namespace).stdout) if d]
     (pod,) = [d for d in hooks if d["kind"] == "Pod"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     container = pod["spec"]["containers"][0]
     assert container["image"] == "docker.io/curlimages/curl:8.11.1"
     script = container["args"][0]
-    assert f"http://{PREFIX}-transformer:8090/v1/models/fraud:predict" in script
+    assert f"http://{PREFIX}-router:8000/v1/models/fraud:predict" in script
     assert '"card_id": "c000042"' in script and "--fail-with-body" in script
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["restartPolicy"] == "Never"
@@ -278,13 +279,19 @@ def test_kserve_mode_renders_one_inference_service_instead_of_the_deployments(to
     assert env["FLYWHEEL_TRANSFORMER_PREDICTOR_URL"] == "http://flywheel-predictor.ml.svc.cluster.local"
     assert env["FLYWHEEL_TRANSFORMER_EVENT_SINK_URL"] == "http://flywheel-drift:8070"
     (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert "http://flywheel-router:8000/v1/models/fraud:predict" in test_pod["spec"]["containers"][0]["args"][0]
+    docs = tools.render(CHART / "ci" / "kserve-values.yaml", namespace="ml", extra=("--set", "router.enabled=false"))
+    (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
     assert "http://flywheel-transformer.ml.svc.cluster.local/v1/models/fraud:predict" in test_pod["spec"]["containers"][0]["args"][0]
 
 
 def test_rendered_manifests_in_the_repo_match_the_chart(tools):
     committed = (CHART.parents[1] / "manifests" / "flywheel.yaml").read_text()
+    # The router's token from a Secret the user creates: a generated one would differ on every render (and
+    # publish one token to every kubectl-apply user).
     rendered = tools.helm("template", "flywheel", str(CHART), "--namespace", "flywheel",
-                          "--kube-version", KUBE_VERSION, "--skip-tests", "--include-crds").stdout
+                          "--kube-version", KUBE_VERSION, "--skip-tests", "--include-crds",
+                          "--set", "router.auth.existingSecret=flywheel-router-token").stdout
     body = committed.split("\n", 3)[3]  # after the three header lines
     assert body == rendered, "manifests/flywheel.yaml is stale: run `make manifests`"
 
@@ -303,6 +310,6 @@ def test_notes_say_how_to_reach_every_enabled_service(tools, restricted_namespac
     out = tools.helm("install", "notes", str(CHART), "-n", restricted_namespace, "--dry-run=server",
                      "--set", "drift.enabled=true").stdout
     notes = out[out.index("NOTES:"):]
-    for port in (8090, 8080, 6566, 8070):
+    for port in (8000, 8090, 8080, 6566, 8070):
         assert f"{port}:{port} &" in notes, notes
     assert "curl -s localhost:8070/v1/report" in notes

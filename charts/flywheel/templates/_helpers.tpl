@@ -76,10 +76,16 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Shared pod spec fields: pull secrets, no API token (no component talks to the API server). */}}
+{{/* Shared pod spec fields: pull secrets, no API token (only the router and the controller talk to the API
+server; they set their own service account and token fields, and include flywheel.imagePullSecrets). */}}
 {{- define "flywheel.podCommon" -}}
 automountServiceAccountToken: false
 enableServiceLinks: false
+{{- include "flywheel.imagePullSecrets" . }}
+{{- end -}}
+
+{{/* imagePullSecrets from the name: true map (nothing when none is set). */}}
+{{- define "flywheel.imagePullSecrets" -}}
 {{- if .Values.imagePullSecrets }}
 imagePullSecrets:
 {{- range $name, $use := .Values.imagePullSecrets }}
@@ -220,4 +226,24 @@ model repository claim, so it needs both (an image volume or an object store cop
 {{/* In-cluster URL of a component's Service. */}}
 {{- define "flywheel.url" -}}
 {{- printf "http://%s:%d" (include "flywheel.componentName" (dict "ctx" .ctx "component" .component)) (int .port) -}}
+{{- end -}}
+
+{{/* In-cluster URL of the transformer: the chart's Service (deployment mode) or the one KServe creates for the
+InferenceService's transformer, on port 80 (kserve mode). */}}
+{{- define "flywheel.transformerUrl" -}}
+{{- if eq .Values.mode "kserve" -}}
+{{- printf "http://%s-transformer.%s.svc.cluster.local" (include "flywheel.fullname" .) .Release.Namespace -}}
+{{- else -}}
+{{- include "flywheel.url" (dict "ctx" . "component" "transformer" "port" 8090) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the router's admin API token (key "token"): router.auth.existingSecret, or the chart's. */}}
+{{- define "flywheel.routerTokenSecret" -}}
+{{- default (include "flywheel.componentName" (dict "ctx" . "component" "router-token")) .Values.router.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The ConfigMap the router keeps its routes in. */}}
+{{- define "flywheel.routesConfigMap" -}}
+{{- include "flywheel.componentName" (dict "ctx" . "component" "routes") -}}
 {{- end -}}

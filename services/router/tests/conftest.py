@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 import pytest
+
 from flywheel_contracts import Route
 from flywheel_router import InferenceApp, RouteTable, Settings
 from flywheel_router._metrics import Metrics
