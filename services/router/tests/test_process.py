@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 
 def free_port() -> int:
@@ -93,5 +92,3 @@ def test_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "FLYWHEEL_ROUTER_ROUTE_SOURCE" in result.stderr
 
-
-assert uvicorn  # the process under test runs on uvicorn; import it here so a missing install fails loudly

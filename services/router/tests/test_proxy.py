@@ -253,15 +253,24 @@ async def test_a_full_shadow_queue_drops_copies_instead_of_delaying_callers(make
     await app.shadow.aclose()
 
 
-async def test_a_dead_shadow_candidate_counts_errors_and_never_fails_callers(make_app, upstream) -> None:
+async def test_a_dead_shadow_candidate_is_paused_with_back_off_and_never_fails_callers(make_app, upstream) -> None:
     upstream.behaviour["v2"] = refuse
     app = make_app(route(candidate={"version": "v2"}, shadowPercent=100))
     app.shadow.start()
     async with client(app) as c:
-        answers = [await c.post("/v1/models/fraud:predict", content=b"{}") for _ in range(10)]
-    await _drain(app)
-    assert all(a.status_code == 200 for a in answers)
-    assert app.stats["fraud"].shadow.candidate_errors == 10
+        answers = []
+        for _ in range(10):
+            answers.append(await c.post("/v1/models/fraud:predict", content=b"{}"))
+            await _drain(app)
+        shadow = app.stats["fraud"].shadow
+        assert all(a.status_code == 200 for a in answers)
+        assert shadow.candidate_errors == 1 and shadow.mirrored == 1 and shadow.skipped == 9  # paused after one
+        del upstream.behaviour["v2"]  # the candidate comes back
+        await asyncio.sleep(0.3)  # past the first back-off (0.25 s)
+        for _ in range(3):
+            await c.post("/v1/models/fraud:predict", content=b"{}")
+            await _drain(app)
+    assert shadow.mirrored == 4 and shadow.compared == 4 and shadow.candidate_errors == 1
     await app.shadow.aclose()
 
 

@@ -11,7 +11,7 @@ means the replica restarted and its counters began again from zero (as a Prometh
                      "status4xx": 7, "status5xx": 2, "predictions": 1200, "declines": 14,
                      "latencySeconds": {"le": [0.005, ...], "counts": [800, ...], "sum": 9.1, "count": 1200},
                      "scores": {"le": [0.05, ...], "counts": [...], "sum": 40.2, "count": 1200}}},
- "shadow": {"candidateVersion": "v2", "mirrored": 600, "dropped": 0, "compared": 590, "candidateErrors": 10,
+ "shadow": {"candidateVersion": "v2", "mirrored": 600, "dropped": 0, "skipped": 0, "compared": 590, "candidateErrors": 10,
             "predictionsCompared": 590, "decisionMismatches": 4,
             "scoreDiff": {"le": [...], "counts": [...], "sum": 1.2, "count": 590},
             "candidateLatencySeconds": {...}}}
@@ -90,6 +90,7 @@ class ShadowStats(BaseModel):
     candidate_version: str | None = Field(None, alias="candidateVersion")
     mirrored: int = Field(0, description="Requests queued for the candidate.")
     dropped: int = Field(0, description="Requests not mirrored because the shadow queue was full.")
+    skipped: int = Field(0, description="Requests not mirrored while the candidate was failing (paused, back-off).")
     compared: int = Field(0, description="Pairs whose candidate answer was compared (or failed).")
     candidate_errors: int = Field(0, alias="candidateErrors")
     predictions_compared: int = Field(0, alias="predictionsCompared")

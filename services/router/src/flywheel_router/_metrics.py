@@ -53,6 +53,10 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.shadow_skipped = Counter(
+            "flywheel_router_shadow_skipped_total", "Copies not made while the shadow candidate was failing (paused).",
+            ["model"], registry=r,
+        )
         self.shadow_errors = Counter(
             "flywheel_router_shadow_candidate_errors_total",
             "Shadow requests the candidate failed or answered 5xx.",

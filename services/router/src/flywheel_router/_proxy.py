@@ -275,6 +275,11 @@ class InferenceApp:
         self, model: str, candidate: Backend, method: str, suffix: str, headers: list, body: bytes, answer: Answer
     ) -> None:
         stats = self.stats.get(model)
+        if not self.shadow.accepting(model, candidate.version):
+            self.metrics.shadow_skipped.labels(model).inc()
+            if stats is not None:
+                stats.shadow.skipped += 1
+            return
         url = (candidate.endpoint or self.settings.default_upstream) + suffix
         copy = Copy(
             model,

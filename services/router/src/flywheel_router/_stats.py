@@ -73,6 +73,7 @@ class ShadowCounters:
     candidate_version: str | None = None
     mirrored: int = 0
     dropped: int = 0
+    skipped: int = 0
     compared: int = 0
     candidate_errors: int = 0
     predictions_compared: int = 0
@@ -85,6 +86,7 @@ class ShadowCounters:
             candidate_version=self.candidate_version,
             mirrored=self.mirrored,
             dropped=self.dropped,
+            skipped=self.skipped,
             compared=self.compared,
             candidate_errors=self.candidate_errors,
             predictions_compared=self.predictions_compared,
