@@ -53,7 +53,9 @@ class Router:
 
 @pytest.fixture(scope="module")
 def router(stack: Stack, ports, data_env, second_version) -> Router:
-    return Router(ports, Path(data_env["FLYWHEEL_DATA_DIR"]))
+    router = Router(ports, Path(data_env["FLYWHEEL_DATA_DIR"]))
+    yield router
+    router.client.close()
 
 
 def test_the_router_passes_raw_transactions_through_and_names_the_version(router, live_transactions):
