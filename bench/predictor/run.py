@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import socket
@@ -39,35 +38,18 @@ PYTHON = PREDICTOR / ".venv" / "bin" / "python"
 HERE = Path(__file__).resolve().parent
 MODEL = "fraud"
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def latest_version(repo: Path) -> Path | None:
-    root = repo / MODEL
-    versions = [
-        (int(child.name[1:]), child)
-        for child in (root.iterdir() if root.is_dir() else [])
-        if re.fullmatch(r"v\d+", child.name) and (child / "metadata.json").is_file()
-    ]
-    return max(versions)[1] if versions else None
+sys.path.insert(0, str(ROOT / "bench"))
+from benchkit import cpu_model, cpu_seconds, free_port, latest_version, log, lua_script, parse_wrk  # noqa: E402
 
 
 def model_for_bench(repo: Path, scratch: Path) -> tuple[Path, Path, str]:
     """(repo, version dir, description): the given repo's latest fraud, or the tiny fixture model."""
-    version = latest_version(repo)
+    version = latest_version(repo, MODEL)
     if version is not None:
         return repo, version, f"{MODEL} {version.name} from {repo}"
     tiny = scratch / "model_repo"
     subprocess.run([str(PYTHON), str(PREDICTOR / "tests" / "tiny_model.py"), "--repo", str(tiny)], check=True, stdout=subprocess.DEVNULL)
-    return tiny, latest_version(tiny), f"tiny fixture model (no published '{MODEL}' in {repo})"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return tiny, latest_version(tiny, MODEL), f"tiny fixture model (no published '{MODEL}' in {repo})"
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
@@ -111,44 +93,6 @@ def requests_for(dim: int) -> dict[str, tuple[str, str]]:
         "v1": (f"/v1/models/{MODEL}:predict", json.dumps({"instances": [row]})),
         "v2": (f"/v2/models/{MODEL}/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, dim], "datatype": "FP32", "data": row}]})),
     }
-
-
-def lua_script(path: Path, body: str) -> Path:
-    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
-    path.write_text(f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n')
-    return path
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def parse_wrk(output: str) -> dict[str, float]:
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
-        if not match:
-            raise RuntimeError(f"no {percent}% latency in wrk output:\n{output}")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
-    if not rps or not total:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    socket_errors = re.search(r"Socket errors:.*", output)
-    return {
-        "requests_per_s": float(rps.group(1)),
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "requests": int(total.group(1)),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(0) if socket_errors else "",
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads included (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(url: str, script: Path, seconds: int, connections: int, load_core: str, pid: int) -> dict[str, float]:
@@ -266,7 +210,7 @@ def main() -> int:
         "benchmark": "predictor",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_model()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model()},
         "setup": {
             "model": model_description,
             "input_dim": dim,
@@ -300,16 +244,6 @@ def main() -> int:
     log(f"ratio predictor/baseline (requests/s): v1 {ratios['v1']}, v2 {ratios['v2']}; "
         f"CPU per request baseline/predictor: v1 {cpu_ratios['v1']}, v2 {cpu_ratios['v2']} -> {args.out}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import shutil
@@ -51,30 +50,20 @@ HERE = Path(__file__).resolve().parent
 PREDICTOR_PY = ROOT / "services" / "predictor" / ".venv" / "bin" / "python"
 ROUTER_PY = ROOT / "services" / "router" / ".venv" / "bin" / "python"
 MODEL = "fraud"
+
+sys.path.insert(0, str(ROOT / "bench"))
+from benchkit import cpu_model, cpu_seconds, free_port, latest_version, log, lua_script, parse_wrk  # noqa: E402
 TOKEN = "bench-router-token"
 STICKY_HEADER = "x-card-id"
 FLOOR_BODY = '{"model_name":"fraud","model_version":"v1","outputs":[{"name":"probability","shape":[1,1],"datatype":"FP32","data":[0.5]}]}'
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # -- model -----------------------------------------------------------------------------------------------
-def latest_version(repo: Path) -> Path | None:
-    root = repo / MODEL
-    found = [
-        (int(c.name[1:]), c) for c in (root.iterdir() if root.is_dir() else [])
-        if re.fullmatch(r"v\d+", c.name) and (c / "metadata.json").is_file()
-    ]
-    return max(found)[1] if found else None
-
-
 def prepare_repo(source: Path, scratch: Path) -> tuple[Path, str, str, str, int]:
     """(repo, stable, candidate, description, input width): a scratch repo with two versions of the model."""
     repo = scratch / "model_repo"
     tiny = [str(PREDICTOR_PY), str(ROOT / "services" / "predictor" / "tests" / "tiny_model.py"), "--repo", str(repo)]
-    real = latest_version(source)
+    real = latest_version(source, MODEL)
     if real is not None:
         shutil.copytree(real, repo / MODEL / real.name)
         description = f"{MODEL} {real.name} from {source} (candidate: the tiny fixture model, published next)"
@@ -90,12 +79,6 @@ def prepare_repo(source: Path, scratch: Path) -> tuple[Path, str, str, str, int]
 
 
 # -- processes -------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Processes:
     """The servers of this run: started pinned to a core, logs in the scratch directory, all stopped at the end."""
 
@@ -155,12 +138,6 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
             conn.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -196,12 +173,6 @@ class Admin:
 
 
 # -- wrk -------------------------------------------------------------------------------------------------
-def lua(path: Path, body: str, extra: str = "") -> Path:
-    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
-    path.write_text(f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n{extra}')
-    return path
-
-
 COUNT_LUA = """
 local limit, n, counts = {limit}, 0, {{}}
 function response(status, headers, body)
@@ -222,28 +193,6 @@ function response(status, headers, body)
   end
 end
 """
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def parse_wrk(output: str) -> dict:
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
-        if not match:
-            raise RuntimeError(f"no {percent}% latency in wrk output:\n{output}")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-
-    rps, total = re.search(r"Requests/sec:\s+([\d.]+)", output), re.search(r"(\d+) requests in", output)
-    if not rps or not total:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    socket_errors = re.search(r"Socket errors:.*", output)
-    return {
-        "requests_per_s": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"),
-        "requests": int(total.group(1)), "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(0) if socket_errors else "",
-    }
-
 
 def wrk(url: str, script: Path, seconds: float, connections: int, core: str, pids: dict[str, int]) -> dict:
     """One wrk run; CPU time per request of each process in `pids` and of wrk itself."""
@@ -312,7 +261,7 @@ def split_through_router(admin: Admin, url: str, script_dir: Path, body: str, st
     out = []
     for weight in args.split_weights:
         admin.put_route({"model": MODEL, "stable": {"version": stable}, "candidate": {"version": candidate}, "candidateWeight": weight})
-        script = lua(script_dir / f"count-{weight}.lua", body, COUNT_LUA.format(limit=args.split_requests))
+        script = lua_script(script_dir / f"count-{weight}.lua", body, COUNT_LUA.format(limit=args.split_requests))
         result = subprocess.run(["taskset", "-c", args.load_core, "wrk", "-t1", f"-c{args.connections}", "-d120s", "-s", str(script), url],
                                 capture_output=True, text=True, timeout=150)
         counts: dict[tuple, int] = {}
@@ -486,8 +435,8 @@ def run(procs: Processes, scratch: Path, args: argparse.Namespace) -> dict:
     row = [round(0.1 * (i % 7) + 0.05, 2) for i in range(dim)]
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, dim], "datatype": "FP32", "data": row}]})
     infer = f"/v2/models/{MODEL}/infer"
-    scripts = {"closed": lua(scratch / "closed.lua", body),
-               "paced": lua(scratch / "paced.lua", body, f"function delay() return {args.paced_delay_ms} end\n")}
+    scripts = {"closed": lua_script(scratch / "closed.lua", body),
+               "paced": lua_script(scratch / "paced.lua", body, f"function delay() return {args.paced_delay_ms} end\n")}
 
     # predictor (server core): the stable as its default version, the candidate loaded at start
     predictor_port = free_port()
@@ -618,7 +567,7 @@ def report(collected, configs, split, sticky, profiles, version_header, descript
         "benchmark": "router",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_model()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model()},
         "setup": {
             "model": description, "input_dim": dim, "request": "one row per request, V2 JSON",
             "load_tool": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
@@ -649,16 +598,6 @@ def report(collected, configs, split, sticky, profiles, version_header, descript
             "shares, not absolute figures).",
         ],
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ class Metrics:
             registry=r,
         )
         self.shadow_skipped = Counter(
-            "flywheel_router_shadow_skipped_total", "Copies not made while the shadow candidate was failing (paused).",
-            ["model"], registry=r,
+            "flywheel_router_shadow_skipped_total",
+            "Copies not made while the shadow candidate was failing (paused).",
+            ["model"],
+            registry=r,
         )
         self.shadow_errors = Counter(
             "flywheel_router_shadow_candidate_errors_total",

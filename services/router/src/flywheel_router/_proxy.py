@@ -158,16 +158,15 @@ class InferenceApp:
             )
             return await self._answer(send, answer, None, UNROUTED, request_id)
         stats = self.stats.get(model) if route is not None else None
-        answer = await self._forward(scope["method"], suffix, forward, body, model, route, choice, stats)
-        if answer is None:  # the candidate failed: once more on the stable
+        answered = await self._forward(scope["method"], suffix, forward, body, model, choice, stats)
+        if answered is None:  # the candidate failed: once more on the stable
             self.metrics.retries.labels(model).inc()
-            choice = Choice(route.route.stable, "stable", None, "retry")
-            answer = await self._forward(
-                scope["method"], suffix, forward, body, model, route, choice, stats, final=True
-            )
+            choice = Choice(route.route.stable, "stable")
+            answered = await self._forward(scope["method"], suffix, forward, body, model, choice, stats, final=True)
+        answer, outcome = answered
         await self._answer(send, answer, choice.backend.version, choice.role, request_id)
         if choice.shadow is not None and answer.status == 200:
-            self._mirror(model, choice.shadow, scope["method"], suffix, forward, body, answer)
+            self._mirror(model, choice.shadow, scope["method"], suffix, forward, body, outcome)
 
     async def _forward(
         self,
@@ -176,12 +175,12 @@ class InferenceApp:
         headers: list,
         body: bytes,
         model: str,
-        route: CompiledRoute | None,
         choice: Choice,
         stats: ModelStats | None,
         final: bool = False,
-    ) -> Answer | None:
-        """The chosen version's answer; None when it was the candidate and failed (the caller retries)."""
+    ) -> tuple[Answer, Outcome] | None:
+        """The chosen version's answer and what it said; None when it was the candidate and failed (the
+        caller retries on the stable)."""
         backend = choice.backend
         retry_allowed = choice.role == "candidate" and not final
         counters = stats.counters(backend.version) if stats is not None else None
@@ -214,7 +213,7 @@ class InferenceApp:
             else EMPTY
         )
         self._count(counters, model, label_version, choice.role, answer, outcome)
-        return answer
+        return answer, outcome
 
     def _count(self, counters, model: str, version: str, role: str, answer: Answer, outcome: Outcome) -> None:
         status = answer.status
@@ -261,8 +260,8 @@ class InferenceApp:
         return answer
 
     async def _answer(self, send: Callable, answer: Answer, version: str | None, role: str, request_id: bytes) -> None:
-        headers = [(k, v) for k, v in answer.headers if k.lower() not in _DROP_BACK and k.lower() not in HOP_BY_HOP]
-        names = {k.lower() for k, _ in headers}
+        headers = [(k, v) for k, v in answer.headers if k not in _DROP_BACK and k not in HOP_BY_HOP]
+        names = {k for k, _ in headers}
         if version is not None and VERSION_HEADER not in names:
             headers.append((VERSION_HEADER, version.encode()))
         if REQUEST_ID not in names:
@@ -272,7 +271,7 @@ class InferenceApp:
 
     # -- shadow ----------------------------------------------------------------------------------------------
     def _mirror(
-        self, model: str, candidate: Backend, method: str, suffix: str, headers: list, body: bytes, answer: Answer
+        self, model: str, candidate: Backend, method: str, suffix: str, headers: list, body: bytes, stable: Outcome
     ) -> None:
         stats = self.stats.get(model)
         if not self.shadow.accepting(model, candidate.version):
@@ -288,7 +287,7 @@ class InferenceApp:
             url,
             [*headers, (VERSION_HEADER, candidate.version.encode()), (b"x-flywheel-shadow", b"1")],
             body,
-            read_outcome(dict(answer.headers), answer.body, self.settings.decision_threshold),
+            stable,
         )
         if self.shadow.submit(copy):
             self.metrics.shadow_mirrored.labels(model).inc()

@@ -49,7 +49,6 @@ class Choice:
     backend: Backend
     role: str  # "stable" | "candidate" | "pinned"
     shadow: Backend | None = None
-    reason: str = "weight"  # "weight" | "sticky" | "preview" | "pinned" | "stable"
 
 
 def choose(route: CompiledRoute, preview: bytes | None, sticky_key: bytes | None, rng: random.Random) -> Choice:
@@ -57,17 +56,14 @@ def choose(route: CompiledRoute, preview: bytes | None, sticky_key: bytes | None
     candidate = route.route.candidate
     if candidate is not None:
         if preview:
-            return Choice(candidate, "candidate", None, "preview")
+            return Choice(candidate, "candidate")
         if route.weight_threshold:
-            if sticky_key:
-                to_candidate, reason = ring_point(sticky_key, route.salt) < route.weight_threshold, "sticky"
-            else:
-                to_candidate, reason = rng.getrandbits(64) < route.weight_threshold, "weight"
-            if to_candidate:
-                return Choice(candidate, "candidate", None, reason)
+            point = ring_point(sticky_key, route.salt) if sticky_key else rng.getrandbits(64)
+            if point < route.weight_threshold:
+                return Choice(candidate, "candidate")
         if route.shadow_threshold and rng.getrandbits(64) < route.shadow_threshold:
-            return Choice(route.route.stable, "stable", candidate, "stable")
-    return Choice(route.route.stable, "stable", None, "stable")
+            return Choice(route.route.stable, "stable", candidate)
+    return Choice(route.route.stable, "stable")
 
 
 def pinned(route: CompiledRoute | None, version: str) -> Choice:
@@ -75,5 +71,5 @@ def pinned(route: CompiledRoute | None, version: str) -> Choice:
     if route is not None:
         for backend in (route.route.stable, route.route.candidate):
             if backend is not None and backend.version == version:
-                return Choice(backend, "pinned", None, "pinned")
-    return Choice(Backend(version=version), "pinned", None, "pinned")
+                return Choice(backend, "pinned")
+    return Choice(Backend(version=version), "pinned")

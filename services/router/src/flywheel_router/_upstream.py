@@ -1,4 +1,7 @@
-"""Adapter to the upstreams (transformer pools, per-version endpoints): one pooled keep-alive HTTP client.
+"""Adapter to the upstreams (transformer pools, per-version endpoints) on httpx, and the answer types.
+
+The router's default client is `_h1.H1Upstreams` (same contract, a fraction of the cost); this one is
+selectable with FLYWHEEL_ROUTER_UPSTREAM_CLIENT=httpx and lets tests inject an httpx mock transport.
 
 The body goes through as bytes, never re-encoded. Failures the router acts on are typed: `connect`
 (refused, reset, closed mid-answer) and `timeout` (connect or whole answer slower than configured), so a
@@ -17,6 +20,8 @@ Headers = list[tuple[bytes, bytes]]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """An upstream's answer; header names are lower-case (both clients guarantee it)."""
+
     status: int
     headers: Headers
     body: bytes
@@ -66,7 +71,8 @@ class Upstreams:
             raise UpstreamFailure("timeout", f"{url} did not answer within {timeout_s or self.timeout_s:g} s") from e
         except httpx.TransportError as e:
             raise UpstreamFailure("connect", f"cannot reach {url} ({type(e).__name__})") from e
-        return Answer(response.status_code, response.headers.raw, body, perf_counter() - started)
+        headers = [(name.lower(), value) for name, value in response.headers.raw]
+        return Answer(response.status_code, headers, body, perf_counter() - started)
 
     async def aclose(self) -> None:
         await self._client.aclose()

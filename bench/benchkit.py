@@ -1,0 +1,85 @@
+"""What every wrk-driven benchmark here needs: stdlib only, so the bench scripts run on the bare interpreter.
+
+`lua_script` writes wrk's POST script, `parse_wrk` reads its `--latency` output, `cpu_seconds` reads a
+process's CPU time from /proc (CPU per request is steadier than requests/s on a shared machine).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import sys
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def latest_version(repo: Path, model: str) -> Path | None:
+    """The newest published version directory of `model` in `repo`, or None."""
+    root = repo / model
+    versions = [
+        (int(child.name[1:]), child)
+        for child in (root.iterdir() if root.is_dir() else [])
+        if re.fullmatch(r"v\d+", child.name) and (child / "metadata.json").is_file()
+    ]
+    return max(versions)[1] if versions else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lua_script(path: Path, body: str, extra: str = "") -> Path:
+    """A wrk script that POSTs `body` as JSON, plus any `extra` Lua."""
+    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n{extra}')
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests/s, p50/p99 (ms), request and error counts from wrk's `--latency` output."""
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if not match:
+            raise RuntimeError(f"no {percent}% latency in wrk output:\n{output}")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    rps, total = re.search(r"Requests/sec:\s+([\d.]+)", output), re.search(r"(\d+) requests in", output)
+    if not rps or not total:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors:.*", output)
+    return {
+        "requests_per_s": float(rps.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": int(total.group(1)),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(0) if socket_errors else "",
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
