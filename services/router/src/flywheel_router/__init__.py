@@ -26,9 +26,9 @@ from ._errors import (
 )
 from ._proxy import InferenceApp
 from ._sources import make_source
-from ._split import Choice, choose, pinned, ring_point, threshold
+from ._split import Choice, CompiledRoute, choose, pinned, ring_point, threshold
 from ._store import RouteSource
-from ._table import CompiledRoute, RouteTable
+from ._table import RouteTable
 
 __all__ = [
     "AdminApp",

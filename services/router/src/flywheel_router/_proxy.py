@@ -34,9 +34,9 @@ from ._errors import BadRequest, MethodNotAllowed, NotFound, RouterError, Upstre
 from ._http import HOP_BY_HOP, hop_by_hop, read_body, respond, respond_error, respond_json
 from ._metrics import Metrics
 from ._shadow import Copy, Shadow
-from ._split import Choice, choose, pinned
+from ._split import Choice, CompiledRoute, choose, pinned
 from ._stats import ModelStats
-from ._table import CompiledRoute, RouteTable
+from ._table import RouteTable
 from ._upstream import Answer, UpstreamFailure, Upstreams
 
 log = logging.getLogger("flywheel_router")

@@ -19,12 +19,8 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from flywheel_contracts import WEIGHT_RESOLUTION, Backend
-
-if TYPE_CHECKING:
-    from ._table import CompiledRoute
+from flywheel_contracts import WEIGHT_RESOLUTION, Backend, Route
 
 POINTS = 1 << 64
 """Positions on the ring (a 64-bit hash); thresholds are POINTS * steps / (100 * WEIGHT_RESOLUTION)."""
@@ -40,6 +36,38 @@ def ring_point(key: bytes, salt: bytes) -> int:
     """A key's stable position on the ring: blake2b of salt + key (salt = model and candidate version, so
     each rollout orders keys afresh while keys stay put within it)."""
     return int.from_bytes(hashlib.blake2b(salt + b"\x00" + key, digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route ready for `choose`: thresholds, header names as the lower-case bytes ASGI carries, the salt."""
+
+    route: Route
+    weight_threshold: int
+    shadow_threshold: int
+    preview_header: bytes | None
+    sticky_header: bytes | None
+    sticky_cookie: bytes | None
+    salt: bytes
+
+    @classmethod
+    def of(cls, route: Route) -> CompiledRoute:
+        sticky = route.stickiness
+        candidate = route.candidate.version if route.candidate else ""
+        return cls(
+            route=route,
+            weight_threshold=threshold(route.weight_steps),
+            shadow_threshold=threshold(route.shadow_steps),
+            preview_header=route.preview_header.lower().encode() if route.preview_header else None,
+            sticky_header=sticky.header.lower().encode() if sticky and sticky.header else None,
+            sticky_cookie=sticky.cookie.encode() if sticky and sticky.cookie else None,
+            salt=f"{route.model}/{candidate}".encode(),
+        )
+
+    @property
+    def needs_headers(self) -> bool:
+        """True when routing reads request headers (preview or sticky)."""
+        return bool(self.preview_header or self.sticky_header or self.sticky_cookie)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,48 +1,16 @@
 """The routes in force: an immutable snapshot swapped in one assignment, so no request sees half a change.
 
-A route is compiled once when it arrives (thresholds, header names as the lower-case bytes ASGI carries,
-the hashing salt), never per request.
+Each route is compiled (`_split.CompiledRoute`) once when it arrives, never per request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from flywheel_contracts import Route
 
-from ._split import threshold
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRoute:
-    route: Route
-    weight_threshold: int
-    shadow_threshold: int
-    preview_header: bytes | None
-    sticky_header: bytes | None
-    sticky_cookie: bytes | None
-    salt: bytes
-
-    @classmethod
-    def of(cls, route: Route) -> CompiledRoute:
-        sticky = route.stickiness
-        candidate = route.candidate.version if route.candidate else ""
-        return cls(
-            route=route,
-            weight_threshold=threshold(route.weight_steps),
-            shadow_threshold=threshold(route.shadow_steps),
-            preview_header=route.preview_header.lower().encode() if route.preview_header else None,
-            sticky_header=sticky.header.lower().encode() if sticky and sticky.header else None,
-            sticky_cookie=sticky.cookie.encode() if sticky and sticky.cookie else None,
-            salt=f"{route.model}/{candidate}".encode(),
-        )
-
-    @property
-    def needs_headers(self) -> bool:
-        """True when routing reads request headers (preview or sticky)."""
-        return bool(self.preview_header or self.sticky_header or self.sticky_cookie)
+from ._split import CompiledRoute
 
 
 class RouteTable:
