@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
 SERVICE_PROJECTS := libs/flywheel-core libs/flywheel-contracts services/features services/trainer services/predictor \
-  services/transformer services/drift services/router
+  services/transformer services/drift services/router services/controller
 TEST_PROJECTS := tests tests/cluster
 PROJECTS := $(SERVICE_PROJECTS) $(TEST_PROJECTS)
 DATA_DIR ?= $(CURDIR)/data

@@ -153,8 +153,10 @@ def test_controller_rbac_reaches_modelrollouts_in_its_namespace_only(rollouts, t
         return done.stdout.strip() == "yes"
 
     assert can("watch", "modelrollouts.flywheel.dev") and can("patch", "modelrollouts.flywheel.dev/status")
-    assert can("create", "events") and can("get", "deployments.apps")
+    assert can("create", "events") and can("list", "endpointslices.discovery.k8s.io")
+    assert can("update", "leases.coordination.k8s.io") and can("patch", "modelrollouts.flywheel.dev")  # finalizer
     assert not can("delete", "modelrollouts.flywheel.dev"), "the controller never deletes a user's rollout"
-    assert not can("patch", "deployments.apps"), "traffic moves through the router, not by editing workloads"
+    assert not can("get", "deployments.apps"), "traffic moves through the router, not by touching workloads"
+    assert not can("get", "configmaps"), "routes are written through the router's admin API only"
     assert not can("get", "secrets")
     assert not can("list", "modelrollouts.flywheel.dev", "kube-system"), "namespaced, not cluster-wide"

@@ -84,7 +84,7 @@ def test_profile_renders_manifests_the_api_server_accepts(skaffold, tools, third
     assert "CustomResourceDefinition" in kinds and "Pod" not in kinds  # CRDs in, the helm test pod out
     assert ("InferenceService" in kinds) == (profile == "kserve")
     images = {c["image"] for d in docs for c in _containers(d) if c["image"].startswith("flywheel/")}
-    expected = {"features", "trainer", "predictor", "transformer", "drift", "router"}
+    expected = {"features", "trainer", "predictor", "transformer", "drift", "router", "controller"}
     assert images == {f"flywheel/{s}:{TAG}" for s in expected}, "every service runs the image skaffold built"
     predictors = [c for d in docs for c in _containers(d) if c["image"].startswith("flywheel/predictor")]
     assert {("nvidia.com/gpu" in c.get("resources", {}).get("limits", {})) for c in predictors} == {profile == "gpu"}

@@ -1,0 +1,51 @@
+"""`python -m flywheel_controller`: reconcile the namespace's ModelRollouts until SIGTERM (settings from
+FLYWHEEL_CONTROLLER_*). `python -m flywheel_controller --local rollout.yaml [...]`: the same engine against the
+local router, rollouts read from YAML files; exits 0 when every rollout Succeeded, 1 otherwise. Exit 2 for a bad
+setting or file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from ._config import ConfigError, load_settings
+from ._ports import StoreError
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m flywheel_controller", description=__doc__)
+    parser.add_argument("--local", nargs="+", type=Path, metavar="ROLLOUT_YAML",
+                        help="run without a cluster: ModelRollouts from these files, against the local router")
+    parser.add_argument("--state-dir", type=Path, default=Path("data/rollouts"),
+                        help="local mode: where each rollout's status is kept (resumes after a restart)")
+    parser.add_argument("--keep-running", action="store_true", help="local mode: do not exit when every rollout ended")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log = logging.getLogger("flywheel.controller")
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        log.error("refusing to start: %s", e)
+        return 2
+    from ._main import run_local, serve
+
+    try:
+        if args.local:
+            return asyncio.run(run_local(settings, args.local, args.state_dir, args.keep_running))
+        asyncio.run(serve(settings))
+    except (ConfigError, StoreError) as e:
+        log.error("refusing to start: %s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Wiring: settings -> store, traffic router, metric providers, elector -> the reconciler (+ health server).
+
+Two ways to run the same engine:
+- in a cluster (`python -m flywheel_controller`): ModelRollouts from the API server, leader election on a Lease,
+  router statistics from every replica behind the router's Service;
+- locally (`python -m flywheel_controller --local rollout.yaml ...`): ModelRollouts from YAML files, status in a
+  state directory, one router at ROUTER_ADMIN_URL; exits when every rollout has ended (unless --keep-running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+from flywheel_contracts import ModelRollout
+
+from ._config import ConfigError, Settings
+from ._discovery import router_replicas
+from ._health import HealthApp
+from ._kube import KubeClient, KubeRolloutStore
+from ._leader import AlwaysLeader, LeaseElector
+from ._metrics import Metrics
+from ._providers import make_providers
+from ._reconciler import Reconciler
+from ._store_file import FileRolloutStore
+from ._traffic import RouterAdminTraffic
+
+log = logging.getLogger("flywheel.controller")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are handled once, in run_until_signal
+
+
+def _kube_client(settings: Settings) -> KubeClient:
+    if settings.kubeconfig is not None:
+        return KubeClient.from_kubeconfig(settings.kubeconfig)
+    if settings.kube_api_url is not None:
+        return KubeClient(settings.kube_api_url, settings.kube_token_file, settings.kube_ca_file)
+    return KubeClient.in_cluster()
+
+
+def _namespace(settings: Settings) -> str:
+    if settings.namespace:
+        return settings.namespace
+    ns_file = settings.kube_token_file.parent / "namespace"
+    try:
+        return ns_file.read_text().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"Config 'FLYWHEEL_CONTROLLER_NAMESPACE' is unset and {ns_file} cannot be read ({e.strerror}): expected "
+            "the namespace whose ModelRollouts to reconcile"
+        ) from e
+
+
+def _static_replicas(url: str):
+    async def replicas() -> list[tuple[str, str]]:
+        return [("router", url)]
+
+    return replicas
+
+
+def build_cluster(settings: Settings, metrics: Metrics) -> tuple[Reconciler, LeaseElector | AlwaysLeader, KubeClient]:
+    client = _kube_client(settings)
+    namespace = _namespace(settings)
+    store = KubeRolloutStore(client, namespace)
+    if settings.router_service:
+        service, port = settings.router_service, settings.router_admin_port
+
+        async def replicas() -> list[tuple[str, str]]:
+            return await router_replicas(client, namespace, service, "admin", port)
+    else:
+        replicas = _static_replicas(settings.router_admin_url)
+    providers = make_providers(
+        router_replicas=replicas, router_token_file=settings.router_token_file,
+        drift_url=settings.drift_url, prometheus_url=settings.prometheus_url,
+    )
+    elector: LeaseElector | AlwaysLeader
+    if settings.leader_election:
+        elector = LeaseElector(client, namespace, settings.lease_name, settings.identity,
+                               lease_seconds=settings.lease_seconds, renew_seconds=settings.renew_seconds)
+    else:
+        elector = AlwaysLeader()
+    traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file)
+    reconciler = Reconciler(store=store, traffic=traffic, providers=providers, elector=elector, metrics=metrics,
+                            max_concurrent=settings.max_concurrent, resync_seconds=settings.resync_seconds)
+    return reconciler, elector, client
+
+
+async def serve(settings: Settings) -> None:
+    metrics = Metrics()
+    reconciler, elector, client = build_cluster(settings, metrics)
+    log.info("controller for namespace %s as %s; router %s", _namespace(settings), settings.identity,
+             settings.router_service or settings.router_admin_url)
+    try:
+        await run_until_signal(reconciler, elector, settings, metrics)
+    finally:
+        await client.aclose()
+
+
+async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, metrics: Metrics,
+                           done: asyncio.Future | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
+             asyncio.create_task(elector.run(), name="elector")]
+    server = None
+    if settings.http_port:
+        server = _Server(uvicorn.Config(HealthApp(metrics.registry, lambda: reconciler.ready), host=settings.http_host,
+                                        port=settings.http_port, lifespan="off", access_log=False, log_config=None))
+        tasks.append(asyncio.create_task(server.serve(), name="health"))
+    waiters = [asyncio.create_task(stop.wait())] + ([done] if done is not None else [])
+    try:
+        finished, _ = await asyncio.wait([*tasks, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            if task in tasks and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        if server is not None:
+            server.should_exit = True
+        await elector.release()
+        for task in [*tasks, *waiters]:
+            task.cancel()
+        await asyncio.gather(*tasks, *waiters, return_exceptions=True)
+        log.info("controller stopped")
+
+
+async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep_running: bool) -> int:
+    """The engine against the local router, rollouts from files; returns 0 when every rollout ended
+    Succeeded, 1 when one ended otherwise."""
+    metrics = Metrics()
+    store = FileRolloutStore(files, state_dir)
+    providers = make_providers(
+        router_replicas=_static_replicas(settings.router_admin_url), router_token_file=settings.router_token_file,
+        drift_url=settings.drift_url, prometheus_url=settings.prometheus_url,
+    )
+    done: asyncio.Future = asyncio.get_running_loop().create_future()
+    ended: dict[str, ModelRollout] = {}
+    total = len(await store.list())
+
+    def progress(before: ModelRollout, after: ModelRollout) -> None:
+        print_progress(before, after)
+        if after.status.phase.is_terminal():
+            ended[after.key] = after
+            if len(ended) == total and not keep_running and not done.done():
+                done.set_result(None)
+
+    reconciler = Reconciler(store=store, traffic=RouterAdminTraffic(settings.router_admin_url,
+                                                                   settings.router_token_file),
+                            providers=providers, elector=AlwaysLeader(), metrics=metrics,
+                            resync_seconds=min(settings.resync_seconds, 5.0), on_outcome=progress)
+    for rollout in await store.list():
+        if rollout.status.phase.is_terminal():
+            ended[rollout.key] = rollout
+            print(f"{rollout.name}: already {rollout.status.phase.value} ({rollout.status.message}); "
+                  f"delete {store._state_file(rollout)} to run it again", flush=True)
+    if len(ended) == total and not keep_running:
+        return _exit_code(ended)
+    local = settings.model_copy(update={"http_port": 0})
+    await run_until_signal(reconciler, AlwaysLeader(), local, metrics, done)
+    return _exit_code(ended)
+
+
+def _exit_code(ended: dict[str, ModelRollout]) -> int:
+    return 0 if ended and all(r.status.phase.value == "Succeeded" for r in ended.values()) else 1
+
+
+def print_progress(before: ModelRollout, after: ModelRollout) -> None:
+    """One line per new decision, and the analysis figures when a run completed (local mode's output)."""
+    seen = len(before.status.decisions)
+    new = after.status.decisions[seen:] if len(after.status.decisions) >= seen else after.status.decisions
+    run = after.status.last_analysis
+    if run is not None and run != before.status.last_analysis:
+        figures = "; ".join(m.message or f"{m.name} {m.verdict.value}" for m in run.metrics)
+        print(f"{run.time:%H:%M:%S} {after.name} analysis {run.verdict.value}: {figures}", flush=True)
+    for decision in new:
+        weight = f" weight {decision.weight}%" if decision.weight is not None else ""
+        print(f"{decision.time:%H:%M:%S} {after.name} {decision.action}{weight}: {decision.message}", flush=True)
+    if before.status.phase is not after.status.phase:
+        print(f"{after.name}: {after.status.phase.value} - {after.status.message or ''}", flush=True)
