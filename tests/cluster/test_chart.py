@@ -135,7 +135,7 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
                "--set", f"modelRepo.pvc.storageClassName={storage_class}",
                "--set", f"features.data.storageClassName={storage_class}", timeout=150)
     deployments = {d["metadata"]["name"]: d for d in tools.get(ns, "deployments")}
-    assert set(deployments) == {f"{PREFIX}-{c}" for c in ("features", "predictor", "transformer", "router")}
+    assert set(deployments) == {f"{PREFIX}-{c}" for c in ("features", "predictor", "transformer", "router", "controller")}
     assert all(_available(d) for d in deployments.values()), [d["status"] for d in deployments.values()]
     (redis,) = tools.get(ns, "statefulsets")
     assert redis["status"].get("readyReplicas") == 1
