@@ -73,7 +73,8 @@ def test_the_api_server_fills_in_the_defaults(rollouts):
                                   "strategy": {"type": "Shadow", "shadow": {}}}})
     spec = _get(kubectl, ns, "bare-shadow")["spec"]
     assert spec["strategy"]["shadow"] == {"mirrorPercent": 100, "duration": "30m", "promote": False}
-    assert spec["analysis"] == {"interval": "1m", "minSamples": 100, "failureLimit": 2, "inconclusiveLimit": 5}
+    assert spec["analysis"] == {"interval": "1m", "minSamples": 100, "failureLimit": 2, "inconclusiveLimit": 5,
+                                "alpha": 0.05, "evidence": "Sequential"}
     assert spec["rollback"] == {"automatic": True}
 
 

@@ -63,8 +63,8 @@ def test_the_router_installs_under_restricted_and_becomes_available(tools, relea
     assert (env["FLYWHEEL_ROUTER_ROUTE_SOURCE"], env["FLYWHEEL_ROUTER_KUBE_CONFIGMAP"]) == ("configmap", ROUTES)
     assert env["FLYWHEEL_ROUTER_TOKEN_FILE"] == "/var/run/flywheel/router-token/token"
     assert {v["name"]: v for v in pod["volumes"]}["router-token"]["secret"]["secretName"] == TOKEN_SECRET
-    # Only the router asks for an API token.
-    others = [d for d in tools.get(ns, "deployments") if d["metadata"]["name"] != ROUTER]
+    # Only the router and the controller ask for an API token.
+    others = [d for d in tools.get(ns, "deployments") if d["metadata"]["name"] not in (ROUTER, f"{PREFIX}-controller")]
     assert others and all(d["spec"]["template"]["spec"]["automountServiceAccountToken"] is False for d in others)
     service = _json(tools, "get", "service", ROUTER, "-n", ns)
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("http", 8000), ("admin", 8001)]
