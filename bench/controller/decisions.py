@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import math
 import os
@@ -34,15 +35,45 @@ from flywheel_controller._analysis import analyse  # noqa: E402
 from flywheel_controller._router_metrics import observe  # noqa: E402
 from flywheel_controller._types import RouterWindow  # noqa: E402
 
+
+def _router_latency_buckets() -> tuple[float, ...]:
+    """The router's own LATENCY_BUCKETS, from its module (its package imports a web stack this venv lacks)."""
+    path = ROOT / "services" / "router" / "src" / "flywheel_router" / "_stats.py"
+    spec = importlib.util.spec_from_file_location("_flywheel_router_stats", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return tuple(module.LATENCY_BUCKETS)
+
+
 RESULTS = ROOT / "bench" / "results" / "controller.json"
 REQUESTS = 2000  # per interval, both versions together
 STEPS = ((5, 5), (25, 5), (50, 5))  # (candidate weight %, intervals at that weight)
 ERROR_RATE = 0.01
 DECLINE_RATE = 0.05
 LATENCY_SIGMA = 0.5  # lognormal shape: p99 = 3.2 x median
-STABLE_P99_RANGE = (0.05, 0.25)  # per rollout, log-uniform, so p99 falls anywhere relative to the bucket edges
-ROUTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FINE_BUCKETS = tuple(0.001 * 2 ** (k / 8) for k in range(8 * 14 + 1))  # Prometheus native schema 3: x1.09
+STABLE_P99_RANGE = (
+    0.05,
+    0.25,
+)  # per rollout, log-uniform, so p99 falls anywhere relative to the bucket edges
+ROUTER_BUCKETS = _router_latency_buckets()  # x1.09 a bucket from 4 ms to 2.05 s, 78 buckets
+COARSE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)  # the router's before
+QUARTER_BUCKETS = tuple(0.0005 * 2 ** (k / 4) for k in range(65))  # native schema 2: x1.19, 65 buckets
 Z99 = 2.3263478740408408
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 METHODS = (
@@ -57,7 +88,13 @@ fixed rule would need to reach the sequential test's false rollback rate, and wh
 
 
 def metric(name: str, router_metric: str, bound: float) -> MetricSpec:
-    return MetricSpec(name=name, provider="router", metric=router_metric, max=bound, relative_to_stable=True)
+    return MetricSpec(
+        name=name,
+        provider="router",
+        metric=router_metric,
+        max=bound,
+        relative_to_stable=True,
+    )
 
 
 ERRORS = metric("error-rate", "error_rate", 0.005)
@@ -82,8 +119,9 @@ SCENARIOS = (
             "errors": ((ERRORS,), ROUTER_BUCKETS),
             "declines": ((DECLINES,), ROUTER_BUCKETS),
             "latency_router_buckets": ((LATENCY,), ROUTER_BUCKETS),
-            "latency_fine_buckets": ((LATENCY,), FINE_BUCKETS),
-            "all_three_fine_buckets": ((ERRORS, DECLINES, LATENCY), FINE_BUCKETS),
+            "latency_coarse_buckets": ((LATENCY,), COARSE_BUCKETS),
+            "latency_x1_19_buckets": ((LATENCY,), QUARTER_BUCKETS),
+            "all_three_router_buckets": ((ERRORS, DECLINES, LATENCY), ROUTER_BUCKETS),
         },
     ),
     # the worst candidate the bounds still accept: the sequential guarantee (<= alpha) is for this edge too
@@ -91,18 +129,28 @@ SCENARIOS = (
         "at_the_bound",
         error_rate=ERROR_RATE + ERRORS.max,
         decline_rate=DECLINE_RATE + DECLINES.max,
-        specs={"errors": ((ERRORS,), ROUTER_BUCKETS), "declines": ((DECLINES,), ROUTER_BUCKETS)},
+        specs={
+            "errors": ((ERRORS,), ROUTER_BUCKETS),
+            "declines": ((DECLINES,), ROUTER_BUCKETS),
+        },
     ),
-    Scenario("errors_x3", error_rate=3 * ERROR_RATE, specs={"errors": ((ERRORS,), ROUTER_BUCKETS)}),
     Scenario(
-        "declines_plus_2_points", decline_rate=DECLINE_RATE + 0.02, specs={"declines": ((DECLINES,), ROUTER_BUCKETS)}
+        "errors_x3",
+        error_rate=3 * ERROR_RATE,
+        specs={"errors": ((ERRORS,), ROUTER_BUCKETS)},
+    ),
+    Scenario(
+        "declines_plus_2_points",
+        decline_rate=DECLINE_RATE + 0.02,
+        specs={"declines": ((DECLINES,), ROUTER_BUCKETS)},
     ),
     Scenario(
         "latency_p99_plus_30pct",
         latency_factor=1.3,
         specs={
             "latency_router_buckets": ((LATENCY,), ROUTER_BUCKETS),
-            "latency_fine_buckets": ((LATENCY,), FINE_BUCKETS),
+            "latency_coarse_buckets": ((LATENCY,), COARSE_BUCKETS),
+            "latency_x1_19_buckets": ((LATENCY,), QUARTER_BUCKETS),
         },
     ),
 )
@@ -133,7 +181,7 @@ def _lognormal_cdf(x: float, mu: float, sigma: float) -> float:
     return 0.5 * math.erfc(-(math.log(x) - mu) / (sigma * math.sqrt(2)))
 
 
-UNION = tuple(sorted(set(ROUTER_BUCKETS) | set(FINE_BUCKETS)))
+UNION = tuple(sorted(set(ROUTER_BUCKETS) | set(COARSE_BUCKETS) | set(QUARTER_BUCKETS)))
 
 
 def _fold(ladder: tuple[float, ...]) -> list[int]:
@@ -141,7 +189,7 @@ def _fold(ladder: tuple[float, ...]) -> list[int]:
     return [next((j for j, edge in enumerate(ladder) if edge >= upper), len(ladder)) for upper in UNION] + [len(ladder)]
 
 
-FOLDS = {ROUTER_BUCKETS: _fold(ROUTER_BUCKETS), FINE_BUCKETS: _fold(FINE_BUCKETS)}
+FOLDS = {ladder: _fold(ladder) for ladder in (ROUTER_BUCKETS, COARSE_BUCKETS, QUARTER_BUCKETS)}
 
 
 def bucket_chances(median: float) -> list[float]:
@@ -207,7 +255,10 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict:
     for _ in range(rollouts):
         p99 = math.exp(rng.uniform(*map(math.log, STABLE_P99_RANGE)))
         median = p99 / math.exp(Z99 * LATENCY_SIGMA)
-        cand_chances, stab_chances = bucket_chances(median * scenario.latency_factor), bucket_chances(median)
+        cand_chances, stab_chances = (
+            bucket_chances(median * scenario.latency_factor),
+            bucket_chances(median),
+        )
         tracks = {
             label: [
                 Track(
@@ -247,7 +298,12 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict:
                         continue
                     if ladder not in windows:
                         windows[ladder] = RouterWindow(
-                            candidate=version_stats("candidate", cand_n, *cand[:2], histogram(cand[2], ladder)),
+                            candidate=version_stats(
+                                "candidate",
+                                cand_n,
+                                *cand[:2],
+                                histogram(cand[2], ladder),
+                            ),
                             stable=version_stats("stable", stab_n, *stab[:2], histogram(stab[2], ladder)),
                             shadow=None,
                             replicas=1,
@@ -257,7 +313,12 @@ def simulate(scenario: Scenario, rollouts: int, seed: int) -> dict:
                     observations = [observe(m, window, shadow=False) for m in metrics]
                     for track in live:
                         result = analyse(
-                            track.spec, observations, track.evidence, now=NOW, step=interval, previous=track.previous
+                            track.spec,
+                            observations,
+                            track.evidence,
+                            now=NOW,
+                            step=interval,
+                            previous=track.previous,
                         )
                         track.evidence, track.previous = result.evidence, result.run
                         if result.run.decisive or result.run.consecutive_failures >= track.spec.failure_limit:
@@ -279,6 +340,11 @@ def summarise(runs: list[list[Track]], good: bool) -> dict:
             "false_rollback_rate" if good else "detection_rate": round(rate, 4),
             "ci95_halfwidth": round(1.96 * math.sqrt(max(rate * (1 - rate), 1e-12) / len(runs)), 4),
         }
+        if not good:
+            # over ALL bad rollouts, so a rule that detects rarely does not look fast
+            figures["detected_by_interval"] = {
+                str(k): round(sum(1 for i, _ in hits if i <= k) / len(runs), 4) for k in (5, 10, 15)
+            }
         if hits and not good:
             figures["samples_to_detection"] = {
                 "mean": round(statistics.fmean(s for _, s in hits), 1),
@@ -330,13 +396,18 @@ def main() -> int:
                 m.name: {"metric": m.metric, "max": m.max, "relativeToStable": True}
                 for m in (ERRORS, DECLINES, LATENCY)
             },
-            "router_buckets": list(ROUTER_BUCKETS),
-            "fine_buckets": "0.001 * 2^(k/8), k = 0..112 (x1.09 a bucket, up to 16.4 s)",
+            "router_buckets": "services/router LATENCY_BUCKETS: 0.001, 0.002, 0.004 * 2^(k/8) for k = 0..72 (x1.09 a"
+            " bucket up to 2.05 s), 5, 10, 30",
+            "coarse_buckets": list(COARSE_BUCKETS),
+            "x1_19_buckets": "0.0005 * 2^(k/4), k = 0..64 (x1.19 a bucket, up to 32.8 s)",
             "rollback": "Sequential: a decisive run; Interval: failureLimit failed runs in a row",
         },
         "scenarios": scenarios,
     }
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = existing.get("decisions", {}).get("previous_method")
+    if previous:  # figures of the method this one replaced, kept for comparison (not rerun)
+        decisions["previous_method"] = previous
     existing["decisions"] = decisions
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 import pytest
@@ -140,8 +141,8 @@ def test_relative_to_the_stable_without_stable_traffic_is_inconclusive_and_carri
 
 
 def test_alpha_is_split_over_the_router_metrics() -> None:
-    # p of about 0.04: fails one metric alone (alpha 0.05), not one of two (0.025 each)
-    obs = errors(1500, 44)
+    # p of about 0.03: fails one metric alone (alpha 0.05), not one of two (0.025 each)
+    obs = errors(1500, 42)
     alone = run(spec(ERRORS), [obs]).run.metrics[0]
     assert 0.025 < alone.p_value <= 0.05 and alone.verdict is Verdict.FAILED
     other = MetricSpec(name="declines", provider="router", metric="decline_rate", max=0.01, relative_to_stable=True)
@@ -307,3 +308,20 @@ def test_any_stream_of_counts_gives_valid_p_values_and_consistent_counters(inter
             assert result.run.consecutive_failures == previous.consecutive_failures + 1
         assert result.run.decisive == (evidence_mode == "Sequential" and result.run.verdict is Verdict.FAILED)
         last_p, evidence, previous = m.p_value, result.evidence, result.run
+
+
+def test_a_band_keeps_alpha_for_a_candidate_at_one_edge_in_1000_rollouts() -> None:
+    # both sides' evidence is averaged, so a band (min and max) fails no more than alpha of good candidates
+    band = MetricSpec(name="declines", provider="router", metric="decline_rate", min=0.02, max=0.08)
+    rng = random.Random(19)
+    failed = 0
+    for _ in range(1000):
+        evidence: list[EvidenceState] = []
+        for _ in range(15):
+            x = sum(rng.random() < 0.08 for _ in range(100))
+            result = run(spec(band), [errors(100, x, name="declines")], evidence)
+            evidence = result.evidence
+            if result.run.decisive:
+                failed += 1
+                break
+    assert failed <= 50

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from flywheel_contracts import AnalysisRun, AnalysisSpec, EvidenceState, Histogram, MetricResult, MetricSpec, Verdict
 
-from ._stats import RateTest, mixture_scale, rate_test
+from ._stats import RateTest, always_valid_p, mixture_scale, rate_test
 from ._types import AnalysisResult, Counts, Observation
 
 NO_OBSERVATION = "no observation for this metric this interval"
@@ -175,7 +175,10 @@ def _accumulate(state: EvidenceState | None, name: str, candidate: Counts, stabl
 def _test(
     state: EvidenceState, bound_max: float | None, bound_min: float | None, *, relative: bool
 ) -> tuple[float | None, float]:
-    """(cumulative effect, running always-valid p) for one side or both sides of a band."""
+    """(cumulative effect, running always-valid p) for one side or both sides of a band.
+
+    A band's two one-sided likelihood ratios are averaged, not maximised: the average of two test
+    supermartingales is one, so a band keeps alpha too (at the price of a factor 2 in evidence)."""
     sides: list[tuple[RateTest, float]] = []
     for bound, above in ((bound_max, True), (bound_min, False)):
         if bound is None:
@@ -192,7 +195,9 @@ def _test(
             sides.append((test, mixture_scale(bound, relative=relative)))
     if not sides:
         return None, state.p_value
-    p = min(test.p_value(state.p_value, tau) for test, tau in sides)
+    logs = [test.log_ratio(scale) for test, scale in sides]
+    top = max(logs)
+    p = always_valid_p(state.p_value, top + math.log(sum(math.exp(v - top) for v in logs) / len(logs)))
     # the effect shown is the side pointing the harmful way, if any (a band is broken on at most one side)
     shown = max(sides, key=lambda side: side[0].harmful)[0]
     return shown.effect, p
