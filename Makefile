@@ -72,6 +72,16 @@ retrain: features ## train and publish the next model version (it takes traffic 
 up: install train ## run the whole loop locally until Ctrl-C
 	$(UV_PYTHON) scripts/up.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 
+CANDIDATE ?= good
+.PHONY: rollout
+rollout: install train ## publish a candidate version and roll it out with a canary on the local stack (CANDIDATE=good|harmful)
+	$(UV_PYTHON) scripts/rollout.py --candidate $(CANDIDATE) --model-repo $(MODEL_REPO) --data $(DATA_DIR)
+
+.PHONY: plugin
+plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv tool install, onto uv's tool bin dir
+	$(UV) tool install --force --reinstall ./services/controller
+	@echo "kubectl-flywheel is in $$($(UV) tool dir --bin); with that on PATH: kubectl flywheel --help"
+
 .PHONY: test
 test: install test-unit test-integration test-cluster ## every test
 

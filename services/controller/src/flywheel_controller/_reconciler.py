@@ -26,7 +26,7 @@ from ._analysis import analyse
 from ._engine import analysis_due, reconcile, released_route
 from ._metrics import Metrics
 from ._ports import ConflictError, Elector, RolloutStore, StoreError, TrafficError, TrafficRouter
-from ._types import RouterView, Tick
+from ._types import Event, RouterView, Tick
 
 log = logging.getLogger("flywheel.controller")
 
@@ -130,7 +130,10 @@ class Reconciler:
             timeout = 0.5 if not leader else (min(1.0, max(0.0, self._due[0][0] - now)) if self._due else 1.0)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands as the wake fires, and
+                # the controller then never stops.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 
@@ -193,19 +196,18 @@ class Reconciler:
             if before.status.started_at != rollout.status.started_at and not rollout.status.phase.is_terminal():
                 # Traffic starts moving now: the first interval is measured from here.
                 await self.providers.baseline(rollout)
-        for event in outcome.events:
-            try:
-                await self.store.post_event(rollout, event)
-            except StoreError as e:
-                self.metrics.errors.labels("event").inc()
-                log.warning("%s: could not post Event %s: %s", key, event.reason, e)
-        if outcome.route is not None and router.reachable and self._owns_route(before, rollout):
-            try:
-                await self.traffic.set_route(rollout.spec.model, outcome.route)
-            except TrafficError as e:
-                self.metrics.errors.labels("router").inc()
-                log.warning("%s: could not set the route: %s", key, e)
-                return 1.0
+        # The Events and the route write go out together: a rollback's route must not wait behind the Events.
+        events = asyncio.gather(*(self._post(rollout, event) for event in outcome.events))
+        try:
+            if outcome.route is not None and router.reachable and self._owns_route(before, rollout):
+                try:
+                    await self.traffic.set_route(rollout.spec.model, outcome.route)
+                except TrafficError as e:
+                    self.metrics.errors.labels("router").inc()
+                    log.warning("%s: could not set the route: %s", key, e)
+                    return 1.0
+        finally:
+            await events
         if rollout.status.phase.is_terminal():
             await self.providers.forget(key)
             # The route the terminal status implies is in place (or none is needed): deleting the rollout
@@ -216,6 +218,13 @@ class Reconciler:
         if self.on_outcome is not None and before.status != rollout.status:
             self.on_outcome(before, rollout)
         return outcome.requeue_after
+
+    async def _post(self, rollout: ModelRollout, event: Event) -> None:
+        try:
+            await self.store.post_event(rollout, event)
+        except StoreError as e:
+            self.metrics.errors.labels("event").inc()
+            log.warning("%s: could not post Event %s: %s", rollout.key, event.reason, e)
 
     def _owns_route(self, before: ModelRollout, rollout: ModelRollout) -> bool:
         """Whether this reconcile may write the model's route. A live rollout always may; an ended one only
