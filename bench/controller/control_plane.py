@@ -40,10 +40,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -52,10 +53,10 @@ sys.path.insert(0, str(REPO / "tests" / "cluster"))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
-import controlplane  # noqa: E402
-from benchkit import cpu_model, cpu_seconds, log  # noqa: E402
-from chart_fixtures import MODELROLLOUT_CRD, Tools, crd_established  # noqa: E402
-from localstack import Ports, Service, Stack, free_port, router_service, venv_python  # noqa: E402
+import controlplane
+from benchkit import cpu_model, cpu_seconds, log
+from chart_fixtures import MODELROLLOUT_CRD, Tools, crd_established
+from localstack import Ports, Service, Stack, free_port, router_service, venv_python
 
 CONTROLLER_PYTHON = REPO / "services" / "controller" / ".venv" / "bin" / "python"
 RESULTS = REPO / "bench" / "results" / "controller.json"
@@ -63,11 +64,28 @@ SA = "flywheel-controller"
 GROUP, VERSION, PLURAL = "flywheel.dev", "v1alpha1", "modelrollouts"
 TERMINAL = {"Succeeded", "RolledBack", "Aborted", "Failed"}
 
-SCALE_STEPS = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 30}, {"pause": {"duration": "2s"}},
-               {"setWeight": 60}, {"pause": {"duration": "2s"}}]
+SCALE_STEPS = [
+    {"setWeight": 10},
+    {"pause": {"duration": "2s"}},
+    {"setWeight": 30},
+    {"pause": {"duration": "2s"}},
+    {"setWeight": 60},
+    {"pause": {"duration": "2s"}},
+]
 ROLLBACK_STEPS = [{"setWeight": 30}, {"pause": {"duration": "60s"}}, {"setWeight": 60}]
-ROLLBACK_ANALYSIS = {"interval": "2s", "minSamples": 10, "metrics": [
-    {"name": "latency", "provider": "router", "metric": "latency_p99_seconds", "relativeToStable": True, "max": 0.005}]}
+ROLLBACK_ANALYSIS = {
+    "interval": "2s",
+    "minSamples": 10,
+    "metrics": [
+        {
+            "name": "latency",
+            "provider": "router",
+            "metric": "latency_p99_seconds",
+            "relativeToStable": True,
+            "max": 0.005,
+        }
+    ],
+}
 GOALS = {"reconcile_p99_s": 1.0, "rollback_s": 5.0}
 
 
@@ -140,8 +158,11 @@ class LoadSampler:
         self._stop.set()
         self._thread.join(timeout=10)
         s = self.samples or [0.0]
-        return {"loadavg_1m_mean": round(statistics.fmean(s), 2), "loadavg_1m_max": round(max(s), 2),
-                "other_control_planes_running": self.other_apiservers_seen}
+        return {
+            "loadavg_1m_mean": round(statistics.fmean(s), 2),
+            "loadavg_1m_max": round(max(s), 2),
+            "other_control_planes_running": self.other_apiservers_seen,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- router
@@ -154,10 +175,10 @@ class Router:
         self.admin, self.token_file = admin, token_file
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
-        headers = {"authorization": f"Bearer {self.token_file.read_text().strip()}",
-                   "content-type": "application/json"}
-        request = urllib.request.Request(self.admin + path, method=method, headers=headers,
-                                         data=None if body is None else json.dumps(body).encode())
+        headers = {"authorization": f"Bearer {self.token_file.read_text().strip()}", "content-type": "application/json"}
+        request = urllib.request.Request(
+            self.admin + path, method=method, headers=headers, data=None if body is None else json.dumps(body).encode()
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())
@@ -173,8 +194,9 @@ class Router:
         for attempt in range(5):  # the admin GET answers from the loaded table: a fresh write may 409 once
             current = self.route(model)
             try:
-                return self.call("PUT", f"/v1/routes/{model}",
-                                 {**body, "generation": (current or {}).get("generation", 0)})
+                return self.call(
+                    "PUT", f"/v1/routes/{model}", {**body, "generation": (current or {}).get("generation", 0)}
+                )
             except urllib.error.HTTPError as e:
                 if e.code != 409 or attempt == 4:
                     raise
@@ -183,8 +205,9 @@ class Router:
 
 
 def stable_only(version: str) -> Callable[[dict | None], bool]:
-    return lambda r: bool(r) and r["stable"]["version"] == version and not r.get("candidate") \
-        and not r.get("candidateWeight")
+    return lambda r: (
+        bool(r) and r["stable"]["version"] == version and not r.get("candidate") and not r.get("candidateWeight")
+    )
 
 
 class Traffic:
@@ -234,13 +257,18 @@ class Controller:
 
     def start(self) -> None:
         out = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(CONTROLLER_PYTHON), "-m", "flywheel_controller"],
-                                        env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(CONTROLLER_PYTHON), "-m", "flywheel_controller"],
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         wait_for("the controller's /readyz", lambda: self._get("/readyz") is not None, timeout=60)
-        wait_for("the controller to hold its Lease", lambda: self.metric("flywheel_controller_leader") == 1.0,
-                 timeout=60)
+        wait_for(
+            "the controller to hold its Lease", lambda: self.metric("flywheel_controller_leader") == 1.0, timeout=60
+        )
 
     def _get(self, path: str) -> str | None:
         if self.process is not None and self.process.poll() is not None:
@@ -259,7 +287,7 @@ class Controller:
 
     def metric(self, name: str) -> float | None:
         text = self._get("/metrics") or ""
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else None
 
     def cpu_s(self) -> float:
@@ -287,10 +315,10 @@ class Controller:
 def histogram(text: str, name: str) -> dict:
     """A Prometheus histogram from the text exposition: buckets (le -> cumulative count), count, sum."""
     buckets: list[tuple[float, float]] = []
-    for le, value in re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.M):
+    for le, value in re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.MULTILINE):
         buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
-    count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))
-    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))
+    count = float(re.search(rf"^{name}_count (\S+)$", text, re.MULTILINE).group(1))
+    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.MULTILINE).group(1))
     return {"buckets": sorted(buckets), "count": count, "sum": total}
 
 
@@ -311,11 +339,11 @@ def quantile(hist: dict, q: float) -> dict:
 def apiserver_latency(before: str, after: str) -> dict[str, dict]:
     """Mean kube-apiserver latency (its own apiserver_request_duration_seconds, sum/count over the phase) per
     verb of the requests the controller makes: how much of a reconcile is the API server's."""
-    pattern = r'^apiserver_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$'
+    pattern = r"^apiserver_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$"
 
     def read(text: str) -> dict[tuple[str, str], list[float]]:
         out: dict[tuple[str, str], list[float]] = {}
-        for kind, labels, value in re.findall(pattern, text, re.M):
+        for kind, labels, value in re.findall(pattern, text, re.MULTILINE):
             lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             if lab.get("resource") not in ("modelrollouts", "events", "leases"):
                 continue
@@ -335,7 +363,7 @@ def apiserver_latency(before: str, after: str) -> dict[str, dict]:
 
 
 def counters(text: str, name: str) -> dict[str, float]:
-    return {labels: float(v) for labels, v in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M)}
+    return {labels: float(v) for labels, v in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE)}
 
 
 # ----------------------------------------------------------------------------------------------- set-up
@@ -356,8 +384,13 @@ class Bench:
         self.cp = controlplane.ControlPlane.start()
         self.cluster_start_s = time.monotonic() - started
         home = self.work / "helm"
-        env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
-               "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cp.kubeconfig),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
         self.tools = Tools(str(self.cp.bin_dir / "helm"), str(self.cp.bin_dir / "kubectl"), env)
         from kubernetes import client, config
 
@@ -365,8 +398,11 @@ class Bench:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.tools.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MODELROLLOUT_CRD))
-        wait_for("ModelRollout CRD Established",
-                 lambda: crd_established(client.ApiextensionsV1Api(self.api), "modelrollouts.flywheel.dev"), 60)
+        wait_for(
+            "ModelRollout CRD Established",
+            lambda: crd_established(client.ApiextensionsV1Api(self.api), "modelrollouts.flywheel.dev"),
+            60,
+        )
         log(f"control plane up in {self.cluster_start_s:.1f} s; kubeconfig {self.cp.kubeconfig}")
 
     def apiserver_metrics(self) -> str:
@@ -376,13 +412,22 @@ class Bench:
         from kubernetes import client
 
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        wait_for(f"ServiceAccount {name}/default",
-                 lambda: any(sa.metadata.name == "default"
-                             for sa in self.core.list_namespaced_service_account(name).items), 60)
-        docs = self.tools.render(namespace=name, extra=(
-            "--show-only", "templates/controller-serviceaccount.yaml",
-            "--show-only", "templates/controller-role.yaml",
-            "--show-only", "templates/controller-rolebinding.yaml"))
+        wait_for(
+            f"ServiceAccount {name}/default",
+            lambda: any(sa.metadata.name == "default" for sa in self.core.list_namespaced_service_account(name).items),
+            60,
+        )
+        docs = self.tools.render(
+            namespace=name,
+            extra=(
+                "--show-only",
+                "templates/controller-serviceaccount.yaml",
+                "--show-only",
+                "templates/controller-role.yaml",
+                "--show-only",
+                "templates/controller-rolebinding.yaml",
+            ),
+        )
         self.tools.kubectl("apply", "-n", name, "-f", "-", stdin="\n---\n".join(yaml.safe_dump(d) for d in docs))
         return name
 
@@ -422,21 +467,33 @@ class Bench:
     def start_serving(self) -> None:
         log("publishing v1, v2, v3 of fraud and starting predictor + router")
         repo, data = self.work / "model_repo", self.work / "data"
-        subprocess.run([venv_python("services/predictor"), str(REPO / "tests" / "cluster" / "rollout_models.py"),
-                        str(repo)], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [venv_python("services/predictor"), str(REPO / "tests" / "cluster" / "rollout_models.py"), str(repo)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         ports = Ports(predictor=free_port(), router=free_port(), router_admin=free_port())
         predictor = Service(
-            "predictor", [venv_python("services/predictor"), "-m", "flywheel_predictor"],
-            {"FLYWHEEL_PREDICTOR_MODEL_REPO": str(repo), "FLYWHEEL_PREDICTOR_HTTP_PORT": str(ports.predictor),
-             "FLYWHEEL_DATA_DIR": str(data)},
+            "predictor",
+            [venv_python("services/predictor"), "-m", "flywheel_predictor"],
+            {
+                "FLYWHEEL_PREDICTOR_MODEL_REPO": str(repo),
+                "FLYWHEEL_PREDICTOR_HTTP_PORT": str(ports.predictor),
+                "FLYWHEEL_DATA_DIR": str(data),
+            },
             f"http://127.0.0.1:{ports.predictor}/v2/health/ready",
         )
         router = router_service(data, ports, f"http://127.0.0.1:{ports.predictor}")
         self.stack = Stack([predictor, router], self.work / "logs")
         self.stack.__enter__()
         token = data / "router" / "token"
-        self.serving = {"ports": ports, "token": token, "admin": f"http://127.0.0.1:{ports.router_admin}",
-                        "infer": f"http://127.0.0.1:{ports.router}/v2/models/fraud/infer"}
+        self.serving = {
+            "ports": ports,
+            "token": token,
+            "admin": f"http://127.0.0.1:{ports.router_admin}",
+            "infer": f"http://127.0.0.1:{ports.router}/v2/models/fraud/infer",
+        }
         self.router = Router(self.serving["admin"], token)
         self.router.put_route("fraud", {"stable": {"version": "v1"}})
 
@@ -469,10 +526,15 @@ class Bench:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
 
-def rollout(name: str, model: str, stable: str, candidate: str, steps: list[dict],
-            analysis: dict | None = None) -> dict:
-    spec: dict = {"model": model, "stable": {"version": stable}, "candidate": {"version": candidate},
-                  "strategy": {"type": "Canary", "canary": {"steps": steps}}}
+def rollout(
+    name: str, model: str, stable: str, candidate: str, steps: list[dict], analysis: dict | None = None
+) -> dict:
+    spec: dict = {
+        "model": model,
+        "stable": {"version": stable},
+        "candidate": {"version": candidate},
+        "strategy": {"type": "Canary", "canary": {"steps": steps}},
+    }
     if analysis is not None:
         spec["analysis"] = analysis
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRollout", "metadata": {"name": name}, "spec": spec}
@@ -541,17 +603,23 @@ def run_scale(bench: Bench, n: int) -> dict:
     for o in items:
         phases[o["status"]["phase"]] = phases.get(o["status"]["phase"], 0) + 1
     finished = [epoch(o["status"]["finishedAt"]) for o in items if o["status"].get("finishedAt")]
-    durations = [epoch(o["status"]["finishedAt"]) - epoch(o["status"]["startedAt"]) for o in items
-                 if o["status"].get("finishedAt") and o["status"].get("startedAt")]
+    durations = [
+        epoch(o["status"]["finishedAt"]) - epoch(o["status"]["startedAt"])
+        for o in items
+        if o["status"].get("finishedAt") and o["status"].get("startedAt")
+    ]
 
     # Routes: every model at stable v2 alone (the router's GET follows a write within its 0.25 s poll).
     def routes_final() -> dict[str, dict]:
         return {m: bench.router.route(m) for m in models}
 
     try:
-        routes = wait_for("every route at stable v2 alone",
-                          lambda: (lambda rs: rs if all(stable_only("v2")(r) for r in rs.values()) else None)(
-                              routes_final()), timeout=15, every=0.5)
+        routes = wait_for(
+            "every route at stable v2 alone",
+            lambda: (lambda rs: rs if all(stable_only("v2")(r) for r in rs.values()) else None)(routes_final()),
+            timeout=15,
+            every=0.5,
+        )
     except TimeoutError:
         routes = routes_final()
     wrong_routes = sorted(m for m, r in routes.items() if not stable_only("v2")(r))
@@ -563,8 +631,9 @@ def run_scale(bench: Bench, n: int) -> dict:
             route_lag.append(epoch(r["updatedAt"]) - epoch(o["status"]["finishedAt"]))
 
     lags = {o["metadata"]["name"]: step_lags(o, created[o["metadata"]["name"]]) for o in items}
-    bad_decisions = sorted(name for name, lag in lags.items() if lag is None or any(k.startswith("unexpected")
-                                                                                  for k in lag))
+    bad_decisions = sorted(
+        name for name, lag in lags.items() if lag is None or any(k.startswith("unexpected") for k in lag)
+    )
     by_step: dict[str, list[float]] = {}
     for lag in lags.values():
         for step, value in (lag or {}).items():
@@ -584,16 +653,26 @@ def run_scale(bench: Bench, n: int) -> dict:
         "phases": phases,
         "routes_not_at_stable_v2": wrong_routes,
         "rollouts_with_unexpected_decisions": bad_decisions,
-        "final_route_written_after_decision_s": {"p50": r3(pct(route_lag, 50)), "p99": r3(pct(route_lag, 99)),
-                                                 "max": r3(max(route_lag))} if route_lag else None,
-        "step_lag_s": {step: {"p50": r3(pct(v, 50)), "p99": r3(pct(v, 99)), "max": r3(max(v))}
-                       for step, v in by_step.items()},
-        "slowest_rollout": {"name": slowest["metadata"]["name"],
-                            "lag_s": {k: r3(v) for k, v in (lags[slowest["metadata"]["name"]] or {}).items()}},
+        "final_route_written_after_decision_s": {
+            "p50": r3(pct(route_lag, 50)),
+            "p99": r3(pct(route_lag, 99)),
+            "max": r3(max(route_lag)),
+        }
+        if route_lag
+        else None,
+        "step_lag_s": {
+            step: {"p50": r3(pct(v, 50)), "p99": r3(pct(v, 99)), "max": r3(max(v))} for step, v in by_step.items()
+        },
+        "slowest_rollout": {
+            "name": slowest["metadata"]["name"],
+            "lag_s": {k: r3(v) for k, v in (lags[slowest["metadata"]["name"]] or {}).items()},
+        },
         "reconcile_seconds": {
             "count": int(hist["count"]),
             "mean": r3(hist["sum"] / hist["count"]) if hist["count"] else None,
-            "p50": quantile(hist, 0.50), "p99": quantile(hist, 0.99), "max": quantile(hist, 1.0),
+            "p50": quantile(hist, 0.50),
+            "p99": quantile(hist, 0.99),
+            "max": quantile(hist, 1.0),
             "buckets": {("+Inf" if le == float("inf") else str(le)): int(c) for le, c in hist["buckets"]},
         },
         "controller_errors_total": counters(text, "flywheel_controller_errors_total"),
@@ -622,39 +701,56 @@ def run_rollback(bench: Bench, runs: int) -> dict:
             name = f"fraud-v3-{i:02d}"
             t0 = time.time()
             bench.create(ns, rollout(name, "fraud", "v1", "v3", ROLLBACK_STEPS, ROLLBACK_ANALYSIS))
-            obj = wait_for(f"{name} ended", lambda: (lambda o: o if o and (o.get("status") or {}).get("phase")
-                                                     in TERMINAL else None)(bench.get(ns, name)),
-                           timeout=150, every=0.2)
+            obj = wait_for(
+                f"{name} ended",
+                lambda: (lambda o: o if o and (o.get("status") or {}).get("phase") in TERMINAL else None)(
+                    bench.get(ns, name)
+                ),
+                timeout=150,
+                every=0.2,
+            )
             status = obj["status"]
             run: dict[str, Any] = {"name": name, "phase": status["phase"]}
             if status["phase"] == "RolledBack":
                 failing = status["lastAnalysis"]
                 try:
-                    route = wait_for("the route back at v1 alone",
-                                     lambda: (lambda r: r if stable_only("v1")(r) else None)(bench.router.route("fraud")),
-                                     timeout=30, every=0.1)
+                    route = wait_for(
+                        "the route back at v1 alone",
+                        lambda: (lambda r: r if stable_only("v1")(r) else None)(bench.router.route("fraud")),
+                        timeout=30,
+                        every=0.1,
+                    )
                 except TimeoutError:
                     route = bench.router.route("fraud")
                     run["route_not_back"] = route
                 latency = next((m for m in failing["metrics"] if m["name"] == "latency"), {})
                 analyses = [d for d in status.get("decisions") or []]
-                run.update({
-                    "verdict": failing["verdict"],
-                    "decisive": failing.get("decisive"),
-                    "candidate_p99_s": latency.get("value"), "stable_p99_s": latency.get("stableValue"),
-                    "p_value": latency.get("pValue"), "samples": latency.get("samples"),
-                    "rollback_s": r3(epoch(route["updatedAt"]) - epoch(failing["time"])) if stable_only("v1")(route)
-                    else None,
-                    "verdict_after_start_s": r3(epoch(failing["time"]) - epoch(status["startedAt"])),
-                    "create_to_rolled_back_s": r3(epoch(status["finishedAt"]) - t0),
-                    "rolled_back_decision_after_verdict_s": r3(epoch(status["finishedAt"]) - epoch(failing["time"])),
-                    "decisions": [d["action"] for d in analyses],
-                })
+                run.update(
+                    {
+                        "verdict": failing["verdict"],
+                        "decisive": failing.get("decisive"),
+                        "candidate_p99_s": latency.get("value"),
+                        "stable_p99_s": latency.get("stableValue"),
+                        "p_value": latency.get("pValue"),
+                        "samples": latency.get("samples"),
+                        "rollback_s": r3(epoch(route["updatedAt"]) - epoch(failing["time"]))
+                        if stable_only("v1")(route)
+                        else None,
+                        "verdict_after_start_s": r3(epoch(failing["time"]) - epoch(status["startedAt"])),
+                        "create_to_rolled_back_s": r3(epoch(status["finishedAt"]) - t0),
+                        "rolled_back_decision_after_verdict_s": r3(
+                            epoch(status["finishedAt"]) - epoch(failing["time"])
+                        ),
+                        "decisions": [d["action"] for d in analyses],
+                    }
+                )
             else:
                 run["message"] = status.get("message")
             results.append(run)
-            log(f"rollback {i + 1}/{runs}: {run['phase']} rollback_s={run.get('rollback_s')} "
-                f"verdict after {run.get('verdict_after_start_s')} s")
+            log(
+                f"rollback {i + 1}/{runs}: {run['phase']} rollback_s={run.get('rollback_s')} "
+                f"verdict after {run.get('verdict_after_start_s')} s"
+            )
             bench.delete(ns, name)
             wait_for(f"{name} deleted", lambda: bench.get(ns, name) is None, timeout=60, every=0.2)
             bench.router.put_route("fraud", {"stable": {"version": "v1"}})
@@ -674,11 +770,21 @@ def run_rollback(bench: Bench, runs: int) -> dict:
         "traffic": {"threads": traffic.threads, "answered": traffic.ok, "failed": traffic.failed},
         "rolled_back": sum(r["phase"] == "RolledBack" for r in results),
         "rollback_s": {"min": r3(min(times)), "median": r3(statistics.median(times)), "max": r3(max(times))}
-        if times else None,
-        "verdict_after_start_s": {"min": r3(min(detect)), "median": r3(statistics.median(detect)),
-                                  "max": r3(max(detect))} if detect else None,
-        "reconcile_seconds": {"count": int(hist["count"]), "p50": quantile(hist, 0.5), "p99": quantile(hist, 0.99),
-                              "max": quantile(hist, 1.0)},
+        if times
+        else None,
+        "verdict_after_start_s": {
+            "min": r3(min(detect)),
+            "median": r3(statistics.median(detect)),
+            "max": r3(max(detect)),
+        }
+        if detect
+        else None,
+        "reconcile_seconds": {
+            "count": int(hist["count"]),
+            "p50": quantile(hist, 0.5),
+            "p99": quantile(hist, 0.99),
+            "max": quantile(hist, 1.0),
+        },
         "controller_errors_total": counters(text, "flywheel_controller_errors_total"),
         "controller_log_problems": problems[:20],
         "per_run": results,
@@ -739,12 +845,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=100, help="concurrent canaries in the scale run")
     parser.add_argument("--rollback-runs", type=int, default=10, help="sequential rollbacks")
     parser.add_argument("--only", choices=("scale", "rollback"), help="run one benchmark")
-    parser.add_argument("--controller-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment of the controller (e.g. FLYWHEEL_CONTROLLER_MAX_CONCURRENT=32)")
+    parser.add_argument(
+        "--controller-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the controller (e.g. FLYWHEEL_CONTROLLER_MAX_CONCURRENT=32)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
     args = parser.parse_args(argv)
-    command = "tests/cluster/.venv/bin/python bench/controller/control_plane.py" + \
-        "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "tests/cluster/.venv/bin/python bench/controller/control_plane.py" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-controller-"))
     log(f"work directory (logs): {work}")
     bench = Bench(work)
@@ -760,11 +872,15 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start(bench.cp.procs["kube-apiserver"].pid)
             started = time.monotonic()
             result = fn(bench, size)
-            out[name] = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "machine": machine(sampler.stop()), "seconds": round(time.monotonic() - started, 1),
-                         "setup": "local control plane (hack/cluster, kube " + controlplane_version() + "), "
-                                  "controller as the chart's ServiceAccount, predictor + router as local processes",
-                         **result}
+            out[name] = {
+                "command": command,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(sampler.stop()),
+                "seconds": round(time.monotonic() - started, 1),
+                "setup": "local control plane (hack/cluster, kube " + controlplane_version() + "), "
+                "controller as the chart's ServiceAccount, predictor + router as local processes",
+                **result,
+            }
             log(json.dumps({k: v for k, v in out[name].items() if k not in ("per_run",)}, indent=1))
     finally:
         bench.close()
@@ -777,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def controlplane_version() -> str:
     text = (REPO / "hack" / "cluster" / "versions.env").read_text()
-    match = re.search(r"^KUBERNETES_VERSION=\"?v?([\d.]+)", text, re.M)
+    match = re.search(r"^KUBERNETES_VERSION=\"?v?([\d.]+)", text, re.MULTILINE)
     return match.group(1) if match else "?"
 
 
