@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flywheel_contracts import MetricSpec, ModelRollout
 
+from ._http import KeptClient
 from ._traffic import describe_failure, router_message
-from ._types import Observation
+from ._types import Observation, stable_version
 
 REPORT_TIMEOUT_S = 10.0
 """The report is built under the service's lock and holds histograms: allow it a moment."""
@@ -90,12 +91,6 @@ METRICS: dict[str, Callable[[_VersionReport], float | None]] = {
 """Metric name -> its value from one version's report (None: not measurable yet)."""
 
 
-def _stable_version(rollout: ModelRollout) -> str | None:
-    """The version the candidate is judged against: the one the controller made stable, else the spec's."""
-    if rollout.status.stable_version:
-        return rollout.status.stable_version
-    return rollout.spec.stable.version if rollout.spec.stable else None
-
 
 class _Unavailable(Exception):
     """The report could not be had; the message is every metric's error."""
@@ -110,25 +105,20 @@ class DriftProvider:
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.timeout = timeout
-        self._http: httpx.AsyncClient | None = None
+        self._kept = KeptClient(transport, timeout)
 
     def _client(self) -> httpx.AsyncClient:
-        """One kept client: building one costs ~0.1 s of CPU (the CA bundle) on the event loop."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
-        return self._http
+        return self._kept.client()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._kept.aclose()
 
     async def measure(
         self, rollout: ModelRollout, metrics: list[MetricSpec], since: datetime | None, now: datetime
     ) -> list[Observation]:
         if not metrics:
             return []
-        model, candidate, stable = rollout.spec.model, rollout.spec.candidate.version, _stable_version(rollout)
+        model, candidate, stable = rollout.spec.model, rollout.spec.candidate.version, stable_version(rollout)
         relative = any(m.relative_to_stable for m in metrics)
         try:
             client = self._client()

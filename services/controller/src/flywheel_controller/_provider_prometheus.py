@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flywheel_contracts import MetricSpec, ModelRollout
 
+from ._http import KeptClient
 from ._traffic import describe_failure
-from ._types import Observation
+from ._types import Observation, stable_version
 
 QUERY_TIMEOUT_S = 10.0
 """One query (s); Prometheus' own default query timeout is 2 minutes, far more than an analysis should wait."""
@@ -46,12 +47,6 @@ class _Answer(BaseModel):
     error: str | None = None
 
 
-def _stable_version(rollout: ModelRollout) -> str | None:
-    """The version the candidate is judged against: the one the controller made stable, else the spec's."""
-    if rollout.status.stable_version:
-        return rollout.status.stable_version
-    return rollout.spec.stable.version if rollout.spec.stable else None
-
 
 class QueryError(Exception):
     """The query gave no usable number; the message is the metric's error."""
@@ -66,18 +61,13 @@ class PrometheusProvider:
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.timeout = timeout
-        self._http: httpx.AsyncClient | None = None
+        self._kept = KeptClient(transport, timeout)
 
     def _client(self) -> httpx.AsyncClient:
-        """One kept client: building one costs ~0.1 s of CPU (the CA bundle) on the event loop."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
-        return self._http
+        return self._kept.client()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._kept.aclose()
 
     async def measure(
         self, rollout: ModelRollout, metrics: list[MetricSpec], since: datetime | None, now: datetime
@@ -92,7 +82,7 @@ class PrometheusProvider:
 
     async def _one(self, client: httpx.AsyncClient, rollout: ModelRollout, metric: MetricSpec, now: datetime
                    ) -> Observation:
-        model, candidate, stable = rollout.spec.model, rollout.spec.candidate.version, _stable_version(rollout)
+        model, candidate, stable = rollout.spec.model, rollout.spec.candidate.version, stable_version(rollout)
         template = metric.query or ""
         try:
             if stable is None and ("{{stable}}" in template or metric.relative_to_stable):

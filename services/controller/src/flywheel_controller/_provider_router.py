@@ -33,9 +33,10 @@ from pydantic import ValidationError
 from flywheel_contracts import MetricSpec, ModelRollout, RouterStats
 
 from . import _router_metrics
+from ._http import KeptClient
 from ._ports import TrafficError
 from ._traffic import TOKEN_SETTING, describe_failure, read_token, router_message
-from ._types import Observation
+from ._types import Observation, stable_version
 
 log = logging.getLogger("flywheel_controller.providers")
 
@@ -52,12 +53,6 @@ class _Baseline:
     stats: dict[str, RouterStats]  # replica name -> its snapshot
     taken: datetime
 
-
-def _stable_version(rollout: ModelRollout) -> str | None:
-    """The version the candidate is judged against: the one the controller made stable, else the spec's."""
-    if rollout.status.stable_version:
-        return rollout.status.stable_version
-    return rollout.spec.stable.version if rollout.spec.stable else None
 
 
 def _failed(metrics: list[MetricSpec], message: str, kind: _Kind = "proportion") -> list[Observation]:
@@ -81,12 +76,10 @@ class RouterStatsProvider:
         self.timeout = timeout
         self.replica_failures = 0  # replicas left out of an interval, since start (for /metrics)
         self._baselines: dict[str, _Baseline] = {}
-        self._http: httpx.AsyncClient | None = None
+        self._kept = KeptClient(transport, timeout)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._kept.aclose()
 
     async def baseline(self, rollout: ModelRollout) -> int:
         """Take the rollout's baseline now (call when its candidate starts taking traffic), so the first
@@ -118,7 +111,7 @@ class RouterStatsProvider:
             snapshots,
             since=start,
             candidate=rollout.spec.candidate.version,
-            stable=_stable_version(rollout),
+            stable=stable_version(rollout),
             seconds=(now - start).total_seconds(),
         )
         shadow = rollout.spec.strategy.type == "Shadow"
@@ -139,9 +132,8 @@ class RouterStatsProvider:
             return {}, [f"cannot list the router replicas: {e}"]
         if not replicas:
             return {}, ["no router replicas found"]
-        if self._http is None:  # kept: building a client costs ~0.1 s of CPU (the CA bundle)
-            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
-        results = await asyncio.gather(*(self._one(self._http, url, model, token) for _, url in replicas))
+        client = self._kept.client()
+        results = await asyncio.gather(*(self._one(client, url, model, token) for _, url in replicas))
         snapshots: dict[str, RouterStats] = {}
         problems: list[str] = []
         for (name, url), result in zip(replicas, results, strict=True):

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from flywheel_contracts import Route
 
+from ._http import KeptClient
 from ._ports import TrafficError
 from ._types import DesiredRoute
 
@@ -139,13 +140,11 @@ class RouterAdminTraffic:
         self.transport = transport
         self.timeout = timeout
         self.conflict_delay = conflict_delay
-        self._http: httpx.AsyncClient | None = None
+        self._kept = KeptClient(transport, timeout)
         self._recent: dict[str, tuple[float, Route | None]] = {}
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._kept.aclose()
 
     async def get_route(self, model: str) -> Route | None:
         route = await self._get(self._client(), model)
@@ -178,9 +177,7 @@ class RouterAdminTraffic:
 
     # -- HTTP ------------------------------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(transport=self.transport, timeout=self.timeout)
-        return self._http
+        return self._kept.client()
 
     def _url(self, model: str) -> str:
         return f"{self.base_url}/v1/routes/{model}"

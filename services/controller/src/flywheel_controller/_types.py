@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from flywheel_contracts import AnalysisRun, EvidenceState, Histogram, ModelRolloutStatus, ShadowStats, VersionStats
+from flywheel_contracts import (
+    AnalysisRun,
+    EvidenceState,
+    Histogram,
+    ModelRollout,
+    ModelRolloutStatus,
+    ShadowStats,
+    VersionStats,
+)
 
 
 @dataclass(frozen=True)
@@ -129,3 +137,10 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     route: DesiredRoute | None = None
     requeue_after: float = 1.0  # seconds until this rollout should be looked at again
+
+
+def stable_version(rollout: ModelRollout) -> str | None:
+    """The version the candidate is judged against: the one the controller made stable, else the spec's."""
+    if rollout.status.stable_version:
+        return rollout.status.stable_version
+    return rollout.spec.stable.version if rollout.spec.stable else None
