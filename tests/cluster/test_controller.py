@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ import yaml
 
 from chart_fixtures import MODELROLLOUT_CRD, crd_established, tools  # noqa: F401 (tools is a fixture)
 from conftest import REPO, wait_for
+from controller_rig import Traffic, service_account_env, stable_only
 
 sys.path.insert(0, str(REPO / "scripts"))
 from localstack import Ports, Service, Stack, free_port, router_service, venv_python  # noqa: E402
@@ -67,38 +67,6 @@ def serving(tmp_path_factory) -> Iterator[dict]:
             traffic.stop()
 
 
-class Traffic:
-    """Steady V2 requests through the router from a few threads (~60 req/s), until stopped."""
-
-    def __init__(self, url: str, threads: int = 3, pause_s: float = 0.04) -> None:
-        self.url, self.threads, self.pause_s = url, threads, pause_s
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 19], "data": [0.1] * 19}]}
-        self.body = json.dumps(body).encode()
-
-    def start(self) -> None:
-        for _ in range(self.threads):
-            worker = threading.Thread(target=self._run, daemon=True)
-            worker.start()
-            self._workers.append(worker)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            request = urllib.request.Request(self.url, data=self.body, headers={"content-type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    response.read()
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(self.pause_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=10)
-
-
 def _admin(serving: dict, method: str, path: str, body: dict | None = None) -> dict | None:
     headers = {"authorization": f"Bearer {serving['token'].read_text().strip()}", "content-type": "application/json"}
     request = urllib.request.Request(serving["admin"] + path, method=method, headers=headers,
@@ -123,10 +91,6 @@ def _settled_route(serving: dict, check, what: str, timeout: float = 5.0) -> dic
     a write within its poll interval (0.25 s), so a read right after a write may still show the one before."""
     wait_for(what, lambda: check(_route(serving)), timeout=timeout)
     return _route(serving)
-
-
-def _stable_only(version: str):
-    return lambda r: r["stable"]["version"] == version and not r.get("candidate") and not r.get("candidateWeight")
 
 
 def _put_route(serving: dict, body: dict) -> dict:
@@ -186,23 +150,8 @@ class Controller:
 @pytest.fixture(scope="module")
 def controller_env(cluster, tools, controller_ns, serving, tmp_path_factory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("controller-sa")
-    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
-    current = next(c["context"] for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"])
-    server = next(c["cluster"] for c in kubeconfig["clusters"] if c["name"] == current["cluster"])
-    ca_file = directory / "ca.crt"
-    if "certificate-authority-data" in server:
-        import base64
-
-        ca_file.write_bytes(base64.b64decode(server["certificate-authority-data"]))
-    else:
-        ca_file.write_bytes((cluster.kubeconfig.parent / server["certificate-authority"]).read_bytes())
-    token_file = directory / "token"
-    token_file.write_text(tools.kubectl("create", "token", SA, "-n", controller_ns, "--duration", "2h").stdout.strip())
     return {
-        "FLYWHEEL_CONTROLLER_NAMESPACE": controller_ns,
-        "FLYWHEEL_CONTROLLER_KUBE_API_URL": server["server"],
-        "FLYWHEEL_CONTROLLER_KUBE_TOKEN_FILE": str(token_file),
-        "FLYWHEEL_CONTROLLER_KUBE_CA_FILE": str(ca_file),
+        **service_account_env(cluster.kubeconfig, tools.kubectl, controller_ns, SA, directory),
         "FLYWHEEL_CONTROLLER_ROUTER_ADMIN_URL": serving["admin"],
         "FLYWHEEL_CONTROLLER_ROUTER_TOKEN_FILE": str(serving["token"]),
         "FLYWHEEL_CONTROLLER_HTTP_PORT": "0",
@@ -298,7 +247,7 @@ def test_a_good_canary_succeeds_and_the_candidate_becomes_stable(tools, controll
     status = _wait_phase(tools, ns, "to-v2", {"Succeeded", "RolledBack", "Failed", "Paused"}, controller)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert status["stableVersion"] == "v2" and status["previousStableVersion"] == "v1"
-    _settled_route(serving, _stable_only("v2"), "all traffic on v2")
+    _settled_route(serving, stable_only("v2"), "all traffic on v2")
     assert [d["action"] for d in status["decisions"]].count("SetWeight") == 2
     assert status["lastAnalysis"]["verdict"] == "Successful"
     row = tools.kubectl("get", "mro", "to-v2", "-n", ns, "--no-headers").stdout.split()
@@ -319,7 +268,7 @@ def test_a_slow_candidate_is_rolled_back_within_5s_of_the_failing_verdict(tools,
     assert failing["verdict"] == "Failed"
     latency = next(m for m in failing["metrics"] if m["name"] == "latency")
     assert latency["verdict"] == "Failed" and latency["value"] > 0.005
-    route = _settled_route(serving, _stable_only("v1"), "all traffic back on v1")
+    route = _settled_route(serving, stable_only("v1"), "all traffic back on v1")
     back_after = (_time(route["updatedAt"]) - _time(failing["time"])).total_seconds()
     assert back_after <= 5.0, f"traffic back on the stable {back_after:.2f} s after the failing verdict"
 
@@ -337,11 +286,11 @@ def test_kubectl_flywheel_promote_then_undo(tools, controller_ns, serving, contr
     assert wrong.returncode == 2 and "Paused" in (wrong.stderr + wrong.stdout)
     _plugin(tools, ns, "promote", "held")
     status = _wait_phase(tools, ns, "held", {"Succeeded"}, controller)
-    _settled_route(serving, _stable_only("v2"), "all traffic on v2")
+    _settled_route(serving, stable_only("v2"), "all traffic on v2")
     _plugin(tools, ns, "undo", "held")
     status = _wait_phase(tools, ns, "held", {"RolledBack"}, controller)
     assert status["stableVersion"] == "v1"
-    _settled_route(serving, _stable_only("v1"), "all traffic back on v1")
+    _settled_route(serving, stable_only("v1"), "all traffic back on v1")
     assert "no ModelRollout 'nope'" in _plugin(tools, ns, "status", "nope", ok=False).stderr
 
 
@@ -353,7 +302,7 @@ def test_kubectl_flywheel_abort_returns_traffic_to_the_stable(tools, controller_
     _plugin(tools, ns, "abort", "aborted")
     status = _wait_phase(tools, ns, "aborted", {"Aborted"}, controller)
     assert status["candidateWeight"] == 0
-    _settled_route(serving, _stable_only("v1"), "all traffic back on v1")
+    _settled_route(serving, stable_only("v1"), "all traffic back on v1")
 
 
 def test_an_intent_survives_a_gitops_reapply_of_the_unchanged_spec(tools, controller_ns, serving, controller, fresh):
@@ -391,7 +340,7 @@ def test_deleting_a_rollout_mid_way_returns_all_traffic_to_its_stable(tools, con
     _wait_phase(tools, ns, "deleted", {"Paused"}, controller)
     _settled_route(serving, lambda r: r.get("candidateWeight") == 30, "30% on v2")
     tools.kubectl("delete", "modelrollout", "deleted", "-n", ns, "--timeout=30s")
-    _settled_route(serving, _stable_only("v1"), "all traffic back on v1", timeout=1.0)
+    _settled_route(serving, stable_only("v1"), "all traffic back on v1", timeout=1.0)
 
 
 def test_a_controller_killed_mid_rollout_resumes_with_no_double_step(tools, controller_ns, controller_env, serving,
@@ -438,4 +387,4 @@ def test_each_example_starts_moving_traffic_and_aborts_cleanly(tools, controller
         assert route["previewHeader"] == "x-flywheel-preview" and route.get("candidateWeight", 0) == 0
     _plugin(tools, ns, "abort", name)
     assert _status(tools, ns, name)["phase"] == "Aborted"
-    _settled_route(serving, _stable_only("v1"), "all traffic back on v1")
+    _settled_route(serving, stable_only("v1"), "all traffic back on v1")
