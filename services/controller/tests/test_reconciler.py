@@ -14,9 +14,9 @@ import pytest
 from fake_apiserver import NS, FakeApiServer, rollout_object
 
 from flywheel_contracts import FINALIZER, AnalysisRun, ModelRollout, Phase, Route, Verdict
-from flywheel_controller._kube import KubeRolloutStore
 from flywheel_controller._leader import AlwaysLeader
 from flywheel_controller._reconciler import Reconciler
+from flywheel_controller._store_kube import KubeRolloutStore
 from flywheel_controller._traffic import NopTraffic
 from flywheel_controller._types import Counts, Observation
 

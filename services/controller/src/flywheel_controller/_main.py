@@ -23,12 +23,13 @@ from flywheel_contracts import ModelRollout
 from ._config import ConfigError, Settings
 from ._discovery import router_replicas
 from ._health import HealthApp
-from ._kube import KubeClient, KubeRolloutStore
+from ._kube import KubeClient
 from ._leader import AlwaysLeader, LeaseElector
 from ._metrics import Metrics
 from ._providers import make_providers
 from ._reconciler import Reconciler
 from ._store_file import FileRolloutStore
+from ._store_kube import KubeRolloutStore
 from ._traffic import RouterAdminTraffic
 
 log = logging.getLogger("flywheel.controller")
