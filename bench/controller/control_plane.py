@@ -26,7 +26,6 @@ docs/benchmarks.md is printed. Logs of every process stay in the work directory 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform
@@ -56,6 +55,7 @@ sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import controlplane
 from benchkit import cpu_model, cpu_seconds, log
 from chart_fixtures import MODELROLLOUT_CRD, Tools, crd_established
+from controller_rig import RouterAdmin, Traffic, service_account_env, stable_only
 from localstack import Ports, Service, Stack, free_port, router_service, venv_python
 
 CONTROLLER_PYTHON = REPO / "services" / "controller" / ".venv" / "bin" / "python"
@@ -166,82 +166,6 @@ class LoadSampler:
 
 
 # ---------------------------------------------------------------------------------------------- router
-
-
-class Router:
-    """The router's admin API (bearer token), as tests/cluster/test_controller.py uses it."""
-
-    def __init__(self, admin: str, token_file: Path) -> None:
-        self.admin, self.token_file = admin, token_file
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
-        headers = {"authorization": f"Bearer {self.token_file.read_text().strip()}", "content-type": "application/json"}
-        request = urllib.request.Request(
-            self.admin + path, method=method, headers=headers, data=None if body is None else json.dumps(body).encode()
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
-            raise
-
-    def route(self, model: str) -> dict | None:
-        return self.call("GET", f"/v1/routes/{model}")
-
-    def put_route(self, model: str, body: dict) -> dict | None:
-        for attempt in range(5):  # the admin GET answers from the loaded table: a fresh write may 409 once
-            current = self.route(model)
-            try:
-                return self.call(
-                    "PUT", f"/v1/routes/{model}", {**body, "generation": (current or {}).get("generation", 0)}
-                )
-            except urllib.error.HTTPError as e:
-                if e.code != 409 or attempt == 4:
-                    raise
-                time.sleep(0.3)
-        return None
-
-
-def stable_only(version: str) -> Callable[[dict | None], bool]:
-    return lambda r: (
-        bool(r) and r["stable"]["version"] == version and not r.get("candidate") and not r.get("candidateWeight")
-    )
-
-
-class Traffic:
-    """Steady V2 requests through the router from a few threads (~60 req/s), counting answers and failures."""
-
-    def __init__(self, url: str, threads: int = 3, pause_s: float = 0.04) -> None:
-        self.url, self.threads, self.pause_s = url, threads, pause_s
-        self.ok = self.failed = 0
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 19], "data": [0.1] * 19}]}
-        self.body = json.dumps(body).encode()
-
-    def start(self) -> None:
-        for _ in range(self.threads):
-            worker = threading.Thread(target=self._run, daemon=True)
-            worker.start()
-            self._workers.append(worker)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            request = urllib.request.Request(self.url, data=self.body, headers={"content-type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    response.read()
-                self.ok += 1
-            except (urllib.error.URLError, OSError):
-                self.failed += 1
-            time.sleep(self.pause_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=10)
 
 
 # ------------------------------------------------------------------------------------------ controller
@@ -436,21 +360,8 @@ class Bench:
         assert self.cp is not None and self.serving is not None
         directory = self.work / f"controller-{ns}"
         directory.mkdir()
-        kubeconfig = yaml.safe_load(self.cp.kubeconfig.read_text())
-        current = next(c["context"] for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"])
-        server = next(c["cluster"] for c in kubeconfig["clusters"] if c["name"] == current["cluster"])
-        ca_file = directory / "ca.crt"
-        if "certificate-authority-data" in server:
-            ca_file.write_bytes(base64.b64decode(server["certificate-authority-data"]))
-        else:
-            ca_file.write_bytes((self.cp.kubeconfig.parent / server["certificate-authority"]).read_bytes())
-        token_file = directory / "token"
-        token_file.write_text(self.tools.kubectl("create", "token", SA, "-n", ns, "--duration", "2h").stdout.strip())
         env = {
-            "FLYWHEEL_CONTROLLER_NAMESPACE": ns,
-            "FLYWHEEL_CONTROLLER_KUBE_API_URL": server["server"],
-            "FLYWHEEL_CONTROLLER_KUBE_TOKEN_FILE": str(token_file),
-            "FLYWHEEL_CONTROLLER_KUBE_CA_FILE": str(ca_file),
+            **service_account_env(self.cp.kubeconfig, self.tools.kubectl, ns, SA, directory),
             "FLYWHEEL_CONTROLLER_ROUTER_ADMIN_URL": self.serving["admin"],
             "FLYWHEEL_CONTROLLER_ROUTER_TOKEN_FILE": str(self.serving["token"]),
             "FLYWHEEL_CONTROLLER_HTTP_HOST": "127.0.0.1",
@@ -494,7 +405,7 @@ class Bench:
             "admin": f"http://127.0.0.1:{ports.router_admin}",
             "infer": f"http://127.0.0.1:{ports.router}/v2/models/fraud/infer",
         }
-        self.router = Router(self.serving["admin"], token)
+        self.router = RouterAdmin(self.serving["admin"], token)
         self.router.put_route("fraud", {"stable": {"version": "v1"}})
 
     def close(self) -> None:
