@@ -164,7 +164,7 @@ async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep
         if rollout.status.phase.is_terminal():
             ended[rollout.key] = rollout
             print(f"{rollout.name}: already {rollout.status.phase.value} ({rollout.status.message}); "
-                  f"delete {store._state_file(rollout)} to run it again", flush=True)
+                  f"delete {store.state_file(rollout)} to run it again", flush=True)
     if len(ended) == total and not keep_running:
         return _exit_code(ended)
     local = settings.model_copy(update={"http_port": 0})

@@ -62,11 +62,11 @@ class FileRolloutStore:
         self._changed: asyncio.Queue[str] = asyncio.Queue()
         self._version = 0
 
-    def _state_file(self, rollout: ModelRollout) -> Path:
+    def state_file(self, rollout: ModelRollout) -> Path:
         return self.state_dir / f"{rollout.namespace}_{rollout.name}.status.json"
 
     def _with_saved_status(self, rollout: ModelRollout) -> ModelRollout:
-        path = self._state_file(rollout)
+        path = self.state_file(rollout)
         try:
             saved = json.loads(path.read_text())
         except FileNotFoundError:
@@ -110,7 +110,7 @@ class FileRolloutStore:
         log.info("%s %s: %s", rollout.name, event.reason, event.message)
 
     def _save(self, rollout: ModelRollout) -> None:
-        path = self._state_file(rollout)
+        path = self.state_file(rollout)
         tmp = path.with_suffix(".tmp")
         body = {"generation": rollout.generation, "specHash": _spec_hash(rollout),
                 "finalizers": list(rollout.finalizers), "status": rollout.status.model_dump(mode="json", by_alias=True,
