@@ -9,7 +9,11 @@ PYTHON ?= python3.11
 UV_VERSION := 0.13.9
 TOOLS := $(CURDIR)/.tools
 UV := $(TOOLS)/bin/uv
-export UV_PYTHON := $(shell command -v $(PYTHON) 2>/dev/null || command -v python3)
+# The interpreter itself, not the pyenv/asdf shim that `command -v` finds first: given a shim's path, uv
+# cannot tell that an existing .venv was made from that interpreter and re-creates it on every sync.
+PYTHON_FOUND := $(shell command -v $(PYTHON) 2>/dev/null || command -v python3)
+export UV_PYTHON := $(if $(PYTHON_FOUND),$(shell $(PYTHON_FOUND) -c \
+  'import sys; print(getattr(sys, "_base_executable", None) or sys.executable)'))
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
@@ -29,9 +33,18 @@ TRAIN := FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND="$(CURDIR)/services/drift/.venv/bi
   --version-dir" $(TRAINER_PY) -m flywheel_trainer train --feature-repo feature_repo --data $(DATA_DIR) \
   --model-repo $(MODEL_REPO) --model fraud
 
+# `$(SYNC) PROJECT...` syncs the projects whose lock inputs changed since their last sync; a step runs it
+# (with --quiet) for the environments it needs, so `make data` or `make train` works from a fresh clone.
+SYNC := UV=$(UV) hack/make/sync.sh
+# $(call missing,FILES): FORCE when any of FILES does not exist, so a partly deleted output is remade.
+missing = $(if $(filter-out $(wildcard $(1)),$(1)),FORCE)
+.PHONY: FORCE
+FORCE:
+
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@awk -F':.*## ' '/^[a-z][a-z0-9-]*:.*## / { name[++n] = $$1; text[n] = $$2; if (length($$1) > w) w = length($$1) } \
+	  END { for (i = 1; i <= n; i++) printf "  %-" w "s  %s\n", name[i], text[i] }' $(MAKEFILE_LIST)
 
 .PHONY: tools
 tools: $(UV) ## install the pinned uv into .tools/
@@ -40,33 +53,47 @@ $(UV):
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
 .PHONY: install
-install: $(UV) ## create every project's .venv from its lock file
-	@for project in $(PROJECTS); do \
-	  echo "==> uv sync $$project"; \
-	  (cd $$project && $(UV) sync --frozen --quiet); \
-	done
+install: $(UV) ## create every project's .venv from its lock file (skips those whose lock inputs are unchanged)
+	@$(SYNC) $(PROJECTS)
 
 .PHONY: lock
 lock: $(UV) ## re-resolve every project's lock file
 	@for project in $(PROJECTS); do (cd $$project && $(UV) lock); done
 
+# The simulator writes these together; it runs once (again only when one of them is missing: remove data/
+# or run `make clean` to simulate afresh).
+DATA_FILES := $(addprefix $(DATA_DIR)/,transactions.parquet card_activity.parquet merchant_risk.parquet)
 .PHONY: data
 data: $(DATA_DIR)/transactions.parquet ## simulate the transaction history and feature tables
-$(DATA_DIR)/transactions.parquet:
+$(DATA_DIR)/transactions.parquet: $(call missing,$(DATA_FILES)) | $(UV)
+	@$(SYNC) --quiet services/features
 	$(FEATURES_PY) -m flywheel_core.sim history --out $(DATA_DIR) --size $(DATA_SIZE)
 
+# Feast apply + materialize run again only when what they read changed: the feature definitions, the
+# data, Feast's version (the lock file), or when the registry or online store is gone. The stamp lives
+# in the data directory, so another DATA_DIR gets its own.
+FEATURES_STAMP := $(DATA_DIR)/.features-applied
+FEATURE_INPUTS := $(wildcard feature_repo/*.py) feature_repo/feature_store.yaml feature_repo/.feastignore \
+  $(DATA_DIR)/transactions.parquet $(wildcard $(DATA_FILES)) services/features/uv.lock
 .PHONY: features
-features: data ## feast apply + materialize into the local online store
+features: $(FEATURES_STAMP) ## feast apply + materialize into the local online store (when its inputs changed)
+$(FEATURES_STAMP): $(FEATURE_INPUTS) $(call missing,$(DATA_DIR)/registry.db $(DATA_DIR)/online_store.db) | $(UV)
+	@$(SYNC) --quiet services/features
+	@rm -f $@
 	$(FEATURES_PY) -m flywheel_features apply
 	$(FEATURES_PY) -m flywheel_features materialize
+	@touch $@
 
+# Not echoed: the trainer's first log line says what it does, and the command is three lines long.
 .PHONY: train
 train: features ## train and publish a model version if the model repo has none
-	$(TRAIN) --if-empty
+	@$(SYNC) --quiet services/trainer services/drift
+	@$(TRAIN) --if-empty
 
 .PHONY: retrain
 retrain: features ## train and publish the next model version (it takes traffic only when a route sends it some)
-	$(TRAIN)
+	@$(SYNC) --quiet services/trainer services/drift
+	@$(TRAIN)
 
 .PHONY: up
 up: install train ## run the whole loop locally until Ctrl-C
@@ -136,6 +163,20 @@ bench: install bench-deps train ## benchmarks (figures in bench/results/, summar
 	tests/.venv/bin/python bench/e2e/run.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 	services/drift/.venv/bin/python bench/drift/run.py
 
+# Tool caches the project's tools write inside the checkout (pytest, ruff, hypothesis, import-linter, Python).
+TOOL_CACHES := __pycache__ .pytest_cache .ruff_cache .hypothesis .import_linter_cache
+# The model repository loses its published versions (so the next `make up` trains v1) but keeps its
+# committed README.md. Bench figures (bench/results/) are committed and stay.
 .PHONY: clean
-clean: ## remove generated data, models and environments
-	rm -rf $(DATA_DIR) .run $(foreach p,$(PROJECTS),$(p)/.venv)
+clean: ## remove what the project generated: data, published models, logs, every .venv, .tools/, tool caches
+	@if [ -f .run/cluster/state.json ]; then hack/cluster/down.sh; fi
+	rm -rf $(DATA_DIR) .run feature_repo/data $(TOOLS) $(foreach p,$(PROJECTS),$(p)/.venv)
+	if [ -d $(MODEL_REPO) ]; then find $(MODEL_REPO) -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +; fi
+	find . -path ./.git -prune -o -type d \( $(patsubst %,-name % -o,$(TOOL_CACHES)) -name '*.egg-info' \) \
+	  -prune -exec rm -rf {} +
+
+.PHONY: distclean
+distclean: ## clean, and empty the caches outside the checkout the project fills (uv, Go, control plane); DRY_RUN=1 lists them
+	@if [ -f .run/cluster/state.json ]; then hack/cluster/down.sh; fi
+	@UV=$(UV) hack/make/distclean.sh $(if $(DRY_RUN),--dry-run)
+	$(if $(DRY_RUN),,@$(MAKE) --no-print-directory clean)

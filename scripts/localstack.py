@@ -2,7 +2,9 @@
 
 `make up` (scripts/up.py) and the integration tests (tests/) both start the stack through this module,
 so what the tests prove is what a user runs. Standard library only: it runs on the bare interpreter.
-Each service runs from its own project's .venv; logs go to one file per service.
+Each service runs from its own project's .venv and binds 127.0.0.1 only. Services start as soon as the
+ones they need are ready (most need none), so the stack is ready in about the time of its slowest
+service. Logs go to one plain-text file per service; the previous run's file moves to `previous/`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+# Log files are read, grepped and diffed, not shown on a terminal: no colour codes, whatever the user's
+# shell asks for (libraries honour NO_COLOR; TERM=dumb covers the rest), and no output held back in a
+# buffer that a crash would lose.
+PLAIN_OUTPUT_ENV = {"NO_COLOR": "1", "TERM": "dumb", "PY_COLORS": "0", "PYTHONUNBUFFERED": "1"}
+_COLOUR_FORCING_ENV = ("FORCE_COLOR", "CLICOLOR_FORCE")
 
 
 @dataclass(frozen=True)
@@ -44,17 +55,32 @@ class Service:
     ready_url: str
     process: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
+    after: tuple[str, ...] = ()
+    """Services of the same stack that must be ready before this one starts (names; others are ignored)."""
+    ready_after_s: float | None = None
+    """Seconds from this service's start to its first ready answer (None until then)."""
 
     def start(self, log_dir: Path, append: bool = False) -> None:
+        """Start the process, its output to `<log_dir>/<name>.log`.
+
+        Without `append`, an existing log (a previous run's, perhaps a crash) first moves to
+        `<log_dir>/previous/<name>.log`, replacing the one before it.
+        """
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
+        if not append and self.log_path.exists():
+            previous = log_dir / "previous"
+            previous.mkdir(exist_ok=True)
+            self.log_path.replace(previous / self.log_path.name)
+        env = {k: v for k, v in os.environ.items() if k not in _COLOUR_FORCING_ENV}
         log = open(self.log_path, "ab" if append else "wb")
         # A new session per service, so stopping it stops its worker processes too.
         self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            self.argv, cwd=ROOT, env={**env, **PLAIN_OUTPUT_ENV, **self.env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
+        self.ready_after_s = None
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -96,9 +122,11 @@ def default_services(
     """The services wired to each other on loopback: the router in front of the transformer, which logs
     every inference to drift.
 
-    With `drift=False` the transformer's events go wherever `extra_env` says (or nowhere).
+    With `drift=False` the transformer's events go wherever `extra_env` says (or nowhere). Every service
+    binds 127.0.0.1. None needs another at start-up (each reads the model repo or its own files; calls
+    between them happen per request), so they all start at once.
     """
-    host = "127.0.0.1"
+    host = LOOPBACK
     sink = {"FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": f"http://{host}:{ports.drift}/"} if drift else {}
     common = {"FLYWHEEL_DATA_DIR": str(data_dir), **sink, **(extra_env or {})}
     drift_service = Service(
@@ -118,7 +146,8 @@ def default_services(
         Service(
             "predictor",
             [venv_python("services/predictor"), "-m", "flywheel_predictor"],
-            {**common, "FLYWHEEL_PREDICTOR_MODEL_REPO": str(model_repo), "FLYWHEEL_PREDICTOR_HTTP_PORT": str(ports.predictor)},
+            {**common, "FLYWHEEL_PREDICTOR_MODEL_REPO": str(model_repo), "FLYWHEEL_PREDICTOR_HTTP_HOST": host,
+             "FLYWHEEL_PREDICTOR_HTTP_PORT": str(ports.predictor)},
             f"http://{host}:{ports.predictor}/v2/health/ready",
         ),
         Service(
@@ -126,6 +155,7 @@ def default_services(
             [venv_python("services/transformer"), "-m", "flywheel_transformer"],
             {
                 **common,
+                "FLYWHEEL_TRANSFORMER_HTTP_HOST": host,
                 "FLYWHEEL_TRANSFORMER_HTTP_PORT": str(ports.transformer),
                 "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(model_repo),
                 "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": f"http://{host}:{ports.predictor}",
@@ -150,7 +180,7 @@ def router_token(data_dir: Path) -> Path:
 
 def router_service(data_dir: Path, ports: Ports, upstream: str, name: str = "router") -> Service:
     """The router in front of `upstream` (the transformer), its routes in `<data>/router/routes.json`."""
-    host = "127.0.0.1"
+    host = LOOPBACK
     return Service(
         name,
         [venv_python("services/router"), "-m", "flywheel_router"],
@@ -183,18 +213,29 @@ class StackError(RuntimeError):
 
 
 class Stack:
-    """Start services in order, wait for each to be ready, stop them all on exit."""
+    """Start services (each once those in its `after` are ready), wait for all to be ready, stop them all on exit.
 
-    def __init__(self, services: Iterable[Service], log_dir: Path, ready_timeout_s: float = 180.0):
+    `on_ready(service)` is called as each becomes ready (from the thread that entered the stack), for progress.
+    """
+
+    POLL_INTERVAL_S = 0.05  # a readiness probe is one loopback request: poll often, report readiness promptly
+
+    def __init__(
+        self,
+        services: Iterable[Service],
+        log_dir: Path,
+        ready_timeout_s: float = 180.0,
+        on_ready: Callable[[Service], None] | None = None,
+    ):
         self.services = list(services)
         self.log_dir = log_dir
         self.ready_timeout_s = ready_timeout_s
+        self.on_ready = on_ready
+        self._stopping = threading.Event()
 
     def __enter__(self) -> Stack:
         try:
-            for service in self.services:
-                service.start(self.log_dir)
-                self._wait_ready(service)
+            self._start_all()
         except BaseException:
             self.stop()
             raise
@@ -206,14 +247,45 @@ class Stack:
     def __getitem__(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
 
+    def _start_all(self) -> None:
+        """Start every service whose `after` are ready, wait (in threads) for any to become ready, repeat."""
+        names = {s.name for s in self.services}
+        ready: set[str] = set()
+        pending = list(self.services)
+        self._stopping.clear()
+        with ThreadPoolExecutor(max(1, len(self.services)), thread_name_prefix="stack-ready") as pool:
+            waiting: dict[Future, Service] = {}
+            try:
+                while pending or waiting:
+                    startable = [s for s in pending if all(n in ready or n not in names for n in s.after)]
+                    for service in startable:
+                        pending.remove(service)
+                        service.start(self.log_dir)
+                        waiting[pool.submit(self._wait_ready, service)] = service
+                    if not waiting:
+                        blocked = ", ".join(f"{s.name} (after {', '.join(s.after)})" for s in pending)
+                        raise StackError(f"these services wait for each other and can never start: {blocked}")
+                    done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        service = waiting.pop(future)
+                        future.result()  # StackError: exited or not ready in time
+                        ready.add(service.name)
+                        if self.on_ready is not None:
+                            self.on_ready(service)
+            finally:
+                self._stopping.set()  # the other waits return at once; the caller stops the processes
+
     def _wait_ready(self, service: Service) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
+        started = time.monotonic()
+        deadline = started + self.ready_timeout_s
         while time.monotonic() < deadline:
             if service.process.poll() is not None:
                 raise StackError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
             if _is_ready(service.ready_url):
+                service.ready_after_s = time.monotonic() - started
                 return
-            time.sleep(0.25)
+            if self._stopping.wait(self.POLL_INTERVAL_S):
+                return
         raise StackError(f"{service.name} not ready at {service.ready_url} after {self.ready_timeout_s:.0f} s:\n{service.log_tail()}")
 
     def stop(self) -> None:
@@ -230,6 +302,7 @@ class Stack:
         service = self[name]
         service.stop()
         service.start(self.log_dir, append=True)
+        self._stopping.clear()
         self._wait_ready(service)
 
 

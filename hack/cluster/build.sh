@@ -10,6 +10,10 @@
 # Cache: ${FLYWHEEL_K8S_CACHE:-$HOME/.cache/flywheel-k8s}/<component>-<version>-<sum>/bin
 # where <sum> hashes the wrapper module's go.mod + go.sum, so bumping a pin in
 # versions.env (and re-running `go get -tool`, see README) builds a new dir.
+#
+# Output (stderr): one line per binary it builds, with its time. The Go
+# toolchain's own output (~200 `go: downloading ...` lines on a cold module
+# cache) goes to <cache>/build.log; a failed build shows the end of it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,26 +58,39 @@ component_dir() { # name version
   echo "$cache/$1-$2-$sum"
 }
 
+golog="$cache/build.log"
 missing=0
+building=0
 # build_one component version binary package [ldflags]
 build_one() {
   local comp=$1 version=$2 bin=$3 pkg=$4 ldflags=${5:-}
   local dir; dir="$(component_dir "$comp" "$version")"
   if [[ -x "$dir/bin/$bin" ]]; then return 0; fi
   if (( check_only )); then log "missing $dir/bin/$bin"; missing=1; return 0; fi
+  if (( ! building )); then
+    building=1
+    : > "$golog"
+    log "building what is missing from source (nice -n 19; ~20 min on 2 cores with a cold Go cache)"
+    log "the Go toolchain's output: $golog"
+  fi
   mkdir -p "$dir/bin"
-  log "building $bin ($comp $version) -> $dir/bin (nice -n 19; slow on a cold Go cache)"
+  printf 'build.sh: %s (%s %s) ... ' "$bin" "$comp" "$version" >&2
+  echo "=== $(date -u +%FT%TZ) go build $pkg -> $dir/bin/$bin" >> "$golog"
   local t0 t1
   t0=$(date +%s)
   # -trimpath + static build: the binary does not depend on this checkout.
   # Written under a temp name then renamed, so an interrupted build never
   # leaves a half binary that later runs would treat as cached.
-  (cd "$here/go/$comp" && nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" \
-      -o "$dir/bin/.$bin.tmp" "$pkg")
+  if ! (cd "$here/go/$comp" && nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" \
+      -o "$dir/bin/.$bin.tmp" "$pkg") >> "$golog" 2>&1; then
+    echo "FAILED after $(( $(date +%s) - t0 ))s; the end of $golog:" >&2
+    tail -n 25 "$golog" >&2
+    exit 1
+  fi
   mv -f "$dir/bin/.$bin.tmp" "$dir/bin/$bin"
   t1=$(date +%s)
   echo "$(date -u +%FT%TZ) $bin $((t1 - t0))s go=$(go env GOVERSION)" >> "$dir/build-times.log"
-  log "built $bin in $((t1 - t0))s"
+  echo "built in $((t1 - t0))s" >&2
 }
 
 # Serialise concurrent callers (two pytest sessions) so each binary builds once.
@@ -122,7 +139,9 @@ if [[ ! -e "$bundle/../kwok-stages.yaml" ]]; then
   # upstream's own stage files from the pinned module (what `kwokctl` uses by
   # default): nodes become Ready and keep a Lease; pods become Ready, Job pods
   # Succeed, deleted pods go away.
-  src="$(cd "$here/go/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+  kwok_module="$(cd "$here/go/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok 2>> "$golog")" || {
+    log "go list -m sigs.k8s.io/kwok failed; the end of $golog:"; tail -n 25 "$golog" >&2; exit 1; }
+  src="$kwok_module/kustomize/stage"
   stages="$bundle/../.kwok-stages.yaml.tmp"
   : > "$stages"
   for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \

@@ -50,6 +50,13 @@ def test_v1_through_kserve_handlers_matches_the_model(kserve_server: Server) -> 
     np.testing.assert_allclose(response.json()["predictions"], reference(ROWS), rtol=1e-5)
 
 
+def test_v1_through_kserve_handlers_leaves_no_warning_in_the_log(kserve_server: Server) -> None:
+    # KServe answers V1 with FastAPI's deprecated ORJSONResponse (see FlywheelRESTServer.create_application).
+    response = httpx.post(f"{kserve_server.url}/v1/models/fraud:predict", json={"instances": ROWS.tolist()})
+    assert response.status_code == 200
+    assert "Warning" not in kserve_server.output()
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary-tensor"])
 def test_v2_through_kserve_handlers_matches_the_model(kserve_server: Server, binary: bool) -> None:
     tensor = InferInput("input", list(ROWS.shape), "FP32")

@@ -12,11 +12,13 @@ import os
 import subprocess
 import warnings
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from flywheel_trainer import TrainingSet, build_training_set, main
+from flywheel_trainer import TrainingSet, build_training_set
+from flywheel_trainer._feast import keep_feast_metrics_in_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FEATURE_REPO = REPO_ROOT / "feature_repo"
@@ -40,6 +42,7 @@ def small_data(tmp_path_factory: pytest.TempPathFactory):
 
 def _feast_apply() -> None:
     """`feast apply` in this process (a subprocess would import Feast a second time, ~10 s here)."""
+    keep_feast_metrics_in_memory()  # as the trainer does before it imports Feast
     from feast.repo_config import load_repo_config
     from feast.repo_operations import apply_total
 
@@ -59,16 +62,39 @@ def training_set(small_data: Path) -> TrainingSet:
     return build_training_set(FEATURE_REPO, small_data)
 
 
+@dataclass(frozen=True)
+class CliRun:
+    """One `python -m flywheel_trainer` run in a subprocess with its own HOME and TMPDIR."""
+
+    repo: Path
+    returncode: int
+    output: str  # stdout and stderr, interleaved as a terminal shows them
+    home: Path
+    tmp: Path
+
+
 @pytest.fixture(scope="session")
-def published_repo(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository into which the CLI has published `fraud` once (with --if-empty, on an empty repo)."""
-    repo = tmp_path_factory.mktemp("model_repo")
-    code = main(
-        ["train", "--feature-repo", str(FEATURE_REPO), "--data", str(small_data), "--model-repo", str(repo),
-         "--model", "fraud", "--if-empty", "--epochs", str(TEST_EPOCHS)]
+def cli_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """The CLI as a user runs it, publishing `fraud` once (with --if-empty, on an empty repo).
+
+    A subprocess, so what it prints at interpreter exit is seen; every warning is shown (-W default).
+    """
+    repo, home, tmp = (tmp_path_factory.mktemp(name) for name in ("model_repo", "home", "tmp"))
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "flywheel_trainer", "train", "--feature-repo", str(FEATURE_REPO),
+         "--data", str(small_data), "--model-repo", str(repo), "--model", "fraud", "--if-empty",
+         "--epochs", str(TEST_EPOCHS)],
+        env={**os.environ, "HOME": str(home), "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
     )
-    assert code == 0
-    return repo
+    return CliRun(repo, run.returncode, run.stdout, home, tmp)
+
+
+@pytest.fixture(scope="session")
+def published_repo(cli_run: CliRun) -> Path:
+    """A model repository into which the CLI has published `fraud` once."""
+    assert cli_run.returncode == 0, cli_run.output
+    return cli_run.repo
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from flywheel_core import schema
 from conftest import ONLINE_NAMES, feast_answer
 
 UNKNOWN_CARD = "c-unknown"
+UNKNOWN_MERCHANT = "m-unknown"
 AMOUNT_LOG = schema.NUMERIC_FEATURES.index("amount_log")
 
 
@@ -61,7 +62,8 @@ class ThreadedServer:
 
 
 class FeatureServerStub(ThreadedServer):
-    """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | slow."""
+    """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | slow. The card
+    UNKNOWN_CARD and the merchant UNKNOWN_MERCHANT are not in the store: their features are NOT_FOUND."""
 
     def __init__(self, slow_s: float = 2.0) -> None:
         self.mode = "ok"
@@ -77,9 +79,14 @@ class FeatureServerStub(ThreadedServer):
         if self.mode == "slow":
             await asyncio.sleep(self.slow_s)
         cards, merchants = body["entities"]["card_id"], body["entities"]["merchant_id"]
-        known = [card != UNKNOWN_CARD for card in cards]
+        known = {
+            name: [card != UNKNOWN_CARD for card in cards]
+            if name in schema.CARD_FEATURES
+            else [merchant != UNKNOWN_MERCHANT for merchant in merchants]
+            for name in ONLINE_NAMES
+        }
         values = {
-            name: [float(k + 1) + i if ok else None for i, ok in enumerate(known)]
+            name: [float(k + 1) + i if ok else None for i, ok in enumerate(known[name])]
             for k, name in enumerate(ONLINE_NAMES)
         }
         return JSONResponse(feast_answer(cards, merchants, values))

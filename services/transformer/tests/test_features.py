@@ -4,6 +4,7 @@ import pytest
 from flywheel_core.schema import ONLINE_FEATURE_REFS
 from flywheel_transformer._errors import FeaturesUnavailable, status_of
 from flywheel_transformer._features import FeatureClient, lookup_body, parse_lookup
+from flywheel_transformer._scoring import MissingReason
 from flywheel_transformer._validation import parse_instances
 
 from conftest import ONLINE_NAMES, feast_answer, feast_transport, known_values, run, transaction
@@ -28,7 +29,7 @@ def test_one_lookup_carries_every_instance_as_an_entity_row_with_the_shared_feat
 
 def test_column_wise_answer_is_turned_into_per_instance_values():
     values = known_values(2)
-    rows = parse_lookup(feast_answer(["c1", "c2"], ["m0", "m1"], values), 2)
+    rows = parse_lookup(feast_answer(["c1", "c2"], ["m0", "m1"], values), 2).values
     assert rows[0]["txn_count_1h"] == values["txn_count_1h"][0]
     assert rows[1]["merchant_amount_mean_30d"] == values["merchant_amount_mean_30d"][1]
     assert set(rows[0]) == set(ONLINE_NAMES)
@@ -39,10 +40,31 @@ def test_not_found_null_and_expired_values_are_missing():
     values["txn_count_1h"] = [None, 5, 7]
     values["amount_mean_30d"] = [1.0, 2.0, 3.0]
     statuses = {"amount_mean_30d": ["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"]}
-    rows = parse_lookup(feast_answer(["a", "b", "c"], ["x", "y", "z"], values, statuses), 3)
+    lookup = parse_lookup(feast_answer(["a", "b", "c"], ["x", "y", "z"], values, statuses), 3)
+    rows = lookup.values
     assert rows[0]["txn_count_1h"] is None
     assert rows[1]["txn_count_1h"] == 5.0
     assert [r["amount_mean_30d"] for r in rows] == [1.0, None, None]
+    assert lookup.reasons == [
+        {"txn_count_1h": MissingReason.NOT_FOUND},
+        {"amount_mean_30d": MissingReason.OUTSIDE_MAX_AGE},
+        {"amount_mean_30d": MissingReason.NOT_FOUND},
+    ]
+
+
+def test_a_null_or_unusable_present_value_and_a_left_out_feature_are_null_values():
+    values = known_values(2)
+    values["txn_count_24h"] = [None, "not a number"]
+    statuses = {"txn_count_24h": ["NULL_VALUE", "PRESENT"]}
+    answer = feast_answer(["a", "b"], ["x", "y"], values, statuses)
+    left_out = ONLINE_NAMES.index("merchant_txn_count_7d") + 2  # after the two entity key columns
+    del answer["metadata"]["feature_names"][left_out], answer["results"][left_out]
+    lookup = parse_lookup(answer, 2)
+    for reasons in lookup.reasons:
+        assert reasons == {
+            "txn_count_24h": MissingReason.NULL_VALUE,
+            "merchant_txn_count_7d": MissingReason.NULL_VALUE,
+        }
 
 
 def test_int64_as_json_strings_and_full_feature_names_are_understood():
@@ -51,7 +73,7 @@ def test_int64_as_json_strings_and_full_feature_names_are_understood():
         "val": [n if ":" in n else n for n in ["card_id", "merchant_id"]] + [f"view__{n}" for n in ONLINE_NAMES]
     }
     answer["results"][2]["values"] = ["17"]
-    rows = parse_lookup(answer, 1)
+    rows = parse_lookup(answer, 1).values
     assert rows[0][ONLINE_NAMES[0]] == 17.0
 
 
@@ -89,7 +111,7 @@ def test_the_client_posts_to_get_online_features_and_parses_the_answer():
         seen.append(body)
         return feast_answer(body["entities"]["card_id"], body["entities"]["merchant_id"], known_values(1))
 
-    rows = lookup_with(feast_transport(handler))
+    rows = lookup_with(feast_transport(handler)).values
     assert seen[0]["entities"]["card_id"] == ["c1"]
     assert rows[0]["txn_count_1h"] == 1.0
 

@@ -102,6 +102,8 @@ def test_a_request_is_scored_thresholded_and_answered_in_v1_shape(repo):
         "threshold": 0.5,
         "model_version": "v7",
         "missing_features": [],
+        "missing_reasons": {},
+        "unknown_entities": [],
         "degraded": False,
     }
     assert (second["id"], second["decision"]) == ("t2", "decline")  # row 2 has txn_count_1h = 2.0
@@ -135,8 +137,50 @@ def test_unknown_entities_take_training_defaults_are_listed_and_counted(repo):
     assert second["features"]["txn_count_1h"] == DEFAULTS["txn_count_1h"]
     assert second["features"]["merchant_fraud_rate_30d"] == DEFAULTS["merchant_fraud_rate_30d"]
     assert first["degraded"] is False
+    assert first["missing_reasons"] == {"txn_count_1h": "not_found"}
+    assert second["missing_reasons"] == {"txn_count_1h": "not_found", "merchant_fraud_rate_30d": "not_found"}
+    assert first["unknown_entities"] == second["unknown_entities"] == []  # the store has rows for both
     assert harness.metric("flywheel_transformer_missing_features_total", feature="txn_count_1h") == 2
     assert harness.metric("flywheel_transformer_missing_features_total", feature="merchant_fraud_rate_30d") == 1
+
+
+def test_a_card_and_merchant_unknown_to_the_store_are_named_and_not_degraded(repo):
+    # The case: all eight online features missing while the feature service answered fine.
+    def nothing_known(n):
+        return {name: [None] * n for name in ONLINE_NAMES}
+
+    harness = Harness(repo, features=answering(nothing_known))
+    body, _ = harness.predict(transaction(card_id="c-new", merchant_id="m-new"))
+    [prediction] = body["predictions"]
+    assert prediction["missing_features"] == ONLINE_NAMES
+    assert prediction["missing_reasons"] == dict.fromkeys(ONLINE_NAMES, "not_found")
+    assert prediction["unknown_entities"] == ["card", "merchant"]
+    assert prediction["degraded"] is False  # the feature service worked: a new card is not an outage
+    assert harness.metric("flywheel_transformer_unknown_entities_total", entity="card") == 1
+    assert harness.metric("flywheel_transformer_unknown_entities_total", entity="merchant") == 1
+    assert harness.metric("flywheel_transformer_feature_fallbacks_total") == 0
+
+
+def test_only_the_unknown_entity_is_named_when_the_other_is_known(repo):
+    def card_unknown(n):
+        values = known_values(n)
+        values.update({name: [None] * n for name in schema.CARD_FEATURES})
+        return values
+
+    body, _ = Harness(repo, features=answering(card_unknown)).predict(transaction(card_id="c-new"))
+    [prediction] = body["predictions"]
+    assert prediction["unknown_entities"] == ["card"]
+    assert prediction["missing_features"] == list(schema.CARD_FEATURES)
+    assert prediction["degraded"] is False
+
+
+def test_stale_features_are_missing_as_outside_max_age_not_as_an_unknown_entity(repo):
+    statuses = {name: ["OUTSIDE_MAX_AGE"] for name in schema.MERCHANT_FEATURES}
+    body, _ = Harness(repo, features=answering(statuses=statuses)).predict(transaction())
+    [prediction] = body["predictions"]
+    assert prediction["missing_reasons"] == dict.fromkeys(schema.MERCHANT_FEATURES, "outside_max_age")
+    assert prediction["unknown_entities"] == []
+    assert prediction["degraded"] is False
 
 
 def test_the_debug_header_returns_exactly_the_vector_sent_to_the_predictor(repo):
@@ -178,10 +222,13 @@ def test_with_fallback_defaults_a_feature_outage_scores_degraded_with_defaults(r
     for prediction in body["predictions"]:
         assert prediction["degraded"] is True
         assert prediction["missing_features"] == ONLINE_NAMES
+        assert prediction["missing_reasons"] == dict.fromkeys(ONLINE_NAMES, "lookup_failed")
+        assert prediction["unknown_entities"] == []  # nothing is known about the card or merchant
         assert all(prediction["features"][name] == DEFAULTS[name] for name in ONLINE_NAMES)
     assert harness.metric("flywheel_transformer_feature_fallbacks_total") == 2
     assert harness.metric("flywheel_transformer_feature_lookup_failures_total") == 1
     assert harness.metric("flywheel_transformer_missing_features_total", feature="txn_count_1h") == 0
+    assert harness.metric("flywheel_transformer_unknown_entities_total", entity="card") == 0
 
 
 def test_invalid_input_is_counted_and_never_reaches_the_feature_server(repo):

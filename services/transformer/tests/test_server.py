@@ -16,7 +16,7 @@ from cloudevents.http import from_http
 from flywheel_core import schema
 
 from conftest import DEFAULTS, ONLINE_NAMES, V2_DEFAULTS, publish_version, transaction
-from servers import UNKNOWN_CARD, CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
+from servers import UNKNOWN_CARD, UNKNOWN_MERCHANT, CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
 
 JSON = {"content-type": "application/json"}
 
@@ -77,11 +77,23 @@ def test_ready_and_live_once_metadata_is_loaded(transformer):
     assert httpx.get(f"{transformer.url}/v2/models/fraud/ready").json()["ready"] is True
 
 
+def test_model_metadata_describes_the_transformer_and_its_versions(transformer):
+    response = httpx.get(f"{transformer.url}/v2/models/fraud")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["name"], body["versions"]) == ("fraud", ["v1", "v2"])  # MODEL_VERSION=v1 first
+    assert body["platform"] == "flywheel-transformer (predictor: onnxruntime_onnx)"
+    assert {t["name"] for t in body["inputs"]} == set(schema.RAW_TRANSACTION_FIELDS)
+    assert {"score", "decision", "missing_reasons", "unknown_entities", "degraded"} <= {
+        t["name"] for t in body["outputs"]
+    }
+
+
 def test_transactions_are_scored_over_loopback(transformer, features_ok, predictor):
     response = transformer.predict(
         [
             transaction(transaction_id="small", amount=20.0),
-            transaction(transaction_id="big", card_id=UNKNOWN_CARD, amount=900.0),
+            transaction(transaction_id="big", card_id=UNKNOWN_CARD, merchant_id=UNKNOWN_MERCHANT, amount=900.0),
         ],
         headers={"x-flywheel-debug-features": "1"},
     )
@@ -93,6 +105,9 @@ def test_transactions_are_scored_over_loopback(transformer, features_ok, predict
     assert small["model_version"] == big["model_version"] == "v9"
     assert small["threshold"] == 0.5
     assert small["missing_features"] == [] and big["missing_features"] == ONLINE_NAMES
+    assert big["missing_reasons"] == dict.fromkeys(ONLINE_NAMES, "not_found")
+    assert (big["unknown_entities"], big["degraded"]) == (["card", "merchant"], False)
+    assert (small["missing_reasons"], small["unknown_entities"], small["degraded"]) == ({}, [], False)
     assert big["features"]["txn_count_1h"] == DEFAULTS["txn_count_1h"]
     assert response.headers["x-flywheel-inference-id"] == body["inference_id"]
     assert predictor.paths[-1] == "/v2/models/fraud/infer"
@@ -301,6 +316,8 @@ def test_with_fallback_defaults_a_feature_outage_still_scores_marked_degraded(de
     (prediction,) = response.json()["predictions"]
     assert prediction["degraded"] is True
     assert prediction["missing_features"] == ONLINE_NAMES
+    assert prediction["missing_reasons"] == dict.fromkeys(ONLINE_NAMES, "lookup_failed")
+    assert prediction["unknown_entities"] == []
     assert all(prediction["features"][name] == DEFAULTS[name] for name in ONLINE_NAMES)
     assert degraded.metric("flywheel_transformer_feature_fallbacks_total") >= 1
 

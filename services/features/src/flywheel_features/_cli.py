@@ -29,8 +29,9 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _apply(settings: Settings, _: argparse.Namespace) -> int:
-    _store.apply(settings)
-    print(f"applied {settings.repo_path} ({settings.store_yaml}) with data in {settings.data_dir.resolve()}")
+    changed = _store.apply(settings)
+    where = f"{settings.repo_path} ({settings.store_yaml}), data in {settings.data_dir.resolve()}"
+    print(f"feast apply: {where}: {', '.join(changed) if changed else 'unchanged, nothing written'}")
     return 0
 
 

@@ -4,8 +4,9 @@ Labels are bounded: `endpoint` is one of the app's fixed paths or "other" (unkno
 with parameters), `status` an HTTP status code. Feast's own request metrics (feast_feature_server_*)
 register in the same default registry and appear on /metrics too.
 
-With several worker processes, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set
-by the server before the workers start) aggregates every worker's values on /metrics.
+Values live in prometheus_client's multiprocess mode (Feast's metrics module requires it; the directory is
+chosen when the package is imported, see _metrics_dir), so with several workers /metrics adds up every
+worker's values.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ inside the app, so bad input gets a 4xx naming the problem and the connection st
 
 from __future__ import annotations
 
-import os
-import tempfile
+import signal
 
 import uvicorn
 from fastapi import FastAPI
@@ -81,13 +80,23 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(settings: Settings) -> None:
-    """Run the server until stopped (SIGINT / SIGTERM)."""
+    """Run the server until stopped: SIGINT (exit 0) or SIGTERM (exit 143, 128 + the signal).
+
+    uvicorn shuts down gracefully on either signal, then raises it again for the handler it found. With
+    Python's default, SIGTERM then killed the process outright, skipping atexit: the metrics directory
+    (see _metrics_dir; Feast's /tmp/feast_metrics_* before it) stayed behind on every stop. `_exit` makes
+    it an ordinary exit. SIGINT's default raises KeyboardInterrupt, which uvicorn.run absorbs.
+    """
+    signal.signal(signal.SIGTERM, _exit)
     settings.export_data_dir()
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False}
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return
-    # Several processes: Prometheus values go through files so /metrics sums all workers.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="flywheel-features-metrics-"))
+    # Several processes: they inherit PROMETHEUS_MULTIPROC_DIR (see _metrics_dir), so /metrics sums all workers.
     uvicorn.run("flywheel_features._server:app_from_env", factory=True, workers=settings.workers, **common)

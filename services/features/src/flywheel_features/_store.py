@@ -6,6 +6,8 @@ the Makefile and tests need no `feast` CLI on the PATH and pick the environment 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from datetime import datetime, timedelta, UTC
@@ -14,11 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureStore
+from feast.project import Project
 from feast.repo_config import load_repo_config
-from feast.repo_operations import apply_total
+from feast.repo_operations import apply_total, parse_repo
 
 from ._config import Settings
 from ._errors import StoreError
+from ._plan import changes
 
 ENTITY_COLUMNS = ("card_id", "merchant_id", "event_timestamp", "amount", "event_hour")
 """What an entity frame for the fraud_v1 service must hold (event_timestamp: the as-of instant)."""
@@ -29,20 +33,35 @@ def open_store(settings: Settings) -> FeatureStore:
     return FeatureStore(repo_path=str(settings.repo_path.resolve()), fs_yaml_file=settings.store_yaml_path.resolve())
 
 
-def apply(settings: Settings) -> None:
-    """`feast apply`: register the definitions and create the online tables."""
+def apply(settings: Settings) -> list[str]:
+    """`feast apply`: register the definitions and create the online tables; returns what changed.
+
+    Feast's plan decides first (see _plan); when nothing but its own timestamps would change, nothing is
+    written and the result is []. Feast's printed diff is not shown: the result says what changed.
+    """
     settings.export_data_dir()
     repo = settings.repo_path.resolve()
     config = load_repo_config(repo, settings.store_yaml_path.resolve())
     sys.path.insert(0, str(repo))  # the definitions import each other by module name
     cwd = os.getcwd()
+    feast_said = io.StringIO()
     try:
-        apply_total(config, repo, skip_source_validation=False)
-    except Exception as e:
-        raise StoreError(f"apply of {repo} failed: {type(e).__name__}: {e}") from e
+        os.chdir(repo)  # and Feast imports them relative to the repository
+        contents = parse_repo(repo)
+        if not contents.projects:  # as `feast apply` does: the project named in feature_store.yaml
+            contents.projects.append(Project(name=config.project, description=config.project_description or ""))
+        registry_diff, infra_diff, _ = FeatureStore(repo_path=str(repo), config=config).plan(contents)
+        changed = changes(registry_diff, infra_diff)
+        if changed:
+            with contextlib.redirect_stdout(feast_said):
+                apply_total(config, repo, skip_source_validation=False)
+    except (Exception, SystemExit) as e:  # Feast exits on some invalid repositories after printing why
+        said = feast_said.getvalue().strip()
+        raise StoreError(f"apply of {repo} failed: {type(e).__name__}: {e}" + (f"\n{said}" if said else "")) from e
     finally:
         os.chdir(cwd)  # apply_total changes into the repository
         sys.path.remove(str(repo))
+    return changed
 
 
 def history_end(store: FeatureStore) -> datetime:
@@ -76,7 +95,8 @@ def materialize(store: FeatureStore, end: datetime | None = None) -> dict[str, t
         if start >= end:
             continue
         try:
-            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+            with contextlib.redirect_stdout(io.StringIO()):  # Feast's ANSI-coloured progress; the CLI prints one line per view
+                store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         except Exception as e:
             raise StoreError(f"materializing '{view.name}' from {start} to {end} failed: {e}") from e
         intervals[view.name] = (start, end)

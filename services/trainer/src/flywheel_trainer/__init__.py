@@ -7,8 +7,14 @@ Names that need torch, onnx or scikit-learn load on first use, so `--if-empty` o
 already has a version exits in a second or two instead of importing torch for nothing.
 """
 
+import os
 from importlib import import_module
 from typing import Any
+
+# ONNX Runtime (1.31 here, on Linux too) keeps a telemetry device id and an event database under
+# ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless this is set before it starts; a training job
+# writes nothing outside its data and model directories. Set here, before any module imports onnxruntime.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from ._config import TrainerSettings, load_settings
 from ._errors import ConfigError, DataError, ExportError, PublishError, TrainerError

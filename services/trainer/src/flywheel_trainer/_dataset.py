@@ -24,6 +24,7 @@ from flywheel_core import schema
 from flywheel_core.model_repo import sha256_file
 
 from ._errors import ConfigError, DataError
+from ._feast import close_offline_store, keep_feast_metrics_in_memory
 
 log = logging.getLogger("flywheel_trainer")
 
@@ -152,6 +153,7 @@ def build_training_set(
 
     `window` is the label maturity (default: inferred with `label_window`).
     """
+    keep_feast_metrics_in_memory()
     from feast import FeatureStore  # imported here: Feast takes seconds to import and tests of the rest need none
 
     transactions = read_transactions(data_dir)
@@ -184,6 +186,8 @@ def build_training_set(
             f"Feast could not build the training set from {feature_repo} (service {schema.FEATURE_SERVICE}): "
             f"{type(e).__name__}: {e}. Run `feast apply` on the repository (make features) and check its data paths."
         ) from e
+    finally:
+        close_offline_store()
     log.info("feast point-in-time join: %d rows in %.1fs", len(features), time.perf_counter() - started)
 
     missing = [name for name in schema.NUMERIC_FEATURES if name not in features.columns]

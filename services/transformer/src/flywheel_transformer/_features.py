@@ -3,9 +3,10 @@
 Feast (0.67, `feast serve`) answers column-wise: `metadata.feature_names` lists the entity keys and the
 features, and `results[j]` holds, for feature j, `values[i]` and `statuses[i]` for entity row i. A value
 is usable only when its status is PRESENT and it is a number; anything else (NOT_FOUND for an unknown
-card, OUTSIDE_MAX_AGE past the view's ttl, null) is reported as missing, and the caller substitutes the
-model's training default. Any failure of the lookup itself becomes FeaturesUnavailable with a bounded
-`reason` (timeout, unreachable, http_error, bad_response) for metrics.
+card, OUTSIDE_MAX_AGE past the view's ttl, null) is reported as missing with its reason
+(`MissingReason`), and the caller substitutes the model's training default. Any failure of the lookup
+itself becomes FeaturesUnavailable with a bounded `reason` (timeout, unreachable, http_error,
+bad_response) for metrics.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import httpx
 from flywheel_core.schema import ONLINE_FEATURE_REFS
 
 from ._errors import FeaturesUnavailable
-from ._scoring import ONLINE_FEATURES, OnlineValues
+from ._scoring import ONLINE_FEATURES, MissingReason, MissingReasons, OnlineLookup, OnlineValues
 from ._validation import Transaction
 
 PRESENT = "PRESENT"
+STATUS_REASONS = {"NOT_FOUND": MissingReason.NOT_FOUND, "OUTSIDE_MAX_AGE": MissingReason.OUTSIDE_MAX_AGE}
+"""Feast statuses that name why a value is missing; any other (NULL_VALUE, INVALID) is NULL_VALUE."""
 KEEP_ALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 """Keep every connection of a burst alive: reconnecting per request costs more than the lookup."""
 
@@ -39,8 +42,9 @@ def lookup_body(transactions: Sequence[Transaction]) -> dict[str, Any]:
     }
 
 
-def parse_lookup(body: Any, rows: int) -> list[OnlineValues]:
-    """Per-instance online values from Feast's column-wise answer; raises FeaturesUnavailable if unusable."""
+def parse_lookup(body: Any, rows: int) -> OnlineLookup:
+    """Per-instance online values (and why any is missing) from Feast's column-wise answer; raises
+    FeaturesUnavailable if unusable."""
     try:
         names = body["metadata"]["feature_names"]
         if isinstance(names, dict):  # protobuf's JSON form without Feast's patch: {"val": [...]}
@@ -60,16 +64,21 @@ def parse_lookup(body: Any, rows: int) -> list[OnlineValues]:
                 raise _bad_response(f"feature '{name}' has {len(result['values'])} values for {rows} entity rows")
             columns[bare] = result
     out: list[OnlineValues] = [{} for _ in range(rows)]
+    reasons: list[MissingReasons] = [{} for _ in range(rows)]
     for name in ONLINE_FEATURES:
         column = columns.get(name)
         statuses = column.get("statuses") if column else None
         for i in range(rows):
             if column is None:
                 out[i][name] = None
+                reasons[i][name] = MissingReason.NULL_VALUE
                 continue
             status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else PRESENT
-            out[i][name] = _number(column["values"][i]) if status == PRESENT else None
-    return out
+            value = _number(column["values"][i]) if status == PRESENT else None
+            out[i][name] = value
+            if value is None:
+                reasons[i][name] = STATUS_REASONS.get(str(status), MissingReason.NULL_VALUE)
+    return OnlineLookup(values=out, reasons=reasons)
 
 
 def _number(value: Any) -> float | None:
@@ -99,7 +108,7 @@ class FeatureClient:
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
 
-    async def lookup(self, transactions: Sequence[Transaction]) -> list[OnlineValues]:
+    async def lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:
         hint = "retry later, or set FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK=defaults to score with training defaults"
         try:
             response = await self._client.post("/get-online-features", json=lookup_body(transactions))

@@ -1,6 +1,7 @@
 """Prometheus metrics of the transformer, served by KServe's `/metrics` on the HTTP port.
 
-Labels stay bounded: `model`, `version` (published versions), `feature` (the fixed online features).
+Labels stay bounded: `model`, `version` (published versions), `feature` (the fixed online features),
+`entity` (card, merchant).
 Every failure mode a dashboard or the rollout controller needs has its own counter, so no label carries
 free text.
 """
@@ -34,6 +35,11 @@ class Metrics:
             "missing_features_total",
             "Online feature values the feature service did not have (training default used).",
             ("model", "feature"),
+        )
+        self.unknown_entities = counter(
+            "unknown_entities_total",
+            "Transactions whose card or merchant the online store has no row for (all its features defaulted).",
+            ("model", "entity"),
         )
         self.feature_lookup_failures = counter(
             "feature_lookup_failures_total", "Online feature lookups that failed (timeouts included)."

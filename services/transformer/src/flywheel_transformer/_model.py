@@ -10,6 +10,10 @@ KServe's `Model.__call__` runs preprocess -> predict -> postprocess; this class 
   headers (`_headers`), queue the inference record for the CloudEvent sink.
 
 Readiness is the default version's metadata being loaded (`use`), never a disk read per request.
+
+`GET /v2/models/<m>` (`describe`) says what this is: a transformer (`PLATFORM`, with the predictor's
+platform named) taking raw transactions and answering decisions, and the versions a request may name,
+the default one first.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ from ._headers import DEBUG_FEATURES_HEADER, answer_headers, is_version, request
 from ._metrics import Metrics
 from ._predictor import PredictorClient, Scores, infer_body
 from ._repo import SpecCache
-from ._scoring import ONLINE_FEATURES, Assembled, OnlineValues, assemble, decide, named_features
+from ._scoring import ONLINE_FEATURES, Assembled, OnlineLookup, assemble, decide, named_features
 from ._spec import ModelSpec
 from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
 
 log = logging.getLogger("flywheel_transformer")
+
+PLATFORM = "flywheel-transformer"
+"""The V2 metadata `platform` of this service; the predictor's platform follows in parentheses when known."""
 
 
 @dataclass(frozen=True)
@@ -114,10 +121,30 @@ class FraudTransformer(Model):
         return [{"name": f, "datatype": "FP64" if f == "amount" else "BYTES", "shape": [-1]} for f in REQUIRED_FIELDS]
 
     def get_output_types(self) -> list[dict[str, Any]]:
+        # One entry per field of a prediction record; [-1, -1] is a list per instance, BYTES a string (or,
+        # for missing_reasons, a JSON object per instance).
         return [
+            {"name": "id", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP32", "shape": [-1]},
             {"name": "decision", "datatype": "BYTES", "shape": [-1]},
+            {"name": "threshold", "datatype": "FP64", "shape": [-1]},
+            {"name": "model_version", "datatype": "BYTES", "shape": [-1]},
+            {"name": "missing_features", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "missing_reasons", "datatype": "BYTES", "shape": [-1]},
+            {"name": "unknown_entities", "datatype": "BYTES", "shape": [-1, -1]},
+            {"name": "degraded", "datatype": "BOOL", "shape": [-1]},
         ]
+
+    async def describe(self) -> dict[str, Any]:
+        """The V2 model metadata fields KServe leaves out (`versions`, `platform`); KServe adds the rest."""
+        spec = self.spec
+        default = [spec.version] if spec is not None else []
+        others = [v for v in await self.specs.servable() if v not in default]
+        predictor = spec.predictor_platform if spec is not None else ""
+        return {
+            "versions": default + others,
+            "platform": f"{PLATFORM} (predictor: {predictor})" if predictor else PLATFORM,
+        }
 
     async def __call__(
         self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
@@ -156,10 +183,13 @@ class FraudTransformer(Model):
             for missing in assembled.missing:
                 for name in missing:
                     self.metrics.missing_features.labels(self.name, name).inc()
+            for entities in assembled.unknown_entities:
+                for entity in entities:
+                    self.metrics.unknown_entities.labels(self.name, entity).inc()
         debug = headers.get(DEBUG_FEATURES_HEADER, "").strip().lower() in {"1", "true", "yes"}
         return _Prepared(str(uuid.uuid4()), received_at, spec, version, transactions, assembled, debug)
 
-    async def _lookup(self, transactions: list[Transaction]) -> list[OnlineValues] | None:
+    async def _lookup(self, transactions: list[Transaction]) -> OnlineLookup | None:
         started = time.perf_counter()
         try:
             return await self.features.lookup(transactions)
@@ -211,6 +241,8 @@ class FraudTransformer(Model):
                 "threshold": threshold,
                 "model_version": version,
                 "missing_features": prepared.assembled.missing[i],
+                "missing_reasons": prepared.assembled.reasons[i],
+                "unknown_entities": prepared.assembled.unknown_entities[i],
                 "degraded": prepared.assembled.degraded,
             }
             if prepared.debug:

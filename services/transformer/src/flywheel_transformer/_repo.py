@@ -127,6 +127,14 @@ class SpecCache:
         """Versions in memory, least recently used first."""
         return list(self._specs)
 
+    async def servable(self) -> list[str]:
+        """Published versions, oldest first, less those whose load failed within the last `recheck_s`: what a
+        request may name. The listing is the same remembered one `get` uses, so this reads the disk once per
+        interval at most and never hashes a version."""
+        now = self.clock()
+        published = await self._published_versions(now)
+        return [v for v in published if not (v in self._failed and now < self._failed[v][0])]
+
     async def get(self, version: str) -> ModelSpec:
         spec = self._hit(version)
         if spec is not None:

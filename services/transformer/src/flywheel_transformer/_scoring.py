@@ -5,18 +5,24 @@ as the trainer's training frame is (online features, on-demand features from
 `flywheel_core.ondemand.transaction_context_row`, raw categorical values), so serving cannot drift from
 training. Missing online values stay None in the row so that vectorize fills in the model's training
 defaults, and so that the on-demand ratio sees "no history" exactly as Feast's on-demand view does.
+
+Every missing online value carries a reason (`MissingReason`), and an instance whose card or merchant the
+online store does not know lists that entity in `unknown_entities`. `degraded` is narrower: the lookup
+itself failed, so nothing about the entities is known. An unknown card is not degraded: the trainer gave
+a card's first transactions the same training defaults, so the model has seen such rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from flywheel_core.ondemand import transaction_context_row
-from flywheel_core.schema import HASHED_COLUMNS, ONLINE_FEATURE_REFS, vectorize
+from flywheel_core.schema import CARD_FEATURES, HASHED_COLUMNS, MERCHANT_FEATURES, ONLINE_FEATURE_REFS, vectorize
 
 from ._validation import Transaction
 
@@ -25,6 +31,50 @@ ONLINE_FEATURES: tuple[str, ...] = tuple(ref.split(":", 1)[1] for ref in ONLINE_
 
 OnlineValues = dict[str, float | None]
 """One instance's online features by bare name; None means missing."""
+
+ENTITY_FEATURES: dict[str, tuple[str, ...]] = {"card": CARD_FEATURES, "merchant": MERCHANT_FEATURES}
+"""The online features of each entity of a transaction (card_id, merchant_id), in `unknown_entities` order."""
+
+
+class MissingReason(StrEnum):
+    """Why an online feature of an instance took its training default (the values of `missing_reasons`)."""
+
+    NOT_FOUND = "not_found"
+    """Feast NOT_FOUND: the online store has no row for this card or merchant (new, or never materialised)."""
+    OUTSIDE_MAX_AGE = "outside_max_age"
+    """Feast OUTSIDE_MAX_AGE: the row is older than its feature view's ttl (materialisation is behind)."""
+    NULL_VALUE = "null_value"
+    """The row exists but holds no usable number for this feature (Feast NULL_VALUE, a null, a non-number,
+    or a feature Feast's answer left out)."""
+    LOOKUP_FAILED = "lookup_failed"
+    """The feature lookup itself failed and FEATURES_FALLBACK=defaults scored without it (`degraded`)."""
+
+
+MissingReasons = dict[str, MissingReason]
+"""One instance's missing online features by bare name, each with its reason."""
+
+
+@dataclass(frozen=True)
+class OnlineLookup:
+    """What the online store answered for a batch, per instance in request order."""
+
+    values: list[OnlineValues]
+    reasons: list[MissingReasons] = field(default_factory=list)
+    """Per instance, the reason of each missing value; a missing value not listed counts as NULL_VALUE."""
+
+    @classmethod
+    def of(cls, values: Sequence[OnlineValues]) -> OnlineLookup:
+        """Values without statuses: every missing one is NULL_VALUE."""
+        return cls(values=list(values))
+
+    def reasons_of(self, i: int) -> MissingReasons:
+        given = self.reasons[i] if i < len(self.reasons) else {}
+        return {
+            name: given.get(name, MissingReason.NULL_VALUE)
+            for name in ONLINE_FEATURES
+            if self.values[i].get(name) is None
+        }
+
 
 DECLINE = "decline"
 APPROVE = "approve"
@@ -40,6 +90,11 @@ class Assembled:
     """Per instance, the online features that were missing and took the training default."""
     degraded: bool
     """True when the feature lookup failed and every online feature took its default."""
+    reasons: list[dict[str, str]] = field(default_factory=list)
+    """Per instance, `missing` with each feature's `MissingReason` value (same keys, same order)."""
+    unknown_entities: list[list[str]] = field(default_factory=list)
+    """Per instance, the entities ("card", "merchant") the online store has no row for: every one of their
+    features NOT_FOUND. Empty when degraded: a failed lookup says nothing about the entities."""
 
 
 def build_row(transaction: Transaction, online: OnlineValues) -> dict[str, Any]:
@@ -59,16 +114,36 @@ def build_row(transaction: Transaction, online: OnlineValues) -> dict[str, Any]:
 
 def assemble(
     transactions: Sequence[Transaction],
-    online: Sequence[OnlineValues] | None,
+    online: OnlineLookup | None,
     defaults: Mapping[str, float],
 ) -> Assembled:
     """Vectorise a batch; `online` None means the lookup failed and defaults stand in for all of it."""
     degraded = online is None
-    values: Sequence[OnlineValues] = [{} for _ in transactions] if online is None else online
+    if online is None:
+        online = OnlineLookup(
+            values=[{} for _ in transactions],
+            reasons=[dict.fromkeys(ONLINE_FEATURES, MissingReason.LOOKUP_FAILED) for _ in transactions],
+        )
+    values = online.values
     rows = [build_row(t, v) for t, v in zip(transactions, values, strict=True)]
-    missing = [[name for name in ONLINE_FEATURES if v.get(name) is None] for v in values]
+    reasons = [online.reasons_of(i) for i in range(len(values))]
     vectors = np.asarray(vectorize(rows, defaults), dtype=np.float32).tolist()
-    return Assembled(vectors=vectors, missing=missing, degraded=degraded)
+    return Assembled(
+        vectors=vectors,
+        missing=[list(r) for r in reasons],
+        degraded=degraded,
+        reasons=[{name: reason.value for name, reason in r.items()} for r in reasons],
+        unknown_entities=[unknown_entities(r) for r in reasons],
+    )
+
+
+def unknown_entities(reasons: Mapping[str, MissingReason]) -> list[str]:
+    """The entities whose every online feature is NOT_FOUND: the store has no row for them."""
+    return [
+        entity
+        for entity, names in ENTITY_FEATURES.items()
+        if all(reasons.get(name) == MissingReason.NOT_FOUND for name in names)
+    ]
 
 
 def decide(score: float, threshold: float) -> str:

@@ -1,11 +1,13 @@
 """Wiring: settings -> clients, metrics, event sink, model -> kserve.ModelServer on the HTTP port.
 
-Three things differ from a stock KServe transformer, each on purpose:
+Four things differ from a stock KServe transformer, each on purpose:
 
 - `/v2/health/ready` (and `/v2/models/<m>/ready`) are true only once the model metadata is loaded;
   stock KServe's server readiness ignores the models. The predictor's health is deliberately *not*
   part of readiness: a predictor blip would otherwise pull every transformer out of its Service, and
   clients would get connection errors instead of this service's own 503 that says what is wrong.
+- `GET /v2/models/<m>` names the versions a request may name (the default first) and the platform
+  (`flywheel-transformer (predictor: onnxruntime_onnx)`); KServe's answers `versions: null, platform: ""`.
 - The transformer's error family is answered from one table (`_errors.STATUS`) as JSON, not logged.
 - No log line per request: KServe's latency lines and uvicorn's access log are turned down, and
   KServe's traceback for a client's malformed JSON is filtered out. Metrics carry the per-request story.
@@ -39,8 +41,16 @@ from ._repo import SpecWatcher, load_spec
 log = logging.getLogger("flywheel_transformer")
 
 
-class _ReadyWhenModelsAre(DataPlane):
-    """Server readiness = every registered model ready (KServe's own answers true regardless)."""
+class _TransformerDataPlane(DataPlane):
+    """Server readiness = every registered model ready (KServe's own answers true regardless); model metadata
+    that says what the transformer serves."""
+
+    async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        metadata = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        if isinstance(model, FraudTransformer):
+            metadata.update(await model.describe())
+        return metadata
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models()
@@ -138,7 +148,7 @@ def serve(settings: Settings) -> None:
             model.use,
             known_problem=str(e),
         ).start()
-    server.dataplane = _ReadyWhenModelsAre(model_registry=server.registered_models)
+    server.dataplane = _TransformerDataPlane(model_registry=server.registered_models)
     server.register_model(model)
     app.add_exception_handler(RequestError, _request_error_handler)
     log.info(

@@ -29,6 +29,23 @@ class ModelSpec:
     defaults: Mapping[str, float] = field(default_factory=dict)
     column_names: tuple[str, ...] = tuple(c["name"] for c in COLUMNS)
     feature_service: str = FEATURE_SERVICE
+    predictor_platform: str = ""
+    """The V2 platform that serves this version's model files ("onnxruntime_onnx" for ONNX), "" if unknown."""
+
+
+PLATFORMS = {".onnx": "onnxruntime_onnx"}
+"""V2 platform names by model file suffix, as the predictor reports them for the same files."""
+
+
+def _platform(metadata: Mapping[str, Any]) -> str:
+    variants = metadata.get("variants")
+    files = [
+        str(v.get("file", ""))
+        for v in (variants.values() if isinstance(variants, Mapping) else [])
+        if isinstance(v, Mapping) and v.get("published", True)
+    ]
+    found = {PLATFORMS.get("." + f.rsplit(".", 1)[-1]) for f in files if "." in f}
+    return found.pop() if len(found) == 1 and None not in found else ""
 
 
 def _column_key(column: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -85,4 +102,5 @@ def spec_from_metadata(metadata: Mapping[str, Any], where: str = "metadata.json"
         defaults=defaults,
         column_names=tuple(str(c["name"]) for c in columns),
         feature_service=str(service),
+        predictor_platform=_platform(metadata),
     )
