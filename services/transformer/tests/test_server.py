@@ -59,6 +59,7 @@ def transformer(workdir, features, predictor, sink):
         "FLYWHEEL_TRANSFORMER_EVENT_SOURCE": "urn:test:transformer",
         "FLYWHEEL_TRANSFORMER_EVENT_NAMESPACE": "flywheel",
         "FLYWHEEL_TRANSFORMER_EVENT_INFERENCE_SERVICE": "fraud-isvc",
+        "FLYWHEEL_TRANSFORMER_HTTP_HOST": "127.0.0.1",
     }
     with TransformerProcess(env, workdir / "transformer.log") as process:
         yield process
@@ -75,6 +76,25 @@ def test_ready_and_live_once_metadata_is_loaded(transformer):
     assert httpx.get(f"{transformer.url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{transformer.url}/v2/health/ready").json() == {"ready": True}
     assert httpx.get(f"{transformer.url}/v2/models/fraud/ready").json()["ready"] is True
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp writes them) of sockets listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_it_listens_on_the_configured_host_only(transformer):
+    # KServe's REST server hard-codes 0.0.0.0; FLYWHEEL_TRANSFORMER_HTTP_HOST=127.0.0.1 must win over it.
+    assert _listening_addresses(transformer.port) == {"0100007F"}
 
 
 def test_model_metadata_describes_the_transformer_and_its_versions(transformer):

@@ -8,7 +8,12 @@ settings) stays cheap and `__main__` can prepare the metrics directory before pr
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# ONNX Runtime keeps a telemetry device id and an event database under ~/.cache/Microsoft/DeveloperTools
+# unless this is set before it starts; a server writes nothing outside its own directories.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from ._config import Settings, load_settings
 from ._errors import (

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # `model_*` fields name the served model, not pydantic internals.
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, protected_namespaces=())
 
+    http_host: str = Field("0.0.0.0", min_length=1)
+    """Address to listen on. Default 0.0.0.0 so a pod is reachable; `make up` sets 127.0.0.1 (loopback only)."""
+
     http_port: int = Field(8090, ge=1, le=65535)
     """HTTP port (default 8090, the port `make up` and the chart give the transformer)."""
 

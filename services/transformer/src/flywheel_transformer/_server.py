@@ -62,6 +62,23 @@ class _TransformerDataPlane(DataPlane):
         return await super().ready()
 
 
+class _HostModelServer(ModelServer):
+    """KServe's ModelServer builds its REST server inside start() with host 0.0.0.0 hard-coded (0.21); this
+    sets the configured host on it before uvicorn reads the config (serve() runs after setup_event_loop)."""
+
+    def __init__(self, *, http_host: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.http_host = http_host
+
+    def setup_event_loop(self) -> None:
+        rest = getattr(self, "_rest_server", None)
+        config = getattr(rest, "config", None)
+        if config is None:  # a KServe upgrade moved it: fail at start, never listen on the wrong address
+            raise RuntimeError("kserve.ModelServer has no _rest_server.config: cannot set the listen address")
+        config.host = self.http_host
+        super().setup_event_loop()
+
+
 async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     return JSONResponse(status_code=int(status_of(exc)), content=error_body(exc))
@@ -121,7 +138,8 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
 
 def serve(settings: Settings) -> None:
     """Run the transformer until SIGTERM/SIGINT. Raises ModelRepoError/ModelMetadataError for a broken version."""
-    server = ModelServer(
+    server = _HostModelServer(
+        http_host=settings.http_host,
         http_port=settings.http_port,
         workers=1,
         enable_grpc=False,  # V1/V2 REST only; KServe's default gRPC port would collide with the predictor's
@@ -152,8 +170,9 @@ def serve(settings: Settings) -> None:
     server.register_model(model)
     app.add_exception_handler(RequestError, _request_error_handler)
     log.info(
-        "transformer %s on :%d -> features %s, predictor %s, events %s, threshold %g, fallback %s",
+        "transformer %s on %s:%d -> features %s, predictor %s, events %s, threshold %g, fallback %s",
         model.name,
+        settings.http_host,
         settings.http_port,
         settings.features_base,
         settings.predictor_base,
