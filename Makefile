@@ -97,8 +97,10 @@ retrain: features ## train and publish the next model version (it takes traffic 
 
 .PHONY: up
 up: install train ## run the whole loop locally until Ctrl-C
-	$(UV_PYTHON) scripts/up.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
+	$(UV_PYTHON) scripts/up.py --model-repo $(MODEL_REPO) --data $(DATA_DIR) $(UP_ARGS)
 
+# UP_ARGS: extra flags for scripts/up.py, e.g. UP_ARGS=--exit to stop after the summary.
+UP_ARGS ?=
 CANDIDATE ?= good
 .PHONY: rollout
 rollout: install train ## publish a candidate version and roll it out with a canary on the local stack (CANDIDATE=good|harmful)
