@@ -54,7 +54,7 @@ async def test_without_a_configured_token_the_admin_api_is_closed(make_app, tmp_
     admin = AdminApp(TokenFile(None), FileRouteSource(tmp_path / "r.json", 0.05), make_app())
     async with client(admin) as c:
         r = await c.get("/v1/routes", headers=AUTH)
-    assert r.status_code == 401 and "disabled" in r.json()["error"]
+    assert r.status_code == 401 and "FLYWHEEL_ROUTER_TOKEN_FILE" in r.json()["error"]
 
 
 async def test_a_rotated_token_takes_effect_without_a_restart(admin, tmp_path) -> None:

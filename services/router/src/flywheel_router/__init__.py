@@ -7,7 +7,9 @@ statistics; `InferenceApp` is the ASGI app of the inference port.
 
 from __future__ import annotations
 
-from ._admin import AdminApp, TokenFile
+from flywheel_contracts.auth import TokenFile
+
+from ._admin import AdminApp
 from ._config import Settings, load_settings
 from ._errors import (
     BadRequest,

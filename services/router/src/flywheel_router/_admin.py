@@ -15,17 +15,15 @@ traffic and routes reveal what is being tested.
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 
 from flywheel_contracts import Route
+from flywheel_contracts.auth import Check, TokenFile, unauthorized_body
 
 from ._errors import BadRequest, MethodNotAllowed, NotFound, RouterError, Unauthorized, UnsupportedMediaType
 from ._http import read_body, respond_error, respond_json
@@ -35,28 +33,6 @@ from ._store import RouteSource
 log = logging.getLogger("flywheel_router.admin")
 
 ADMIN_BODY_LIMIT = 64 * 1024
-
-
-class TokenFile:
-    """The bearer token, re-read when the file changes (a rotated Secret)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._token: bytes | None = None
-
-    def current(self) -> bytes | None:
-        if self.path is None:
-            return None
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return None
-        stamp = (stat.st_mtime_ns, stat.st_ino)
-        if stamp != self._stamp:
-            token = self.path.read_bytes().strip()
-            self._token, self._stamp = (token or None), stamp
-        return self._token
 
 
 class AdminApp:
@@ -77,13 +53,9 @@ class AdminApp:
             await respond_error(send, e, extra)
 
     def _authenticate(self, scope: dict) -> None:
-        expected = self.token.current()
-        if expected is None:
-            raise Unauthorized("the admin API is disabled: no token configured (FLYWHEEL_ROUTER_TOKEN_FILE)")
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        scheme, _, credential = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), expected):
-            raise Unauthorized("send Authorization: Bearer <token> (the router's admin token Secret)")
+        result = self.token.check(scope["headers"])
+        if result is not Check.OK:
+            raise Unauthorized(unauthorized_body(result, self.token, "FLYWHEEL_ROUTER_TOKEN_FILE")["error"])
 
     async def _dispatch(self, scope: dict, receive: Callable, send: Callable) -> None:
         path, method = scope["path"], scope["method"]

@@ -17,7 +17,9 @@ from collections.abc import Generator
 
 import uvicorn
 
-from ._admin import AdminApp, TokenFile
+from flywheel_contracts.auth import TokenFile
+
+from ._admin import AdminApp
 from ._config import Settings
 from ._h1 import H1Upstreams
 from ._metrics import Metrics
@@ -62,7 +64,7 @@ def build(settings: Settings) -> tuple[InferenceApp, AdminApp, Upstreams | H1Ups
     else:
         upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
     inference = InferenceApp(settings, RouteTable(), upstreams, metrics)
-    admin = AdminApp(TokenFile(settings.token_file), make_source(settings), inference)
+    admin = AdminApp(TokenFile(settings.token_file, name="router admin token"), make_source(settings), inference)
     return inference, admin, upstreams
 
 
