@@ -9,7 +9,13 @@
 set -euo pipefail
 
 dry_run=0
-[[ "${1:-}" == "--dry-run" ]] && dry_run=1
+case "${1:-}" in
+  "") ;;
+  --dry-run) dry_run=1 ;;
+  *)  # anything else (--help, a typo) lists nothing and removes nothing
+    echo "usage: hack/make/distclean.sh [--dry-run]   (removes uv's and Go's caches and the control plane build)" >&2
+    exit 2 ;;
+esac
 
 entries=()  # "path|what|how"
 add() { [[ -e "$1" ]] && entries+=("$1|$2|$3") || true; }
