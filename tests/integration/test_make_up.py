@@ -229,3 +229,10 @@ def test_stack_starts_independent_services_together_and_a_dependent_one_after_th
         assert all(s.ready_after_s is not None for s in stack.services)
         with urllib.request.urlopen(stack["late"].ready_url, timeout=5) as response:
             assert response.status == 200
+
+
+def test_the_readme_states_the_budget_this_test_holds_make_up_to():
+    readme = (ROOT / "README.md").read_text()
+    budget = os.environ.get("FLYWHEEL_UP_BUDGET_S", "20")
+    assert f"first request within {budget} s" in readme, "README.md and FIRST_REQUEST_BUDGET_S disagree"
+    assert "make up UP_ARGS=--exit" in readme and "UP_ARGS" in (ROOT / "Makefile").read_text()
