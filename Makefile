@@ -36,6 +36,8 @@ TRAIN := FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND="$(CURDIR)/services/drift/.venv/bi
 # `$(SYNC) PROJECT...` syncs the projects whose lock inputs changed since their last sync; a step runs it
 # (with --quiet) for the environments it needs, so `make data` or `make train` works from a fresh clone.
 SYNC := UV=$(UV) hack/make/sync.sh
+# TIMED runs a long step between two lines that name it, the second with the time it took.
+TIMED := hack/make/timed.sh
 # $(call missing,FILES): FORCE when any of FILES does not exist, so a partly deleted output is remade.
 missing = $(if $(filter-out $(wildcard $(1)),$(1)),FORCE)
 .PHONY: FORCE
@@ -67,7 +69,7 @@ DATA_FILES := $(addprefix $(DATA_DIR)/,transactions.parquet card_activity.parque
 data: $(DATA_DIR)/transactions.parquet ## simulate the transaction history and feature tables
 $(DATA_DIR)/transactions.parquet: $(call missing,$(DATA_FILES)) | $(UV)
 	@$(SYNC) --quiet services/features
-	$(FEATURES_PY) -m flywheel_core.sim history --out $(DATA_DIR) --size $(DATA_SIZE)
+	@$(TIMED) "simulate the transaction history" $(FEATURES_PY) -m flywheel_core.sim history --out $(DATA_DIR) --size $(DATA_SIZE)
 
 # Feast apply + materialize run again only when what they read changed: the feature definitions, the
 # data, Feast's version (the lock file), or when the registry or online store is gone. The stamp lives
@@ -80,8 +82,8 @@ features: $(FEATURES_STAMP) ## feast apply + materialize into the local online s
 $(FEATURES_STAMP): $(FEATURE_INPUTS) $(call missing,$(DATA_DIR)/registry.db $(DATA_DIR)/online_store.db) | $(UV)
 	@$(SYNC) --quiet services/features
 	@rm -f $@
-	$(FEATURES_PY) -m flywheel_features apply
-	$(FEATURES_PY) -m flywheel_features materialize
+	@$(TIMED) "feast apply" $(FEATURES_PY) -m flywheel_features apply
+	@$(TIMED) "materialize the online store" $(FEATURES_PY) -m flywheel_features materialize
 	@touch $@
 
 # Not echoed: the trainer's first log line says what it does, and the command is three lines long.
