@@ -133,14 +133,16 @@ def default_services(
         "drift",
         [venv_python("services/drift"), "-m", "flywheel_drift"],
         {**common, "FLYWHEEL_DRIFT_HTTP_PORT": str(ports.drift), "FLYWHEEL_DRIFT_HTTP_HOST": host, "FLYWHEEL_DRIFT_MODEL_REPO": str(model_repo),
-         "FLYWHEEL_DRIFT_SPOOL_DIR": str(Path(data_dir) / "drift")},
+         "FLYWHEEL_DRIFT_SPOOL_DIR": str(Path(data_dir) / "drift"), **drift_token_env(data_dir)},
         f"http://{host}:{ports.drift}/ready",
     )
     return [drift_service] * drift + [
         Service(
             "features",
             [venv_python("services/features"), "-m", "flywheel_features"],
-            {**common, "FLYWHEEL_FEATURES_HOST": host, "FLYWHEEL_FEATURES_PORT": str(ports.features)},
+            {**common, "FLYWHEEL_FEATURES_HOST": host, "FLYWHEEL_FEATURES_PORT": str(ports.features),
+             "FLYWHEEL_FEATURES_READ_TOKEN_FILE": str(token(data_dir, "features-read")),
+             "FLYWHEEL_FEATURES_WRITE_TOKEN_FILE": str(token(data_dir, "features-write"))},
             f"http://{host}:{ports.features}/ready",
         ),
         Service(
@@ -160,6 +162,13 @@ def default_services(
                 "FLYWHEEL_TRANSFORMER_MODEL_REPO": str(model_repo),
                 "FLYWHEEL_TRANSFORMER_PREDICTOR_URL": f"http://{host}:{ports.predictor}",
                 "FLYWHEEL_TRANSFORMER_FEATURES_URL": f"http://{host}:{ports.features}",
+                "FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE": str(token(data_dir, "features-read")),
+                "FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE": str(token(data_dir, "drift-ingest")),
+                # Locally a developer may see the exact model input (x-flywheel-debug-features), still
+                # only with the debug token; the chart leaves it off.
+                "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",
+                "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE": str(token(data_dir, "transformer-debug")),
+                **(extra_env or {}),
             },
             f"http://{host}:{ports.transformer}/v2/health/ready",
         ),
@@ -167,15 +176,43 @@ def default_services(
     ]
 
 
-def router_token(data_dir: Path) -> Path:
-    """The local router's admin token file (made once, owner-only): `make up` prints where it is."""
-    path = Path(data_dir) / "router" / "token"
+# The credentials of the local stack, one token file each (owner-only, made once, kept across runs), named
+# as in the chart's Secrets and docs/security.md: who holds a file can do what its name says.
+TOKENS = ("drift-ingest", "drift-labels", "features-read", "features-write", "transformer-debug")
+
+
+def _token_file(path: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
     return path
+
+
+def router_token(data_dir: Path) -> Path:
+    """The local router's admin token file (made once, owner-only): `make up` prints where it is."""
+    return _token_file(Path(data_dir) / "router" / "token")
+
+
+def token(data_dir: Path, name: str) -> Path:
+    """The token file of one credential of TOKENS, under `<data>/tokens/` (made once, owner-only)."""
+    if name not in TOKENS:
+        raise ValueError(f"unknown credential {name!r}; known: {', '.join(TOKENS)}")
+    return _token_file(Path(data_dir) / "tokens" / name)
+
+
+def bearer(path: Path) -> dict[str, str]:
+    """The Authorization header that presents the token in `path`."""
+    return {"authorization": f"Bearer {Path(path).read_text().strip()}"}
+
+
+def drift_token_env(data_dir: Path) -> dict[str, str]:
+    """The drift service's credentials: who may send it inference events and batches, and who may label."""
+    return {
+        "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(token(data_dir, "drift-ingest")),
+        "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": str(token(data_dir, "drift-labels")),
+    }
 
 
 def router_service(data_dir: Path, ports: Ports, upstream: str, name: str = "router") -> Service:

@@ -196,6 +196,8 @@ def summary_text(summary: dict, ports: Ports, route: dict, token: Path, run_dir:
         f"{base}:{ports.predictor}/metrics (predictor), {base}:{ports.drift}/metrics (drift)",
         f"  logs         {run_dir}/<service>.log (the previous run's: {run_dir}/previous/)",
         f"  admin token  {token} (bearer token of the router's admin API on :{ports.router_admin})",
+        f"  credentials  {token.parent.parent / 'tokens'}/ (features-read, features-write, drift-ingest, "
+        "drift-labels, transformer-debug: see docs/security.md)",
     ])
 
 
@@ -217,7 +219,12 @@ def curl_examples(ports: Ports, transaction: dict, token: Path, route: dict) -> 
         f"  curl -s {host}:{ports.router_admin}/v1/stats/fraud {auth}",
         f"  curl -s {host}:{ports.predictor}/v2/models/fraud",
         f"  curl -s {host}:{ports.predictor}/v2/models/fraud/infer -H 'content-type: application/json' -d '{row}'",
-        f"  curl -s {host}:{ports.features}/get-online-features -H 'content-type: application/json' "
+        f"  curl -s {host}:{ports.transformer}/v1/models/fraud:predict -H 'x-flywheel-debug-features: 1' "
+        f"-H \"authorization: Bearer $(cat {token.parent.parent / 'tokens' / 'transformer-debug'})\" "
+        f"-H 'content-type: application/json' -d '{body}'   # the exact model input (debug token)",
+        f"  curl -s {host}:{ports.features}/get-online-features "
+        f"-H \"authorization: Bearer $(cat {token.parent.parent / 'tokens' / 'features-read'})\" "
+        "-H 'content-type: application/json' "
         f"-d '{{\"features\": [\"card_activity:txn_count_24h\"], \"entities\": {{\"card_id\": [\"{transaction['card_id']}\"]}}}}'",
         f"  curl -s {host}:{ports.predictor}/metrics | grep flywheel_",
     ])

@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench" / "e2e"))
-from localstack import Ports, Service, Stack, default_services, venv_python  # noqa: E402
+from localstack import Ports, Service, Stack, default_services, drift_token_env, venv_python  # noqa: E402
 from run import RAW_FIELDS, free_port, live_transactions, open_loop  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "drift.json"
@@ -63,7 +63,8 @@ def main() -> int:
         drift = Service("drift", [venv_python("services/drift"), "-m", "flywheel_drift"],
                         {"FLYWHEEL_DRIFT_HTTP_HOST": "127.0.0.1", "FLYWHEEL_DRIFT_HTTP_PORT": str(drift_port),
                          "FLYWHEEL_DRIFT_MODEL_REPO": str(args.model_repo),
-                         "FLYWHEEL_DRIFT_SPOOL_DIR": f"{scratch}/spool", "FLYWHEEL_DRIFT_MMD_ENABLED": "false"},
+                         "FLYWHEEL_DRIFT_SPOOL_DIR": f"{scratch}/spool", "FLYWHEEL_DRIFT_MMD_ENABLED": "false",
+                         **drift_token_env(args.data)},
                         f"{drift_url}/ready")
         services = [drift, *default_services(args.model_repo, args.data, ports, {SINK: f"{drift_url}/"})]
         started = time.monotonic()

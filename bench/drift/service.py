@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import secrets
 import signal
 import socket
 import statistics
@@ -68,7 +69,12 @@ class Server:
     def __init__(self, scratch: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Batches need the drift ingest token (docs/security.md); this bench's own, in its scratch dir.
+        token = scratch / "ingest-token"
+        token.write_text(secrets.token_urlsafe(32) + "\n")
+        self.auth = {"authorization": f"Bearer {token.read_text().strip()}"}
         full = {**os.environ, "FLYWHEEL_DRIFT_HTTP_HOST": "127.0.0.1", "FLYWHEEL_DRIFT_HTTP_PORT": str(self.port),
+                "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(token),
                 "FLYWHEEL_DRIFT_MODEL_REPO": str(scratch / "repo"), "FLYWHEEL_DRIFT_SPOOL_DIR": str(scratch / "spool"),
                 "FLYWHEEL_DRIFT_MMD_ENABLED": "false", **env}
         self.started = time.monotonic()
@@ -133,7 +139,7 @@ def ingest(scratch: Path, seconds: float = 10.0, clients: int = 4, batch_rows: i
             i = k
             while time.monotonic() < deadline:
                 r = client.post(f"{server.url}/v1/batch", content=bodies[i % len(bodies)],
-                                headers={"content-type": "application/json"})
+                                headers={"content-type": "application/json", **server.auth})
                 with lock:
                     if r.status_code == 202:
                         accepted[0] += batch_rows

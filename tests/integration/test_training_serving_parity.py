@@ -14,7 +14,7 @@ import pandas as pd
 from conftest import run
 from flywheel_core import model_repo as repo
 from flywheel_core import schema
-from localstack import venv_python
+from localstack import bearer, token, venv_python
 
 
 
@@ -23,7 +23,8 @@ def test_served_model_input_equals_point_in_time_training_input(stack, ports, li
     response = httpx.post(
         f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict",
         json={"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS} for t in sample]},
-        headers={"x-flywheel-debug-features": "1"}, timeout=10,
+        headers={"x-flywheel-debug-features": "1", **bearer(token(data_env["FLYWHEEL_DATA_DIR"], "transformer-debug"))},
+        timeout=10,
     )
     assert response.status_code == 200, response.text
     served = pd.DataFrame([p["features"] for p in response.json()["predictions"]])
