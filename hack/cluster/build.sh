@@ -51,10 +51,17 @@ pin_check skaffold github.com/GoogleContainerTools/skaffold/v2 "$SKAFFOLD_VERSIO
 pin_check dockerfile-lint github.com/moby/buildkit "$BUILDKIT_VERSION"
 pin_check kserve github.com/kserve/kserve "$KSERVE_VERSION"
 
+# recipe[name]: how a component's build differs from a plain `go build` (its release ldflags); part of the
+# cache key, so changing how a binary is built rebuilds it.
+declare -A recipe=(
+  [helm]="release-ldflags-v1: version, gitTreeState, chartutil+lint k8sVersionMajor/Minor"
+)
+
 component_dir() { # name version
   local sum
   # The wrapper's own Go sources (dockerfile-lint has some) count too, so editing them rebuilds.
-  sum="$(cat "$here/go/$1/go.mod" "$here/go/$1/go.sum" "$here/go/$1"/*.go 2>/dev/null | sha256sum | cut -c1-10)"
+  sum="$( (cat "$here/go/$1/go.mod" "$here/go/$1/go.sum" "$here/go/$1"/*.go 2>/dev/null; if [[ -n "${recipe[$1]:-}" ]]; then echo "${recipe[$1]}"; fi) \
+    | sha256sum | cut -c1-10)"
   echo "$cache/$1-$2-$sum"
 }
 
@@ -113,8 +120,16 @@ build_one kubernetes "$kv" kube-controller-manager k8s.io/kubernetes/cmd/kube-co
 build_one kubernetes "$kv" kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$kldflags"
 build_one kubernetes "$kv" kubectl k8s.io/kubernetes/cmd/kubectl "$kldflags"
 build_one kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok
-build_one helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# Helm's release build (its Makefile) stamps the Kubernetes version of the client-go it was built with;
+# without it Helm assumes Kubernetes v1.20 and `helm template` refuses a chart whose kubeVersion is newer.
+helm_k8s="$(cd "$here/go/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)"  # v0.MINOR.PATCH
+helm_k8s_minor="${helm_k8s#v0.}"; helm_k8s_minor="${helm_k8s_minor%%.*}"
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$helm_k8s_minor"
+done
+build_one helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 build_one skaffold "$SKAFFOLD_VERSION" skaffold github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold \
   "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$SKAFFOLD_VERSION"
 build_one dockerfile-lint "$BUILDKIT_VERSION" dockerfile-lint .

@@ -30,3 +30,20 @@ def test_helm_install_waits_for_a_chart_to_become_ready(cluster, namespace, tmp_
          "--wait", "--timeout", "120s", cwd=tmp_path)
     status = _run(cluster, helm, "status", "demo", "--namespace", namespace, cwd=tmp_path)
     assert "STATUS: deployed" in status
+
+
+def _pinned(name: str) -> str:
+    versions = Path(__file__).resolve().parents[2] / "hack" / "cluster" / "versions.env"
+    return next(line.split("=", 1)[1].strip() for line in versions.read_text().splitlines()
+                if line.startswith(f"{name}="))
+
+
+def test_helm_is_built_as_helm_releases_are(cluster, tmp_path):
+    # Helm's Makefile stamps its version and the Kubernetes minor of its client-go; without them `helm version`
+    # is empty and offline `helm template` assumes Kubernetes v1.20, below the chart's kubeVersion.
+    helm = tool(cluster, "helm")
+    version = _run(cluster, helm, "version", "--template", "{{.Version}} {{.GitTreeState}}", cwd=tmp_path).split()
+    assert version == [_pinned("HELM_VERSION"), "clean"]
+    chart = Path(__file__).resolve().parents[2] / "charts" / "flywheel"
+    rendered = _run(cluster, helm, "template", "flywheel", str(chart), cwd=tmp_path)  # no --kube-version
+    assert "kind: Deployment" in rendered
