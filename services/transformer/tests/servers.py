@@ -61,17 +61,29 @@ class ThreadedServer:
         self.sock.close()
 
 
+def refused(request: Request, token: str | None) -> Response | None:
+    """A 401 (flywheel_contracts.auth's body) unless `token` is None or the request carries it as a bearer token."""
+    if token is None or request.headers.get("authorization") == f"Bearer {token}":
+        return None
+    return JSONResponse({"error": "send Authorization: Bearer <token>", "code": "unauthorized"}, status_code=401)
+
+
 class FeatureServerStub(ThreadedServer):
     """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | slow. The card
-    UNKNOWN_CARD and the merchant UNKNOWN_MERCHANT are not in the store: their features are NOT_FOUND."""
+    UNKNOWN_CARD and the merchant UNKNOWN_MERCHANT are not in the store: their features are NOT_FOUND.
+    With `token` set, a lookup without `Authorization: Bearer <token>` gets a 401."""
 
-    def __init__(self, slow_s: float = 2.0) -> None:
+    def __init__(self, slow_s: float = 2.0, token: str | None = None) -> None:
         self.mode = "ok"
         self.slow_s = slow_s
+        self.token = token
         self.requests: list[dict[str, Any]] = []
         super().__init__([Route("/get-online-features", self.handle, methods=["POST"])])
 
     async def handle(self, request: Request) -> Response:
+        denied = refused(request, self.token)
+        if denied is not None:
+            return denied
         body = await request.json()
         self.requests.append(body)
         if self.mode == "fail":
@@ -131,14 +143,19 @@ class PredictorStub(ThreadedServer):
 
 
 class CloudEventSink(ThreadedServer):
-    """Records every posted event's headers and body; answers after `delay_s`."""
+    """Records every posted event's headers and body; answers after `delay_s`. With `token` set, an event
+    without `Authorization: Bearer <token>` gets a 401 and is not recorded."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, token: str | None = None) -> None:
         self.delay_s = delay_s
+        self.token = token
         self.events: list[dict[str, Any]] = []
         super().__init__([Route("/", self.handle, methods=["POST"])])
 
     async def handle(self, request: Request) -> Response:
+        denied = refused(request, self.token)
+        if denied is not None:
+            return denied
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.events.append({"headers": dict(request.headers), "body": await request.body()})

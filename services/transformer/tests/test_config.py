@@ -16,6 +16,9 @@ def test_defaults_match_the_documented_ports_and_policy(monkeypatch):
     assert settings.threshold == 0.5
     assert settings.features_fallback == "error"
     assert settings.event_sink_url == ""
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.debug_features is False
+    assert settings.debug_token_file is settings.features_token_file is settings.event_token_file is None
 
 
 def test_settings_are_read_from_prefixed_environment_variables(monkeypatch):
@@ -37,6 +40,8 @@ def test_settings_are_read_from_prefixed_environment_variables(monkeypatch):
         ("EVENT_SINK_URL", "sink:9000", "http:// or https:// URL"),
         ("MODEL_VERSION", "newest", "latest"),
         ("FEATURES_TIMEOUT_S", "0", "greater than 0"),
+        ("MAX_BODY_BYTES", "100", "greater than or equal to 1024"),
+        ("DEBUG_FEATURES", "maybe", "valid boolean"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable_and_the_value(monkeypatch, variable, value, expected):
@@ -46,3 +51,21 @@ def test_a_bad_value_fails_naming_the_variable_and_the_value(monkeypatch, variab
     message = str(caught.value)
     assert f"Config 'FLYWHEEL_TRANSFORMER_{variable}' has value '{value}'" in message
     assert expected in message
+
+
+def test_an_empty_token_file_setting_means_unset(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE", "")
+    monkeypatch.setenv("FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE", "/run/secrets/drift-ingest")
+    settings = load_settings()
+    assert settings.features_token_file is None
+    assert str(settings.event_token_file) == "/run/secrets/drift-ingest"
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from flywheel_transformer import Settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in readme, name

@@ -6,6 +6,7 @@ import httpx
 from cloudevents.http import from_http
 from prometheus_client import CollectorRegistry
 
+from flywheel_contracts.auth import TokenFile
 from flywheel_transformer._events import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
@@ -53,7 +54,7 @@ def test_headers_are_kserve_loggers_binary_cloudevent_headers():
     assert event["id"] == "id-1" and event["inferenceservicename"] == "fraud-isvc"
 
 
-def sink_with(handler, queue_size=10, registry=None):
+def sink_with(handler, queue_size=10, registry=None, token=None):
     registry = registry or CollectorRegistry()
     sink = EventSink(
         "http://sink/",
@@ -64,6 +65,7 @@ def sink_with(handler, queue_size=10, registry=None):
         0.5,
         senders=1,
         transport=httpx.MockTransport(handler),
+        token=token,
     )
     return sink, registry
 
@@ -145,3 +147,25 @@ def test_the_version_that_scored_is_the_ce_modelversion_extension_of_both_events
         assert headers["ce-modelversion"] == "v3"
         assert from_http(headers, b"{}")["modelversion"] == "v3"  # a valid CloudEvents extension attribute
     assert "ce-modelversion" not in event_headers(ATTRIBUTES, record(), REQUEST_TYPE)  # version unknown: omitted
+
+
+def test_each_event_carries_the_drift_ingest_token_and_a_401_is_a_failed_send(tmp_path):
+    path = tmp_path / "drift-ingest"
+    path.write_text("ingest-token\n")
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(202 if request.headers["ce-type"] == REQUEST_TYPE else 401)
+
+    async def go():
+        sink, registry = sink_with(handler, token=TokenFile(path))
+        sink.submit(record())
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert seen == ["Bearer ingest-token", "Bearer ingest-token"]
+    assert value(registry, "flywheel_transformer_events_sent_total") == 1
+    assert value(registry, "flywheel_transformer_events_failed_total") == 1

@@ -1,6 +1,7 @@
 import httpx
 import pytest
 
+from flywheel_contracts.auth import TokenFile
 from flywheel_core.schema import ONLINE_FEATURE_REFS
 from flywheel_transformer._errors import FeaturesUnavailable, status_of
 from flywheel_transformer._features import FeatureClient, lookup_body, parse_lookup
@@ -93,9 +94,9 @@ def test_an_unusable_answer_is_a_feature_service_failure(answer):
     assert status_of(caught.value) == 503
 
 
-def lookup_with(transport, timeout_s=0.5):
+def lookup_with(transport, timeout_s=0.5, token=None):
     async def go():
-        client = FeatureClient("http://features", timeout_s, transport=transport)
+        client = FeatureClient("http://features", timeout_s, transport=transport, token=token)
         try:
             return await client.lookup(transactions("c1"))
         finally:
@@ -139,3 +140,62 @@ def test_an_error_status_from_feast_is_feature_service_unavailable():
         lookup_with(feast_transport(lambda body: httpx.Response(500, text="registry not applied")))
     assert caught.value.reason == "http_error"
     assert "500" in str(caught.value)
+
+
+def test_the_callers_message_names_neither_the_address_nor_the_reply_and_the_log_has_both_once(caplog):
+    transport = feast_transport(lambda body: httpx.Response(500, text="internal: redis://10.0.0.7 refused"))
+
+    async def go():
+        client = FeatureClient("http://features.internal:6566", 0.5, transport=transport)
+        errors = []
+        for _ in range(3):
+            with pytest.raises(FeaturesUnavailable) as caught:
+                await client.lookup(transactions("c1"))
+            errors.append(str(caught.value))
+        await client.aclose()
+        return errors
+
+    with caplog.at_level("INFO", logger="flywheel_transformer.features"):
+        errors = run(go())
+    for error in errors:
+        assert "features.internal" not in error and "redis" not in error
+    lines = [r.getMessage() for r in caplog.records if r.name == "flywheel_transformer.features"]
+    assert len(lines) == 1  # once per outage, not per request
+    assert "features.internal:6566" in lines[0] and "redis://10.0.0.7" in lines[0]
+
+
+def authorizations(answer):
+    """A mock feature server recording each request's Authorization header (None when absent)."""
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return answer
+
+    return httpx.MockTransport(handler), seen
+
+
+def test_the_features_read_token_is_sent_and_re_read_when_its_file_changes(tmp_path):
+    path = tmp_path / "features-read"
+    path.write_text("first\n")
+    transport, seen = authorizations(httpx.Response(200, json=feast_answer(["c1"], ["m00001"], known_values(1))))
+    lookup_with(transport, token=TokenFile(path))
+    path.write_text("second-and-longer\n")  # a rotated Secret: no restart
+    lookup_with(transport, token=TokenFile(path))
+    assert seen == ["Bearer first", "Bearer second-and-longer"]
+
+
+def test_without_a_token_file_no_authorization_is_sent():
+    transport, seen = authorizations(httpx.Response(200, json=feast_answer(["c1"], ["m00001"], known_values(1))))
+    lookup_with(transport)
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_credential_is_a_503_naming_the_feature_service_and_unauthorized(status):
+    transport, _ = authorizations(httpx.Response(status, json={"error": "send Authorization", "code": "unauthorized"}))
+    with pytest.raises(FeaturesUnavailable) as caught:
+        lookup_with(transport)
+    assert (caught.value.reason, status_of(caught.value)) == ("unauthorized", 503)
+    assert "feature service" in str(caught.value) and "unauthorized" in str(caught.value)
+    assert "FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE" in str(caught.value)

@@ -7,6 +7,7 @@ import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client import CollectorRegistry
 
+from flywheel_contracts.auth import write_token
 from flywheel_core import schema
 from flywheel_transformer import (
     DEBUG_FEATURES_HEADER,
@@ -22,6 +23,7 @@ from flywheel_transformer._errors import (
     InvalidHeader,
     InvalidRequest,
     ModelNotLoaded,
+    Unauthorized,
     UnsupportedProtocol,
     VersionNotPublished,
     VersionNotServed,
@@ -65,10 +67,20 @@ def failing(error):
     return httpx.MockTransport(handler)
 
 
+DEBUG_TOKEN = "test-debug-token"
+DEBUG = {**JSON, DEBUG_FEATURES_HEADER: "1", "authorization": f"Bearer {DEBUG_TOKEN}"}
+"""Headers asking for the model input, with the debug token of a `Harness(debug=True)`."""
+
+
 class Harness:
-    def __init__(self, repo, features=None, predictor=None, events=None, **settings):
+    def __init__(self, repo, features=None, predictor=None, events=None, debug=False, **settings):
+        """`debug`: DEBUG_FEATURES on with DEBUG_TOKEN as the debug token (send DEBUG headers)."""
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        if debug:
+            token = repo.parent / "transformer-debug"
+            token.write_text(DEBUG_TOKEN + "\n")
+            settings.update(debug_features=True, debug_token_file=token)
         self.settings = load_settings(model_repo=repo, **settings)
         self.model = FraudTransformer(
             self.settings,
@@ -127,10 +139,8 @@ def test_unknown_entities_take_training_defaults_are_listed_and_counted(repo):
         out["merchant_fraud_rate_30d"] = [0.5] + [None] * (n - 1)
         return out
 
-    harness = Harness(repo, features=answering(values))
-    body, _ = harness.predict(
-        transaction(), transaction(transaction_id="t2"), headers={**JSON, DEBUG_FEATURES_HEADER: "1"}
-    )
+    harness = Harness(repo, features=answering(values), debug=True)
+    body, _ = harness.predict(transaction(), transaction(transaction_id="t2"), headers=DEBUG)
     first, second = body["predictions"]
     assert first["missing_features"] == ["txn_count_1h"]
     assert second["missing_features"] == ["txn_count_1h", "merchant_fraud_rate_30d"]
@@ -183,23 +193,71 @@ def test_stale_features_are_missing_as_outside_max_age_not_as_an_unknown_entity(
     assert prediction["degraded"] is False
 
 
-def test_the_debug_header_returns_exactly_the_vector_sent_to_the_predictor(repo):
+@pytest.fixture
+def debug_token(tmp_path):
+    return write_token(tmp_path / "transformer-debug")
+
+
+def bearer(path):
+    return {"authorization": f"Bearer {path.read_text().strip()}"}
+
+
+def test_the_debug_header_with_the_token_returns_exactly_the_vector_sent_to_the_predictor(repo, debug_token):
     sent = []
 
     def respond(request):
         sent.append(json.loads(request.content)["inputs"][0]["data"])
         return predictor_transport(0.5).handle_request(request)
 
-    harness = Harness(repo, predictor=httpx.MockTransport(respond))
-    body, _ = harness.predict(transaction(), headers={**JSON, DEBUG_FEATURES_HEADER: "true"})
+    harness = Harness(repo, predictor=httpx.MockTransport(respond), debug_features=True, debug_token_file=debug_token)
+    body, _ = harness.predict(transaction(), headers={**JSON, DEBUG_FEATURES_HEADER: "true", **bearer(debug_token)})
     features = body["predictions"][0]["features"]
     assert list(features) == [c["name"] for c in schema.COLUMNS]
     assert list(features.values()) == sent[0]
 
 
-def test_without_the_debug_header_no_features_are_returned(repo):
-    body, _ = Harness(repo).predict(transaction())
+def test_without_the_debug_header_no_features_are_returned(repo, debug_token):
+    harness = Harness(repo, debug_features=True, debug_token_file=debug_token)
+    body, _ = harness.predict(transaction(), headers={**JSON, **bearer(debug_token)})
     assert "features" not in body["predictions"][0]
+
+
+def test_with_debug_features_off_the_header_is_ignored_even_with_the_token(repo, debug_token):
+    harness = Harness(repo, debug_token_file=debug_token)  # DEBUG_FEATURES defaults to off
+    body, _ = harness.predict(transaction(), headers={**JSON, DEBUG_FEATURES_HEADER: "1", **bearer(debug_token)})
+    assert "features" not in body["predictions"][0]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "words"),
+    [
+        (None, "send Authorization: Bearer"),
+        ("Bearer not-the-token", "wrong token"),
+        ("Basic abc", "send Authorization"),
+    ],
+)
+def test_the_debug_header_without_the_token_is_a_401_before_any_lookup(repo, debug_token, authorization, words):
+    looked_up = []
+    features = answering()
+
+    def handle(request):
+        looked_up.append(request)
+        return features.handle_request(request)
+
+    harness = Harness(repo, features=httpx.MockTransport(handle), debug_features=True, debug_token_file=debug_token)
+    headers = {**JSON, DEBUG_FEATURES_HEADER: "1", **({"authorization": authorization} if authorization else {})}
+    with pytest.raises(Unauthorized) as caught:
+        harness.predict(transaction(), headers=headers)
+    assert status_of(caught.value) == 401
+    assert error_body(caught.value)["code"] == "unauthorized"
+    assert words in str(caught.value) and "transformer debug token" in str(caught.value)
+    assert looked_up == []
+
+
+def test_debug_features_on_without_a_token_file_gives_features_to_nobody(repo):
+    harness = Harness(repo, debug_features=True)
+    with pytest.raises(Unauthorized, match="FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE"):
+        harness.predict(transaction(), headers={**JSON, DEBUG_FEATURES_HEADER: "1", "authorization": "Bearer x"})
 
 
 @pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
@@ -215,10 +273,8 @@ def test_feature_service_down_is_a_503_by_default_and_counted(repo, error):
 
 
 def test_with_fallback_defaults_a_feature_outage_scores_degraded_with_defaults(repo):
-    harness = Harness(repo, features=failing(httpx.ReadTimeout("slow")), features_fallback="defaults")
-    body, _ = harness.predict(
-        transaction(), transaction(transaction_id="t2"), headers={**JSON, DEBUG_FEATURES_HEADER: "1"}
-    )
+    harness = Harness(repo, features=failing(httpx.ReadTimeout("slow")), features_fallback="defaults", debug=True)
+    body, _ = harness.predict(transaction(), transaction(transaction_id="t2"), headers=DEBUG)
     for prediction in body["predictions"]:
         assert prediction["degraded"] is True
         assert prediction["missing_features"] == ONLINE_NAMES
@@ -296,14 +352,12 @@ def test_a_scored_request_queues_one_record_with_v2_shaped_payloads(repo):
 
 # Model versions named by a router: x-flywheel-model-version
 
-DEBUG = {**JSON, DEBUG_FEATURES_HEADER: "1"}
-
 
 def versioned(repo, paths, **kwargs):
     """Harness over `two_versions` serving v1 by default, with a predictor that serves v1 and v2."""
     kwargs.setdefault("predictor", versioned_predictor_transport(paths=paths))
     unknown = answering(lambda n: {name: [None] * n for name in ONLINE_NAMES})  # every online feature defaulted
-    return Harness(repo, model_version="v1", features=unknown, **kwargs)
+    return Harness(repo, model_version="v1", features=unknown, debug=True, **kwargs)
 
 
 def test_a_named_version_is_scored_at_its_versioned_path_with_its_own_defaults(two_versions):

@@ -140,3 +140,26 @@ def test_the_version_comes_from_the_body_else_the_response_header_else_the_path_
     assert infer_version(answer("v2"), None).model_version == "v2"
     assert infer_version(answer(None), "v5").model_version == "v5"
     assert infer_version(answer(None), None).model_version is None
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_the_callers_message_names_neither_the_address_nor_the_reply_and_the_log_has_both_once(caplog, status):
+    transport = httpx.MockTransport(lambda r: httpx.Response(status, text="trace at /srv/predictor/internal.py"))
+
+    async def go():
+        client = PredictorClient("http://predictor.internal:8080", "fraud", 0.5, transport=transport)
+        errors = []
+        for _ in range(3):
+            with pytest.raises((PredictorBadResponse, PredictorUnavailable)) as caught:
+                await client.infer(infer_body("id1", "input", [[0.0] * 19]), "probability", 1)
+            errors.append(str(caught.value))
+        await client.aclose()
+        return errors
+
+    with caplog.at_level("INFO", logger="flywheel_transformer.predictor"):
+        errors = run(go())
+    for error in errors:
+        assert "predictor.internal" not in error and "/srv/predictor" not in error
+    lines = [r.getMessage() for r in caplog.records if r.name == "flywheel_transformer.predictor"]
+    assert len(lines) == 1
+    assert "predictor.internal:8080" in lines[0] and "/srv/predictor/internal.py" in lines[0]

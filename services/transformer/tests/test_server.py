@@ -19,6 +19,9 @@ from conftest import DEFAULTS, ONLINE_NAMES, V2_DEFAULTS, publish_version, trans
 from servers import UNKNOWN_CARD, UNKNOWN_MERCHANT, CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
 
 JSON = {"content-type": "application/json"}
+DEBUG_TOKEN = "server-debug-token"
+DEBUG = {"x-flywheel-debug-features": "1", "authorization": f"Bearer {DEBUG_TOKEN}"}
+"""Ask for the model input, with the debug token the transformers below accept (DEBUG_FEATURES on)."""
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("server")
     publish_version(path / "model_repo")  # v1, the version the transformers below load at start
     publish_version(path / "model_repo", defaults=V2_DEFAULTS)  # v2, served to requests that name it
+    (path / "transformer-debug").write_text(DEBUG_TOKEN + "\n")
     return path
 
 
@@ -60,6 +64,8 @@ def transformer(workdir, features, predictor, sink):
         "FLYWHEEL_TRANSFORMER_EVENT_NAMESPACE": "flywheel",
         "FLYWHEEL_TRANSFORMER_EVENT_INFERENCE_SERVICE": "fraud-isvc",
         "FLYWHEEL_TRANSFORMER_HTTP_HOST": "127.0.0.1",
+        "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",
+        "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE": str(workdir / "transformer-debug"),
     }
     with TransformerProcess(env, workdir / "transformer.log") as process:
         yield process
@@ -115,7 +121,7 @@ def test_transactions_are_scored_over_loopback(transformer, features_ok, predict
             transaction(transaction_id="small", amount=20.0),
             transaction(transaction_id="big", card_id=UNKNOWN_CARD, merchant_id=UNKNOWN_MERCHANT, amount=900.0),
         ],
-        headers={"x-flywheel-debug-features": "1"},
+        headers=DEBUG,
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -168,7 +174,7 @@ def test_each_inference_reaches_the_sink_as_two_kserve_cloudevents(transformer, 
 def test_a_request_naming_a_version_is_scored_by_it_with_its_defaults(transformer, features_ok, predictor):
     response = transformer.predict(
         [transaction(transaction_id="known", amount=20.0), transaction(transaction_id="new", card_id=UNKNOWN_CARD)],
-        headers={"x-flywheel-model-version": "v2", "x-flywheel-debug-features": "1"},
+        headers={"x-flywheel-model-version": "v2", **DEBUG},
     )
     assert response.status_code == 200, response.text
     known, new = response.json()["predictions"]
@@ -325,13 +331,15 @@ def degraded(workdir, predictor):
             "FLYWHEEL_TRANSFORMER_EVENT_QUEUE_SIZE": "1",
             "FLYWHEEL_TRANSFORMER_EVENT_SENDERS": "1",
             "FLYWHEEL_TRANSFORMER_EVENT_TIMEOUT_S": "5",
+            "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",
+            "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE": str(workdir / "transformer-debug"),
         }
         with TransformerProcess(env, workdir / "degraded.log") as process:
             yield process
 
 
 def test_with_fallback_defaults_a_feature_outage_still_scores_marked_degraded(degraded):
-    response = degraded.predict([transaction()], headers={"x-flywheel-debug-features": "1"})
+    response = degraded.predict([transaction()], headers=DEBUG)
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     assert prediction["degraded"] is True
@@ -399,3 +407,15 @@ def test_a_version_that_does_not_fit_exits_2(tmp_path):
     )
     assert result.returncode == 2
     assert "fraud_v0" in result.stderr
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-debug-token"])
+def test_with_debug_features_on_the_header_without_the_token_is_a_401(transformer, features_ok, authorization):
+    before = len(features_ok.requests)
+    headers = {"x-flywheel-debug-features": "1", **({"authorization": authorization} if authorization else {})}
+    response = transformer.predict([transaction()], headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == 'Bearer realm="flywheel-transformer"'
+    assert (response.json()["type"], response.json()["code"]) == ("unauthorized", "unauthorized")
+    assert "predictions" not in response.json()
+    assert len(features_ok.requests) == before  # refused before any lookup

@@ -11,6 +11,10 @@ What is changed from a stock `ModelServer().start([model])`, and why:
 - A single worker runs on uvloop: kserve 0.21 starts it with plain `asyncio.run`, and picks the
   loop (`--event-loop auto`) only for its multi-process server.
 - gRPC is not started (port 8081 is not part of the contract; nothing here listens on it).
+- Only inference, health, metadata and metrics routes are registered (see _routes): not KServe's
+  model repository extension, whose unload would let any caller take the model out of service, nor
+  `:explain`, `/openapi.json` or `/docs`. Anything else is 404 with a JSON body, and the server
+  metadata (`GET /v2`) lists no extensions.
 - Several versions (see _versions): KServe knows one model, the default version. The data plane hands
   an inference request to the version its `x-flywheel-model-version` header names (the fast path
   turns versioned routes into that header) and names the scorer in the same response header; V2
@@ -33,6 +37,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
+from starlette.exceptions import HTTPException
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import (
@@ -53,6 +58,7 @@ from ._errors import InvalidRequest, PredictorError, VersionUnavailable, error_b
 from ._fastpath import FastPath
 from ._logging import configure_logging
 from ._model import OnnxModel
+from ._routes import ServedRoutesOnly
 from ._versions import VERSION_HEADER, VersionSet, requested_version
 
 log = logging.getLogger("flywheel_predictor")
@@ -62,6 +68,10 @@ GRACE_PERIOD_SECONDS = 10
 
 class FlywheelDataPlane(DataPlane):
     versions: VersionSet | None = None  # set by FlywheelModelServer.start; travels to workers with the data plane
+
+    def metadata(self) -> dict[str, Any]:
+        # KServe lists its model repository extension, whose routes are not served here (see _routes).
+        return {**super().metadata(), "extensions": []}
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         metadata = await super().model_metadata(model_name)
@@ -98,6 +108,11 @@ class FlywheelRESTServer(RESTServer):
         # X-Forwarded-* only rewrite the client address, which nothing here reads (no access log).
         self.config.proxy_headers = False
 
+    def _register_endpoints(self, app: FastAPI) -> None:
+        """KServe's routes, less those not in _routes.SERVED_ROUTES (model repository, explain, docs)."""
+        served = ServedRoutesOnly(app)
+        super()._register_endpoints(served)
+        served.finish()
 
     def _add_middlewares(self, app: FastAPI) -> None:
         """KServe adds a TimingMiddleware that logs one trace line per request; not here."""
@@ -119,6 +134,7 @@ class FlywheelRESTServer(RESTServer):
         versions = self.dataplane.versions
         app.add_exception_handler(PredictorError, _predictor_error_handler(versions))
         app.add_exception_handler(RequestValidationError, _validation_error_handler)
+        app.add_exception_handler(HTTPException, _http_error_handler)
         for error_class, status in KSERVE_CLIENT_ERRORS.items():
             app.add_exception_handler(error_class, _quiet_handler(status))
         self.config.app = FastPath(app, versions, self.settings.max_body_bytes, serve_inference=self.settings.fast_path)
@@ -167,6 +183,16 @@ def _chosen_version(versions: VersionSet, header: str | None) -> OnnxModel | Non
     except InvalidRequest:
         return None
     return versions.default if version is None else versions.lookup(version)
+
+
+async def _http_error_handler(request: Request, error: HTTPException) -> Response:
+    """Starlette's own 404 and 405 (no such route, wrong method) as `{"error": ...}` like every other error."""
+    where = f"{request.method} {request.url.path}"
+    if error.status_code == 404:
+        message = f"no route {where}: this server answers inference, health, model metadata and /metrics only"
+    else:
+        message = f"{error.detail}: {where}"
+    return Response(error_body(message), status_code=error.status_code, media_type="application/json", headers=error.headers)
 
 
 async def _validation_error_handler(request: Request, error: RequestValidationError) -> Response:

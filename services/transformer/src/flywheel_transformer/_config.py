@@ -70,6 +70,30 @@ class Settings(BaseSettings):
     max_instances: int = Field(1000, ge=1, le=100_000)
     """Most transactions in one request (default 1000); more gets a 413, bounding memory and latency."""
 
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest request body in bytes (default 1 MiB); a larger one gets a 413 before any of it is parsed
+    (Content-Length over the limit is refused unread, a chunked body as soon as it grows past it). A raw
+    transaction is about 250 bytes of JSON (300 with the simulator's extra fields), so 1 MiB holds
+    MAX_INSTANCES=1000 of them with 3x room for longer ids, while parsing never holds more than 1 MiB."""
+
+    debug_features: bool = False
+    """Whether the `x-flywheel-debug-features` header may return each prediction's model input (default
+    false: the header is ignored). On, only a request with `Authorization: Bearer <debug token>` gets the
+    features; one that sends the header without that token gets a 401. The features are the model's
+    inputs for a customer's transaction, not for every caller."""
+
+    debug_token_file: Path | None = None
+    """File holding the transformer debug token (default unset = nobody gets features, even with
+    DEBUG_FEATURES on). Re-read when it changes, so a rotated Secret needs no restart."""
+
+    features_token_file: Path | None = None
+    """File holding the features read token sent as `Authorization: Bearer` to the feature service (default
+    unset = no header). Re-read when it changes; a 401 from the feature service is a 503 naming it."""
+
+    event_token_file: Path | None = None
+    """File holding the drift ingest token sent as `Authorization: Bearer` with every CloudEvent (default
+    unset = no header). Re-read when it changes; a 401 from the sink is counted as a failed send."""
+
     event_sink_url: str = ""
     """Where inference CloudEvents are posted (default empty = inference logging off)."""
 
@@ -94,6 +118,11 @@ class Settings(BaseSettings):
 
     event_endpoint: str = "default"
     """`ce-endpoint` extension (default `default`; KServe uses `default` or `canary`)."""
+
+    @field_validator("debug_token_file", "features_token_file", "event_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("event_sink_url")
     @classmethod

@@ -6,6 +6,8 @@
     └── RequestError            anything that ends one request; `status_of` gives its HTTP status
         ├── InvalidRequest          400  a field is missing or mistyped (names field and instance)
         │   └── TooManyInstances    413  more transactions than FLYWHEEL_TRANSFORMER_MAX_INSTANCES
+        ├── BodyTooLarge            413  the body is over FLYWHEEL_TRANSFORMER_MAX_BODY_BYTES (refused unread)
+        ├── Unauthorized            401  x-flywheel-debug-features without the transformer debug token
         ├── InvalidHeader           400  a request header has a bad value (names the header)
         ├── VersionNotPublished     404  the requested model version is not in the model repository
         ├── VersionNotServed        404  the predictor answered 404 for the requested model version
@@ -82,6 +84,28 @@ class TooManyInstances(InvalidRequest):
     kind = "too_many_instances"
 
 
+class BodyTooLarge(RequestError):
+    """The request body is larger than the configured limit; `limit_bytes` names it."""
+
+    kind = "body_too_large"
+
+    def __init__(self, message: str, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+
+    def details(self) -> dict[str, Any]:
+        return {"limit_bytes": self.limit_bytes}
+
+
+class Unauthorized(RequestError):
+    """A request asked for something that needs a credential it did not send (answered with WWW-Authenticate)."""
+
+    kind = "unauthorized"
+
+    def details(self) -> dict[str, Any]:
+        return {"code": "unauthorized"}  # flywheel_contracts.auth's 401 body carries it too
+
+
 class UnsupportedMediaType(RequestError):
     kind = "unsupported_media_type"
 
@@ -155,6 +179,8 @@ class PredictorBadResponse(RequestError):
 STATUS: dict[type[RequestError], HTTPStatus] = {
     InvalidRequest: HTTPStatus.BAD_REQUEST,
     TooManyInstances: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    BodyTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    Unauthorized: HTTPStatus.UNAUTHORIZED,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     UnsupportedProtocol: HTTPStatus.BAD_REQUEST,
     InvalidHeader: HTTPStatus.BAD_REQUEST,

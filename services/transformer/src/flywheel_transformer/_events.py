@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from flywheel_contracts.auth import TokenFile
+
 from ._metrics import Metrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -94,8 +96,11 @@ class EventSink:
         timeout_s: float,
         senders: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: TokenFile | None = None,
     ) -> None:
         self.url = url
+        self.token = token or TokenFile(None)
+        """The drift ingest token sent with every event (re-read when its file changes); none when unset."""
         self.attributes = attributes
         self._metrics = metrics
         self._model = model
@@ -137,7 +142,9 @@ class EventSink:
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
             response = await self._client.post(
-                self.url, content=body, headers=event_headers(self.attributes, record, ce_type)
+                self.url,
+                content=body,
+                headers={**event_headers(self.attributes, record, ce_type), **self.token.header()},
             )
         except httpx.HTTPError as e:
             self._failed(f"{type(e).__name__}")
@@ -147,6 +154,10 @@ class EventSink:
             if self._failing:
                 self._failing = False
                 log.info("event sink %s accepts events again", self.url)
+        elif response.status_code in (401, 403):
+            self._failed(
+                f"HTTP {response.status_code}: check FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE (drift ingest token)"
+            )
         else:
             self._failed(f"HTTP {response.status_code}")
 

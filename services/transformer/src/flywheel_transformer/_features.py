@@ -6,22 +6,27 @@ is usable only when its status is PRESENT and it is a number; anything else (NOT
 card, OUTSIDE_MAX_AGE past the view's ttl, null) is reported as missing with its reason
 (`MissingReason`), and the caller substitutes the model's training default. Any failure of the lookup
 itself becomes FeaturesUnavailable with a bounded `reason` (timeout, unreachable, http_error,
-bad_response) for metrics.
+unauthorized, bad_response) for metrics. Its message, which the caller gets, names neither the feature
+service's address nor its reply; those go to the log, once per outage (the metrics count every failure).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from flywheel_contracts.auth import TokenFile
 from flywheel_core.schema import ONLINE_FEATURE_REFS
 
 from ._errors import FeaturesUnavailable
 from ._scoring import ONLINE_FEATURES, MissingReason, MissingReasons, OnlineLookup, OnlineValues
 from ._validation import Transaction
+
+log = logging.getLogger("flywheel_transformer.features")
 
 PRESENT = "PRESENT"
 STATUS_REASONS = {"NOT_FOUND": MissingReason.NOT_FOUND, "OUTSIDE_MAX_AGE": MissingReason.OUTSIDE_MAX_AGE}
@@ -98,37 +103,76 @@ def _bad_response(detail: str) -> FeaturesUnavailable:
     )
 
 
+class _UpstreamReply(Exception):
+    """What the feature service answered, for the log only (never in the caller's answer)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"POST {response.request.url} answered {response.status_code}: {response.text[:300]}")
+
+
 class FeatureClient:
     """Shared keep-alive client to the feature server."""
 
-    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        token: TokenFile | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.token = token or TokenFile(None)
+        """The features read token sent with every lookup (re-read when its file changes); none when unset."""
+        self._failing = False
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
 
     async def lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:
+        try:
+            result = await self._lookup(transactions)
+        except FeaturesUnavailable as e:
+            if not self._failing:  # one line per outage, not per request
+                self._failing = True
+                cause = f" ({e.__cause__!r})" if e.__cause__ is not None else ""
+                log.warning("feature lookups at %s are failing: %s%s", self.base_url, e, cause)
+            raise
+        if self._failing:
+            self._failing = False
+            log.info("feature lookups at %s succeed again", self.base_url)
+        return result
+
+    async def _lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:
         hint = "retry later, or set FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK=defaults to score with training defaults"
         try:
-            response = await self._client.post("/get-online-features", json=lookup_body(transactions))
+            response = await self._client.post(
+                "/get-online-features", json=lookup_body(transactions), headers=self.token.header()
+            )
         except httpx.TimeoutException as e:
             raise FeaturesUnavailable(
-                f"the feature service is unavailable: no answer from {self.base_url} within "
-                f"{self.timeout_s:g} s (FLYWHEEL_TRANSFORMER_FEATURES_TIMEOUT_S); {hint}",
+                f"the feature service is unavailable: no answer within {self.timeout_s:g} s "
+                f"(FLYWHEEL_TRANSFORMER_FEATURES_TIMEOUT_S); {hint}",
                 reason="timeout",
             ) from e
         except httpx.TransportError as e:
             raise FeaturesUnavailable(
-                f"the feature service is unavailable: cannot reach {self.base_url} ({type(e).__name__}); {hint}",
+                f"the feature service is unavailable: cannot reach it ({type(e).__name__}); {hint}",
                 reason="unreachable",
             ) from e
+        if response.status_code in (401, 403):
+            # This service's credentials, not the caller's request: a configuration fault to fix.
+            raise FeaturesUnavailable(
+                f"the feature service is unavailable: it refused this transformer's credentials "
+                f"({response.status_code} unauthorized); set FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE to a file "
+                "holding the features read token",
+                reason="unauthorized",
+            )
         if response.status_code != 200:
             raise FeaturesUnavailable(
-                f"the feature service is unavailable: {self.base_url}/get-online-features answered "
-                f"{response.status_code} ({response.text[:200]}); {hint}",
+                f"the feature service is unavailable: it answered {response.status_code}; {hint}",
                 reason="http_error",
-            )
+            ) from _UpstreamReply(response)
         try:
             body = response.json()
         except ValueError as e:

@@ -19,7 +19,8 @@ INFERENCE_ID_HEADER = "x-flywheel-inference-id"
 """Response: the inference id, equal to the body's `inference_id` and the CloudEvents' `ce-id`."""
 
 DEBUG_FEATURES_HEADER = "x-flywheel-debug-features"
-"""Request: `1`/`true`/`yes` adds each prediction's exact model input to the body."""
+"""Request: `1`/`true`/`yes` adds each prediction's exact model input to the body, only when
+FLYWHEEL_TRANSFORMER_DEBUG_FEATURES is on and the request carries the transformer debug token."""
 
 MODEL_VERSION_HEADER = "x-flywheel-model-version"
 """Request: serve this published version (`vN`); absent or empty = the version loaded at start.
@@ -43,6 +44,12 @@ ASCII digits only and no trailing newline, both of which a `^v<digits>$` regex w
 def is_version(value: str | None) -> TypeGuard[str]:
     """True for a well-formed version name; anything else never becomes a header or a metric label."""
     return value is not None and VERSION_PATTERN.fullmatch(value) is not None
+
+
+def debug_features_requested(headers: Mapping[str, str]) -> bool:
+    """Whether a request asks for its model input back (headers with lower-case names); see DEBUG_FEATURES_HEADER
+    for who gets it."""
+    return headers.get(DEBUG_FEATURES_HEADER, "").strip().lower() in {"1", "true", "yes"}
 
 
 def requested_version(headers: Mapping[str, str]) -> str | None:

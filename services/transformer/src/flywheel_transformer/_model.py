@@ -29,17 +29,20 @@ from kserve import Model
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
+from flywheel_contracts.auth import Check, TokenFile, unauthorized_body
+
 from ._config import Settings
 from ._errors import (
     FeaturesUnavailable,
     ModelNotLoaded,
     RequestError,
+    Unauthorized,
     UnsupportedProtocol,
     status_of,
 )
 from ._events import EventSink, InferenceRecord
 from ._features import FeatureClient
-from ._headers import DEBUG_FEATURES_HEADER, answer_headers, is_version, requested_version
+from ._headers import DEBUG_FEATURES_HEADER, answer_headers, debug_features_requested, is_version, requested_version
 from ._metrics import Metrics
 from ._predictor import PredictorClient, Scores, infer_body
 from ._repo import SpecCache
@@ -93,6 +96,10 @@ class FraudTransformer(Model):
         self.specs = specs or SpecCache(settings.model_repo, settings.model_name, settings.model_poll_interval_s)
         self.spec: ModelSpec | None = None
         self.ready = False
+        self.debug_token = (
+            TokenFile(settings.debug_token_file, name="transformer debug token") if settings.debug_features else None
+        )
+        """Who may have `x-flywheel-debug-features` answered; None when DEBUG_FEATURES is off (header ignored)."""
 
     def use(self, spec: ModelSpec) -> None:
         """Serve with this model version's metadata; the transformer is ready from now on."""
@@ -169,6 +176,7 @@ class FraudTransformer(Model):
                 f'/v1/models/{self.name}:predict with {{"instances": [transaction, ...]}}; the predictor '
                 "serves V2 tensors"
             )
+        debug = self._debug_features(headers)
         version = requested_version(headers)
         spec = self.spec
         if spec is None:
@@ -186,8 +194,18 @@ class FraudTransformer(Model):
             for entities in assembled.unknown_entities:
                 for entity in entities:
                     self.metrics.unknown_entities.labels(self.name, entity).inc()
-        debug = headers.get(DEBUG_FEATURES_HEADER, "").strip().lower() in {"1", "true", "yes"}
         return _Prepared(str(uuid.uuid4()), received_at, spec, version, transactions, assembled, debug)
+
+    def _debug_features(self, headers: dict[str, str]) -> bool:
+        """Whether to return the model input: never while DEBUG_FEATURES is off (the header is ignored); when on,
+        a request that asks must carry the debug token (401 otherwise, before any lookup is made)."""
+        if self.debug_token is None or not debug_features_requested(headers):
+            return False
+        result = self.debug_token.check(headers)
+        if result is not Check.OK:
+            message = unauthorized_body(result, self.debug_token, "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE")["error"]
+            raise Unauthorized(f"{DEBUG_FEATURES_HEADER} needs the transformer debug token: {message}")
+        return True
 
     async def _lookup(self, transactions: list[Transaction]) -> OnlineLookup | None:
         started = time.perf_counter()

@@ -11,6 +11,7 @@ answer from a version other than the one asked for (its input was built with ano
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +21,8 @@ import httpx
 
 from ._errors import PredictorBadResponse, PredictorUnavailable, VersionNotServed
 from ._headers import MODEL_VERSION_HEADER
+
+log = logging.getLogger("flywheel_transformer.predictor")
 
 KEEP_ALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 """Keep every connection of a burst alive: reconnecting per request costs more than the call."""
@@ -85,6 +88,13 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+class _UpstreamReply(Exception):
+    """What the predictor answered, for the log only (never in the caller's answer)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"POST {response.request.url} answered {response.status_code}: {response.text[:300]}")
+
+
 class PredictorClient:
     """Shared keep-alive client to the predictor's V2 endpoint."""
 
@@ -98,6 +108,7 @@ class PredictorClient:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
+        self._failing = False
 
     def path_for(self, version: str | None) -> str:
         """The V2 infer path: unversioned (whatever the predictor serves) or for one version."""
@@ -106,7 +117,24 @@ class PredictorClient:
         return f"/v2/models/{self.model_name}/versions/{version}/infer"
 
     async def infer(self, body: dict[str, Any], output_name: str, rows: int, version: str | None = None) -> Scores:
-        """Score a batch with the predictor's current version, or with `version` when one is named."""
+        """Score a batch with the predictor's current version, or with `version` when one is named.
+
+        Errors say what failed without the predictor's address or reply text (the caller is outside);
+        those go to the log, once per outage."""
+        try:
+            scores = await self._infer(body, output_name, rows, version)
+        except (PredictorUnavailable, PredictorBadResponse) as e:
+            if not self._failing:
+                self._failing = True
+                cause = f" ({e.__cause__!r})" if e.__cause__ is not None else ""
+                log.warning("predictor calls to %s are failing: %s%s", self.base_url, e, cause)
+            raise
+        if self._failing:
+            self._failing = False
+            log.info("predictor calls to %s succeed again", self.base_url)
+        return scores
+
+    async def _infer(self, body: dict[str, Any], output_name: str, rows: int, version: str | None) -> Scores:
         path = self.path_for(version)
         try:
             response = await self._client.post(path, json=body)
@@ -116,21 +144,18 @@ class PredictorClient:
                 "(FLYWHEEL_TRANSFORMER_PREDICTOR_TIMEOUT_S): retry later"
             ) from e
         except httpx.TransportError as e:
-            raise PredictorUnavailable(
-                f"cannot reach the predictor at {self.base_url} ({type(e).__name__}): retry later"
-            ) from e
+            raise PredictorUnavailable(f"cannot reach the predictor ({type(e).__name__}): retry later") from e
         if response.status_code == 503:
-            raise PredictorUnavailable(f"the predictor at {self.base_url} is not ready (503): retry later")
+            raise PredictorUnavailable("the predictor is not ready (503): retry later") from _UpstreamReply(response)
         if response.status_code == 404 and version is not None:
             raise VersionNotServed(
-                f"the predictor at {self.base_url} does not serve model '{self.model_name}' version '{version}' "
-                f"(404 from {path}: {response.text[:200]}): route to a version the predictor serves",
+                f"the predictor does not serve model '{self.model_name}' version '{version}' "
+                f"(404 from {path}): route to a version the predictor serves",
                 version=version,
-            )
+            ) from _UpstreamReply(response)
         if response.status_code != 200:
-            raise PredictorBadResponse(
-                f"the predictor answered {response.status_code} to {path}: {response.text[:300]}"
-            )
+            error = PredictorBadResponse(f"the predictor answered {response.status_code} to {path}")
+            raise error from _UpstreamReply(response)
         try:
             payload = response.json()
         except ValueError as e:

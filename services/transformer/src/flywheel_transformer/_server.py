@@ -1,6 +1,6 @@
 """Wiring: settings -> clients, metrics, event sink, model -> kserve.ModelServer on the HTTP port.
 
-Four things differ from a stock KServe transformer, each on purpose:
+What differs from a stock KServe transformer, each on purpose:
 
 - `/v2/health/ready` (and `/v2/models/<m>/ready`) are true only once the model metadata is loaded;
   stock KServe's server readiness ignores the models. The predictor's health is deliberately *not*
@@ -11,32 +11,46 @@ Four things differ from a stock KServe transformer, each on purpose:
 - The transformer's error family is answered from one table (`_errors.STATUS`) as JSON, not logged.
 - No log line per request: KServe's latency lines and uvicorn's access log are turned down, and
   KServe's traceback for a client's malformed JSON is filtered out. Metrics carry the per-request story.
+- Only inference, health, metadata and metrics routes are registered (see _routes): not KServe's model
+  repository extension, whose unload would let any caller take the model out of service, nor
+  `:explain`, `/openapi.json` or `/docs`. Anything else is a JSON 404; `GET /v2` lists no extensions.
+- Request bodies over MAX_BODY_BYTES are refused before they are parsed (see _limits).
+- It listens on HTTP_HOST: KServe's ModelServer builds its REST server with 0.0.0.0 hard-coded (0.21),
+  so this one builds its own (`_TransformerModelServer.start`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from typing import Any
 
+from fastapi import FastAPI, Request
 from fastapi.exceptions import FastAPIDeprecationWarning
 from fastapi.responses import JSONResponse
 from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 from kserve.model_server import app
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.server import RESTServer
+from starlette.exceptions import HTTPException
 
+from flywheel_contracts.auth import TokenFile, www_authenticate
 from flywheel_core import model_repo
 
 from ._config import Settings
-from ._errors import RequestError, error_body, status_of
+from ._errors import RequestError, Unauthorized, error_body, status_of
 from ._events import EventAttributes, EventSink
 from ._features import FeatureClient
+from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._model import FraudTransformer
 from ._predictor import PredictorClient
 from ._repo import SpecWatcher, load_spec
+from ._routes import ServedRoutesOnly
 
 log = logging.getLogger("flywheel_transformer")
 
@@ -44,6 +58,10 @@ log = logging.getLogger("flywheel_transformer")
 class _TransformerDataPlane(DataPlane):
     """Server readiness = every registered model ready (KServe's own answers true regardless); model metadata
     that says what the transformer serves."""
+
+    def metadata(self) -> dict[str, Any]:
+        # KServe lists its model repository extension, whose routes are not served here (see _routes).
+        return {**super().metadata(), "extensions": []}
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
         metadata = await super().model_metadata(model_name)
@@ -62,26 +80,73 @@ class _TransformerDataPlane(DataPlane):
         return await super().ready()
 
 
-class _HostModelServer(ModelServer):
-    """KServe's ModelServer builds its REST server inside start() with host 0.0.0.0 hard-coded (0.21); this
-    sets the configured host on it before uvicorn reads the config (serve() runs after setup_event_loop)."""
+class _TransformerRESTServer(RESTServer):
+    """KServe's REST server on HTTP_HOST, with only the served routes, JSON 404s and the body limit in front."""
 
-    def __init__(self, *, http_host: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.http_host = http_host
+    def __init__(self, settings: Settings, server: ModelServer) -> None:
+        super().__init__(
+            FASTAPI_APP_IMPORT_STRING,
+            server.dataplane,
+            server.model_repository_extension,
+            settings.http_port,
+            workers=1,
+            grace_period=server.grace_period,
+            event_loop=server.event_loop,
+            timeout_keep_alive=server.timeout_keep_alive,
+        )
+        self.settings = settings
+        self.config.host = settings.http_host
 
-    def setup_event_loop(self) -> None:
-        rest = getattr(self, "_rest_server", None)
-        config = getattr(rest, "config", None)
-        if config is None:  # a KServe upgrade moved it: fail at start, never listen on the wrong address
-            raise RuntimeError("kserve.ModelServer has no _rest_server.config: cannot set the listen address")
-        config.host = self.http_host
-        super().setup_event_loop()
+    def _register_endpoints(self, app: FastAPI) -> None:
+        """KServe's routes, less those not in _routes.SERVED_ROUTES (model repository, explain, docs)."""
+        served = ServedRoutesOnly(app)
+        super()._register_endpoints(served)  # type: ignore[arg-type]  # it only calls include_router
+        served.finish()
+
+    def create_application(self) -> None:
+        super().create_application()
+        app.add_exception_handler(HTTPException, _http_error_handler)
+        self.config.app = BodyLimit(app, self.settings.max_body_bytes)
+
+
+class _TransformerModelServer(ModelServer):
+    """KServe's ModelServer, one process, serving through _TransformerRESTServer (its own start() builds a stock
+    RESTServer listening on 0.0.0.0)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(http_port=settings.http_port, workers=1, **kwargs)
+        self.settings = settings
+
+    def start(self, models: list[Any]) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = _TransformerRESTServer(self.settings, self)
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
 
 async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    return JSONResponse(status_code=int(status_of(exc)), content=error_body(exc))
+    headers = None
+    if isinstance(exc, Unauthorized):
+        name, value = www_authenticate("flywheel-transformer")
+        headers = {name.decode(): value.decode()}
+    return JSONResponse(status_code=int(status_of(exc)), content=error_body(exc), headers=headers)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 and 405 (no such route, wrong method) in this service's error shape."""
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        body = {
+            "error": f"no route {where}: this server answers inference, health, model metadata and /metrics only",
+            "type": "not_found",
+        }
+    else:
+        body = {"error": f"{exc.detail}: {where}", "type": "http_error"}
+    return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
 
 class _DropClientErrorTracebacks(logging.Filter):
@@ -126,11 +191,16 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
             queue_size=settings.event_queue_size,
             timeout_s=settings.event_timeout_s,
             senders=settings.event_senders,
+            token=TokenFile(settings.event_token_file, name="drift ingest token"),
         )
     return FraudTransformer(
         settings,
         metrics,
-        FeatureClient(settings.features_base, settings.features_timeout_s),
+        FeatureClient(
+            settings.features_base,
+            settings.features_timeout_s,
+            token=TokenFile(settings.features_token_file, name="features read token"),
+        ),
         PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s),
         events,
     )
@@ -138,10 +208,8 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
 
 def serve(settings: Settings) -> None:
     """Run the transformer until SIGTERM/SIGINT. Raises ModelRepoError/ModelMetadataError for a broken version."""
-    server = _HostModelServer(
-        http_host=settings.http_host,
-        http_port=settings.http_port,
-        workers=1,
+    server = _TransformerModelServer(
+        settings,
         enable_grpc=False,  # V1/V2 REST only; KServe's default gRPC port would collide with the predictor's
         enable_latency_logging=False,
         predictor_config=PredictorConfig(
@@ -180,6 +248,12 @@ def serve(settings: Settings) -> None:
         settings.threshold,
         settings.features_fallback,
     )
+    if settings.debug_features:
+        log.warning(
+            "x-flywheel-debug-features is on (FLYWHEEL_TRANSFORMER_DEBUG_FEATURES): requests with the transformer "
+            "debug token get their model input back%s",
+            "" if model.debug_token and model.debug_token.configured else "; no token is configured, so nobody does",
+        )
     # The model was registered above, not passed here: KServe refuses to start without a ready
     # model, and this one becomes ready only when its metadata is published.
     server.start([])

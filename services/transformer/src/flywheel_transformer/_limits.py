@@ -1,0 +1,75 @@
+"""A request-body limit in front of KServe's app, enforced before anything is parsed.
+
+KServe's V1 handler reads the whole body and parses it before the transformer can count instances, so
+MAX_INSTANCES alone bounds nothing: a 1 GiB body would be read and parsed first. This pure-ASGI layer
+refuses a Content-Length over FLYWHEEL_TRANSFORMER_MAX_BODY_BYTES without reading a byte, and a body
+without one (chunked) as soon as it grows past the limit; either way a 413 with a JSON body naming the
+limit. A body within the limit is read here and handed on whole (the app would read it all anyway).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._errors import BodyTooLarge, error_body, status_of
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+SETTING = "FLYWHEEL_TRANSFORMER_MAX_BODY_BYTES"
+
+
+class BodyLimit:
+    """ASGI middleware: HTTP request bodies over `max_bytes` get a 413 and never reach `app`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.max_bytes
+        length = next((value for key, value in scope["headers"] if key == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await _refuse(
+                send, BodyTooLarge(f"the request body is {int(length)} bytes; the limit is {limit} ({SETTING})", limit)
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: the client is gone, nothing to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _refuse(send, BodyTooLarge(f"the request body exceeds {limit} bytes ({SETTING})", limit))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the app may wait for a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, error: BodyTooLarge) -> None:
+    body = json.dumps(error_body(error)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": int(status_of(error)), "headers": headers})
+    await send({"type": "http.response.body", "body": body})
