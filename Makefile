@@ -143,15 +143,29 @@ cluster-up: cluster-build ## start the local control plane in the background; pr
 cluster-down: ## stop the local control plane
 	hack/cluster/down.sh
 
+# The Secrets manifests/flywheel.yaml expects to exist (a rendered file must not carry generated credentials):
+# chart value that names it = Secret name, key.
+MANIFEST_SECRETS := router.auth.existingSecret=flywheel-router-token:token \
+  redis.auth.existingSecret=flywheel-redis-auth:password \
+  features.auth.read.existingSecret=flywheel-features-read-token:token \
+  features.auth.write.existingSecret=flywheel-features-write-token:token \
+  transformer.auth.debug.existingSecret=flywheel-transformer-debug-token:token
+MANIFEST_SETS := $(foreach s,$(MANIFEST_SECRETS),--set $(firstword $(subst :, ,$(s))))
 .PHONY: manifests
 manifests: cluster-build ## copy manifests/crds/ into the chart and re-render manifests/flywheel.yaml
 	rm -f charts/flywheel/crds/*.yaml && cp manifests/crds/*.yaml charts/flywheel/crds/
 	{ printf '%s\n' \
-	  '# Rendered from charts/flywheel with default values but the router token from a Secret you create; do not edit. Regenerate with `make manifests`:' \
-	  '#   helm template flywheel charts/flywheel --namespace flywheel --kube-version 1.36.1 --skip-tests --include-crds --set router.auth.existingSecret=flywheel-router-token' \
-	  '# First: kubectl -n flywheel create secret generic flywheel-router-token --from-literal=token="$$(openssl rand -hex 32)" (tests/cluster/test_chart.py checks this file).'; \
+	  '# Rendered from charts/flywheel with default values but every credential from a Secret you create; do not edit.' \
+	  '# Regenerate with `make manifests`:' \
+	  '#   helm template flywheel charts/flywheel --namespace flywheel --kube-version 1.36.1 --skip-tests --include-crds \' \
+	  '#     $(MANIFEST_SETS)' \
+	  '# First, create the Secrets (tests/cluster/test_chart.py checks this file):'; \
+	  for s in $(MANIFEST_SECRETS); do \
+	    name=$${s#*=}; key=$${name#*:}; name=$${name%%:*}; \
+	    printf '#   kubectl -n flywheel create secret generic %s --from-literal=%s="$$(openssl rand -hex 32)"\n' "$$name" "$$key"; \
+	  done; \
 	  "$$(hack/cluster/build.sh)/helm" template flywheel charts/flywheel --namespace flywheel \
-	    --kube-version 1.36.1 --skip-tests --include-crds --set router.auth.existingSecret=flywheel-router-token; \
+	    --kube-version 1.36.1 --skip-tests --include-crds $(MANIFEST_SETS); \
 	} > manifests/flywheel.yaml.tmp
 	mv manifests/flywheel.yaml.tmp manifests/flywheel.yaml
 

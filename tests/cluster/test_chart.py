@@ -26,6 +26,12 @@ KEPT_AFTER_UNINSTALL = {
     "serviceaccount/default",
 }
 SCENARIOS = [None, *scenario_files()]
+# The Secrets manifests/flywheel.yaml takes from the user instead of generating them (`make manifests`).
+MANIFEST_SECRETS = ("router.auth.existingSecret=flywheel-router-token",
+                    "redis.auth.existingSecret=flywheel-redis-auth",
+                    "features.auth.read.existingSecret=flywheel-features-read-token",
+                    "features.auth.write.existingSecret=flywheel-features-write-token",
+                    "transformer.auth.debug.existingSecret=flywheel-transformer-debug-token")
 
 
 def _scenario_id(path) -> str:
@@ -153,7 +159,9 @@ def test_install_makes_every_workload_available_in_a_restricted_namespace(tools,
     env = _env(deployments[f"{PREFIX}-transformer"])
     assert env["FLYWHEEL_TRANSFORMER_PREDICTOR_URL"] == f"http://{PREFIX}-predictor:8080"
     assert env["FLYWHEEL_TRANSFORMER_FEATURES_URL"] == f"http://{PREFIX}-features:6566"
-    assert _env(deployments[f"{PREFIX}-features"])["REDIS_CONNECTION_STRING"] == f"{PREFIX}-redis:6379"
+    # The password through a secretKeyRef the kubelet substitutes; never in the Deployment.
+    assert _env(deployments[f"{PREFIX}-features"])["REDIS_CONNECTION_STRING"] \
+        == f"{PREFIX}-redis:6379,password=$(REDIS_PASSWORD)"
     notes = tools.helm("get", "notes", RELEASE, "-n", ns).stdout
     for line in (f"port-forward svc/{PREFIX}-router 8000:8000", "curl -s localhost:8000/v1/models/fraud:predict",
                  f"port-forward svc/{PREFIX}-transformer 8090:8090", f"port-forward svc/{PREFIX}-predictor 8080:8080",
@@ -287,12 +295,16 @@ def test_kserve_mode_renders_one_inference_service_instead_of_the_deployments(to
 
 def test_rendered_manifests_in_the_repo_match_the_chart(tools):
     committed = (CHART.parents[1] / "manifests" / "flywheel.yaml").read_text()
-    # The router's token from a Secret the user creates: a generated one would differ on every render (and
-    # publish one token to every kubectl-apply user).
+    # Every credential from a Secret the user creates: a generated one would differ on every render (and
+    # publish one credential to every kubectl-apply user). The Makefile's `manifests` target passes the same.
     rendered = tools.helm("template", "flywheel", str(CHART), "--namespace", "flywheel",
                           "--kube-version", KUBE_VERSION, "--skip-tests", "--include-crds",
-                          "--set", "router.auth.existingSecret=flywheel-router-token").stdout
-    body = committed.split("\n", 3)[3]  # after the three header lines
+                          *(a for s in MANIFEST_SECRETS for a in ("--set", s))).stdout
+    lines = committed.splitlines(keepends=True)
+    header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    body = "".join(lines[header:])  # after the header comment (how to regenerate, which Secrets to create)
+    for setting in MANIFEST_SECRETS:
+        assert setting in "".join(lines[:header]), f"the header does not say to create {setting}"
     assert body == rendered, "manifests/flywheel.yaml is stale: run `make manifests`"
 
 

@@ -45,13 +45,28 @@ helm.sh/chart: {{ include "flywheel.chart" .ctx }}
 {{- end }}
 {{- end -}}
 
-{{/* A Flywheel service image. Call with (dict "ctx" $ "image" .Values.predictor.image "suffix" ""). */}}
+{{/* A Flywheel service image. Call with (dict "ctx" $ "image" .Values.predictor.image "suffix" "").
+With image.digest set the reference is repository@sha256:..., pinned to exactly the image that was verified
+(the tag and suffix are then ignored). */}}
 {{- define "flywheel.image" -}}
 {{- $d := .ctx.Values.imageDefaults -}}
 {{- $tag := default (default .ctx.Chart.AppVersion $d.tag) .image.tag -}}
 {{- $repo := .image.repository -}}
 {{- if $d.registry -}}{{- $repo = printf "%s/%s" (trimSuffix "/" $d.registry) $repo -}}{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s%s" $repo $tag (default "" .suffix) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A third-party image (Redis, the storage initializer, the test pod): repository:tag, or repository@digest. */}}
+{{- define "flywheel.thirdPartyImage" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod-level security context: the restricted Pod Security Standard. */}}
@@ -96,11 +111,23 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
-{{/* env entries from a name: value map. */}}
+{{/* extraEnv entries. Two forms: a map (name: value, or name: {valueFrom: ...} for a Secret or ConfigMap
+key) rendered in key order, or a list of full EnvVar entries (name plus value or valueFrom) rendered as
+written. Credentials belong in valueFrom, never in a plain value. */}}
 {{- define "flywheel.extraEnv" -}}
+{{- if kindIs "slice" . }}
+{{- range . }}
+- {{ toYaml . | nindent 2 | trim }}
+{{- end }}
+{{- else }}
 {{- range $name, $value := . }}
 - name: {{ $name }}
+{{- if kindIs "map" $value }}
+  {{- toYaml $value | nindent 2 }}
+{{- else }}
   value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -153,7 +180,7 @@ securityContext, and a namespace enforcing the restricted Pod Security Standard 
 {{- if eq .Values.modelRepo.source "storageUri" -}}
 initContainers:
   - name: storage-initializer
-    image: {{ printf "%s:%s" $s.initializer.repository $s.initializer.tag }}
+    image: {{ include "flywheel.thirdPartyImage" $s.initializer | quote }}
     imagePullPolicy: {{ .Values.imageDefaults.pullPolicy }}
     args:
       - {{ required "modelRepo.storageUri.uri is required when modelRepo.source is storageUri" $s.uri | quote }}
@@ -192,13 +219,52 @@ model repository claim, so it needs both (an image volume or an object store cop
 {{- default (include "flywheel.componentName" (dict "ctx" . "component" "feature-data")) .Values.features.data.claimName -}}
 {{- end -}}
 
-{{/* REDIS_CONNECTION_STRING for Feast. */}}
-{{- define "flywheel.redisConnection" -}}
-{{- if .Values.redis.enabled -}}
-{{- printf "%s:6379" (include "flywheel.componentName" (dict "ctx" . "component" "redis")) -}}
-{{- else -}}
-{{- required "redis.externalConnectionString is required when redis.enabled is false" .Values.redis.externalConnectionString -}}
+{{/* The Secret holding the in-chart Redis password (key "password"): redis.auth.existingSecret, or the chart's. */}}
+{{- define "flywheel.redisAuthSecret" -}}
+{{- default (include "flywheel.componentName" (dict "ctx" . "component" "redis-auth")) .Values.redis.auth.existingSecret -}}
 {{- end -}}
+
+{{/* Where a Redis client finds the CA of the in-chart Redis when redis.tls.enabled. */}}
+{{- define "flywheel.redisCaDir" -}}/var/run/flywheel/redis-tls{{- end -}}
+
+{{/* REDIS_CONNECTION_STRING for Feast, always from a Secret: the in-chart Redis's password (REDIS_PASSWORD,
+a secretKeyRef, which the kubelet substitutes into $(REDIS_PASSWORD)), or the whole string from
+redis.externalSecret. No rendered env value ever carries the password. */}}
+{{- define "flywheel.redisEnv" -}}
+{{- if .Values.redis.enabled -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.redisAuthSecret" . | quote }}
+      key: password
+- name: REDIS_CONNECTION_STRING
+  value: {{ printf "%s:6379,password=$(REDIS_PASSWORD)%s" (include "flywheel.componentName" (dict "ctx" . "component" "redis")) (ternary (printf ",ssl=true,ssl_ca_certs=%s/ca.crt" (include "flywheel.redisCaDir" .)) "" .Values.redis.tls.enabled) | quote }}
+{{- else -}}
+- name: REDIS_CONNECTION_STRING
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "redis.externalSecret.name is required when redis.enabled is false" .Values.redis.externalSecret.name | quote }}
+      key: {{ .Values.redis.externalSecret.key | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* The volume and mount of the in-chart Redis's CA for its clients (nothing without redis.tls). */}}
+{{- define "flywheel.redisCaVolume" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: redis-tls
+  secret:
+    secretName: {{ required "redis.tls.secretName is required when redis.tls.enabled" .Values.redis.tls.secretName | quote }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "flywheel.redisCaMount" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: redis-tls
+  mountPath: {{ include "flywheel.redisCaDir" . }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* Environment of the Feast processes (server and materialization). */}}
@@ -211,8 +277,7 @@ model repository claim, so it needs both (an image volume or an object store cop
   value: /data
 - name: FLYWHEEL_REGISTRY_PATH
   value: /data/registry.db
-- name: REDIS_CONNECTION_STRING
-  value: {{ include "flywheel.redisConnection" . | quote }}
+{{ include "flywheel.redisEnv" . }}
 - name: FLYWHEEL_FEATURES_FEATURE_SERVICE
   value: {{ .Values.features.featureService | quote }}
 - name: FLYWHEEL_FEATURES_REGISTRY_TTL_SECONDS
@@ -222,6 +287,7 @@ model repository claim, so it needs both (an image volume or an object store cop
 - name: HOME
   value: /tmp
 {{- end -}}
+
 
 {{/* In-cluster URL of a component's Service. */}}
 {{- define "flywheel.url" -}}
@@ -246,4 +312,63 @@ InferenceService's transformer, on port 80 (kserve mode). */}}
 {{/* The ConfigMap the router keeps its routes in. */}}
 {{- define "flywheel.routesConfigMap" -}}
 {{- include "flywheel.componentName" (dict "ctx" . "component" "routes") -}}
+{{- end -}}
+
+{{/* The credential Secrets (key "token"), one per credential of docs/security.md: <credential>.existingSecret,
+or the chart's own <fullname>-<credential>-token. Call with (dict "ctx" $ "credential" "drift-ingest"). */}}
+{{- define "flywheel.tokenSecret" -}}
+{{- $existing := dict
+    "router" .ctx.Values.router.auth.existingSecret
+    "drift-ingest" .ctx.Values.drift.auth.ingest.existingSecret
+    "drift-labels" .ctx.Values.drift.auth.labels.existingSecret
+    "features-read" .ctx.Values.features.auth.read.existingSecret
+    "features-write" .ctx.Values.features.auth.write.existingSecret
+    "transformer-debug" .ctx.Values.transformer.auth.debug.existingSecret -}}
+{{- default (include "flywheel.componentName" (dict "ctx" .ctx "component" (printf "%s-token" .credential))) (get $existing .credential) -}}
+{{- end -}}
+
+{{/* A generated credential Secret: random on install, read back with lookup on every upgrade and rollback so
+neither side of the credential is locked out. `helm template` cannot look it up and renders a fresh one each
+time: rendered-manifest users set the credential's existingSecret. Call with (dict "ctx" $ "credential"
+"drift-ingest" "component" "drift" "key" "token"). */}}
+{{- define "flywheel.generatedSecret" -}}
+{{- $name := include "flywheel.tokenSecret" . }}
+{{- $key := default "token" .key }}
+{{- if eq .credential "redis-auth" }}{{- $name = include "flywheel.redisAuthSecret" .ctx }}{{- end }}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace $name }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "flywheel.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+type: Opaque
+data:
+  {{ $key }}: {{ (dig "data" $key "" $existing) | default (randAlphaNum 48 | b64enc) | quote }}
+{{- end -}}
+
+{{/* A credential's Secret volume and its read-only mount at /var/run/flywheel/<credential>-token/token.
+Call with (dict "ctx" $ "credential" "drift-ingest"). */}}
+{{- define "flywheel.tokenVolume" -}}
+- name: {{ .credential }}-token
+  secret:
+    secretName: {{ include "flywheel.tokenSecret" . | quote }}
+    defaultMode: 0440
+{{- end -}}
+{{- define "flywheel.tokenMount" -}}
+- name: {{ .credential }}-token
+  mountPath: /var/run/flywheel/{{ .credential }}-token
+  readOnly: true
+{{- end -}}
+{{- define "flywheel.tokenPath" -}}/var/run/flywheel/{{ .credential }}-token/token{{- end -}}
+
+{{/* Which credentials the transformer holds: the features read token (to call the feature server) when this
+release runs one or one is named, the drift ingest token (to send events) when drift runs or one is named,
+and its own debug token. */}}
+{{- define "flywheel.transformerCredentials" -}}
+{{- $v := .Values -}}
+{{- $c := list "transformer-debug" -}}
+{{- if or $v.features.enabled $v.features.auth.read.existingSecret }}{{ $c = append $c "features-read" }}{{ end -}}
+{{- if or $v.drift.enabled $v.drift.auth.ingest.existingSecret }}{{ $c = append $c "drift-ingest" }}{{ end -}}
+{{- join " " $c -}}
 {{- end -}}

@@ -19,4 +19,29 @@
   value: {{ default (ternary (include "flywheel.url" (dict "ctx" . "component" "drift" "port" 8070)) "" .Values.drift.enabled) $t.eventSinkUrl | quote }}
 - name: FLYWHEEL_TRANSFORMER_EVENT_NAMESPACE
   value: {{ .Release.Namespace | quote }}
+- name: FLYWHEEL_TRANSFORMER_DEBUG_FEATURES
+  value: {{ $t.debugFeatures | quote }}
+{{- $creds := splitList " " (include "flywheel.transformerCredentials" .) }}
+- name: FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE
+  value: {{ include "flywheel.tokenPath" (dict "credential" "transformer-debug") }}
+{{- if has "features-read" $creds }}
+- name: FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE
+  value: {{ include "flywheel.tokenPath" (dict "credential" "features-read") }}
+{{- end }}
+{{- if has "drift-ingest" $creds }}
+- name: FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE
+  value: {{ include "flywheel.tokenPath" (dict "credential" "drift-ingest") }}
+{{- end }}
+{{- end -}}
+
+{{/* The transformer's credential mounts and volumes (flywheel.transformerCredentials). */}}
+{{- define "flywheel.transformerTokenMounts" -}}
+{{- range splitList " " (include "flywheel.transformerCredentials" .) }}
+{{ include "flywheel.tokenMount" (dict "credential" .) }}
+{{- end }}
+{{- end -}}
+{{- define "flywheel.transformerTokenVolumes" -}}
+{{- range splitList " " (include "flywheel.transformerCredentials" .) }}
+{{ include "flywheel.tokenVolume" (dict "ctx" $ "credential" .) }}
+{{- end }}
 {{- end -}}
