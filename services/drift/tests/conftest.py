@@ -1,5 +1,7 @@
-"""Builders: a model repo with a synthetic published version, settings, and a started service with an
-HTTP client (Starlette's TestClient, the real ASGI app and the real SQLite stores)."""
+"""Builders: a model repo with a synthetic published version, settings (with an ingest and a labels token
+file), and a started service with an HTTP client (Starlette's TestClient, the real ASGI app and the real
+SQLite stores). The client sends no credential; `Harness.writer` and `Harness.labeller` are the headers
+of the two credential holders."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
+from flywheel_contracts.auth import TokenFile, write_token
 from flywheel_core import model_repo, schema
 from flywheel_drift import DriftService, Settings, create_app, load_settings
 
@@ -70,7 +73,9 @@ def publish_version(repo: Path, rows: int = 3000, seed: int = 0, metrics: dict[s
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {"model_repo": tmp_path / "repo", "spool_dir": tmp_path / "spool", "durable": False,
-                            "window_rows": 500, "min_window_rows": 100, "mmd_enabled": False}
+                            "window_rows": 500, "min_window_rows": 100, "mmd_enabled": False,
+                            "ingest_token_file": write_token(tmp_path / "tokens" / "drift-ingest"),
+                            "labels_token_file": write_token(tmp_path / "tokens" / "drift-labels")}
     return load_settings(**{**base, **overrides})
 
 
@@ -81,6 +86,10 @@ class Harness:
         self.service = DriftService(settings, alert_transport=alert_transport)
         self.service.start()
         self.client = TestClient(create_app(self.service, start=False))
+        self.writer = TokenFile(settings.ingest_token_file).header()
+        """Headers of the drift ingest token's holder (the transformer)."""
+        self.labeller = TokenFile(settings.labels_token_file).header()
+        """Headers of the drift labels token's holder (whoever posts chargebacks)."""
 
     def batch(self, x: np.ndarray, probabilities: np.ndarray | None = None, ids: list[str] | None = None,
               **extra: Any) -> Any:
@@ -89,7 +98,14 @@ class Harness:
             body["probabilities"] = probabilities.tolist()
         if ids is not None:
             body["ids"] = ids
-        return self.client.post("/v1/batch", json=body)
+        return self.client.post("/v1/batch", json=body, headers=self.writer)
+
+    def event(self, headers: dict[str, str], content: bytes, path: str = "/") -> Any:
+        """Post a CloudEvent as the transformer does, with the ingest token."""
+        return self.client.post(path, headers={**headers, **self.writer}, content=content)
+
+    def labels(self, labels: list[dict[str, Any]]) -> Any:
+        return self.client.post("/v1/labels", json={"labels": labels}, headers=self.labeller)
 
     def sync(self) -> None:
         assert self.service.sync(), "the processor did not catch up"

@@ -33,3 +33,15 @@ def test_a_sink_that_is_not_a_url_is_refused():
 def test_min_window_rows_above_window_rows_is_refused():
     with pytest.raises(ConfigError, match="MIN_WINDOW_ROWS"):
         load_settings(window_rows=100, min_window_rows=200)
+
+
+def test_token_files_are_unset_by_default_so_the_writing_routes_are_closed():
+    s = load_settings()
+    assert s.ingest_token_file is None and s.labels_token_file is None
+
+
+def test_one_file_for_both_credentials_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_DRIFT_INGEST_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("FLYWHEEL_DRIFT_LABELS_TOKEN_FILE", str(tmp_path / "token"))
+    with pytest.raises(ConfigError, match="INGEST_TOKEN_FILE and LABELS_TOKEN_FILE"):
+        load_settings()

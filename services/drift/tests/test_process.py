@@ -9,6 +9,8 @@ import time
 
 import httpx
 
+from flywheel_contracts.auth import TokenFile, write_token
+
 from test_events import kserve, transformer_request, transformer_response
 
 
@@ -21,7 +23,9 @@ def free_port() -> int:
 def start(tmp_path, port):
     env = {**os.environ, "FLYWHEEL_DRIFT_HTTP_HOST": "127.0.0.1", "FLYWHEEL_DRIFT_HTTP_PORT": str(port),
            "FLYWHEEL_DRIFT_MODEL_REPO": str(tmp_path / "repo"), "FLYWHEEL_DRIFT_SPOOL_DIR": str(tmp_path / "spool"),
-           "FLYWHEEL_DRIFT_MMD_ENABLED": "false"}
+           "FLYWHEEL_DRIFT_MMD_ENABLED": "false",
+           "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-ingest")),
+           "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-labels"))}
     started = time.monotonic()
     log = open(tmp_path / f"drift-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "flywheel_drift"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -44,9 +48,17 @@ def test_the_process_is_ready_in_seconds_and_keeps_what_it_accepted(tmp_path, re
     process, url, ready_s = start(tmp_path, port)
     try:
         assert ready_s < 30  # typically 2-4 s here; the CI box is shared, so the bound is loose
+        writer = TokenFile(tmp_path / "tokens" / "drift-ingest").header()
+        labeller = TokenFile(tmp_path / "tokens" / "drift-labels").header()
+        for headers in ({}, labeller):  # anyone, or the labels token's holder, cannot write rows
+            r = httpx.post(url, headers={**kserve("request"), **headers}, content=transformer_request(2))
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         for role, body in (("request", transformer_request(2)), ("response", transformer_response(2))):
-            assert httpx.post(url, headers=kserve(role), content=body).status_code == 202
-        assert httpx.post(url, headers={"content-type": "application/json"}, content=b"{}").status_code == 400
+            assert httpx.post(url, headers={**kserve(role), **writer}, content=body).status_code == 202
+        assert httpx.post(url, headers={"content-type": "application/json", **writer}, content=b"{}").status_code == 400
+        labels = {"labels": [{"id": "t0", "label": 1}]}
+        assert httpx.post(f"{url}/v1/labels", json=labels, headers=writer).status_code == 401
+        assert httpx.post(f"{url}/v1/labels", json=labels, headers=labeller).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully (the service writes its checkpoint), then re-raises the signal.

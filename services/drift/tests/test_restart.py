@@ -19,7 +19,7 @@ def test_events_accepted_but_not_analysed_are_replayed_after_a_crash(tmp_path, r
     first.service.processor.lock.acquire()  # analysis stalls: everything stays in the spool
     for seed in range(3):
         assert first.batch(synthetic_rows(400, seed), synthetic_probabilities(400, seed)).status_code == 202
-    assert first.client.post("/", headers=kserve("request"), content=transformer_request(2)).status_code == 202
+    assert first.event(kserve("request"), content=transformer_request(2)).status_code == 202
     crash(first)
 
     second = Harness(settings)
@@ -37,7 +37,7 @@ def test_a_checkpoint_resumes_windows_and_pending_halves_and_trims_the_spool(tmp
     settings = make_settings(tmp_path)
     first = Harness(settings)
     first.batch(synthetic_rows(700, 1), synthetic_probabilities(700, 1))
-    first.client.post("/", headers=kserve("request"), content=transformer_request(1))
+    first.event(kserve("request"), content=transformer_request(1))
     first.sync()
     first.close()  # a clean stop writes the checkpoint
     assert first.service.spool.path.exists()

@@ -39,7 +39,7 @@ def replay(tmp_path: Path, world, scenario: str) -> dict:
             assert r.status_code == 202, r.text
         h.sync()  # labels come days later: their predictions are logged by then
         labels = [{"id": t, "label": int(y)} for t, y in zip(ids, live["is_fraud"], strict=True)]
-        assert h.client.post("/v1/labels", json={"labels": labels}).json()["accepted"] == LIVE_ROWS
+        assert h.labels(labels).json()["accepted"] == LIVE_ROWS
         return h.version()
     finally:
         h.close()

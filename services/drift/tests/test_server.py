@@ -4,18 +4,20 @@ import json
 
 import numpy as np
 
-from conftest import Harness, make_settings, synthetic_probabilities, synthetic_rows
+from flywheel_contracts.auth import TokenFile
+
+from conftest import Harness, make_settings, publish_version, synthetic_probabilities, synthetic_rows
 from test_events import kserve, transformer_request, transformer_response
 
 
 def test_transformer_cloudevents_are_accepted_after_they_are_persisted(harness):
     for role, body in (("request", transformer_request(3)), ("response", transformer_response(3))):
-        r = harness.client.post("/", headers=kserve(role), content=body)
+        r = harness.event(kserve(role), content=body)
         assert r.status_code == 202
         assert r.json()["id"] == "id-1" and r.json()["seq"] > 0
     # ...on the alias path too
     headers = kserve("request", **{"ce-id": "id-9"})
-    r = harness.client.post("/v1/events", headers=headers, content=transformer_request(1))
+    r = harness.event(headers, content=transformer_request(1), path="/v1/events")
     assert r.status_code == 202
     harness.sync()
     metrics = harness.client.get("/metrics").text
@@ -24,18 +26,17 @@ def test_transformer_cloudevents_are_accepted_after_they_are_persisted(harness):
 
 
 def test_malformed_events_get_a_4xx_naming_the_problem_and_are_counted(harness):
-    r = harness.client.post("/", headers={"content-type": "application/json"}, content=b"{}")
+    r = harness.event({"content-type": "application/json"}, content=b"{}")
     assert r.status_code == 400
     assert r.json() == {"error": "missing CloudEvent attribute header ce-specversion", "type": "invalid_event",
                         "field": "ce-specversion"}
-    r = harness.client.post("/", headers=kserve("request"), content=b'{"instances": [[1, 2, 3]]}')
+    r = harness.event(kserve("request"), content=b'{"instances": [[1, 2, 3]]}')
     assert r.status_code == 400 and "takes 19" in r.json()["error"]
-    r = harness.client.post("/", headers={**kserve("request"), "content-type": "text/csv"}, content=b"1,2")
+    r = harness.event({**kserve("request"), "content-type": "text/csv"}, content=b"1,2")
     assert r.status_code == 415
-    r = harness.client.post("/", headers=kserve("request", **{"ce-inferenceservicename": "churn"}),
-                            content=transformer_request(1))
+    r = harness.event(kserve("request", **{"ce-inferenceservicename": "churn"}), content=transformer_request(1))
     assert r.status_code == 404 and r.json()["field"] == "model"
-    r = harness.client.post("/v1/batch", json={"model": "fraud", "rows": [[1.0] * 19], "probabilities": [0.1, 0.2]})
+    r = harness.batch(np.ones((1, 19)), np.array([0.1, 0.2]))
     assert r.status_code == 400 and r.json()["field"] == "probabilities"
     assert "flywheel_drift_rejected_requests_total 5.0" in harness.client.get("/metrics").text
 
@@ -69,21 +70,21 @@ def test_labels_are_idempotent_and_conflicts_are_reported(harness):
     assert harness.batch(synthetic_rows(n, 1), synthetic_probabilities(n, 1), ids).status_code == 202
     harness.sync()
     labels = [{"id": i, "label": int(k % 25 == 0)} for k, i in enumerate(ids)]
-    first = harness.client.post("/v1/labels", json={"labels": labels}).json()
+    first = harness.labels(labels).json()
     assert first == {"accepted": n, "duplicates": 0, "conflicts": [], "unmatched": 0}
-    again = harness.client.post("/v1/labels", json={"labels": labels[:10]}).json()
+    again = harness.labels(labels[:10]).json()
     assert again == {"accepted": 0, "duplicates": 10, "conflicts": [], "unmatched": 0}
-    flipped = harness.client.post("/v1/labels", json={"labels": [{"id": "t1", "label": 1}]}).json()
+    flipped = harness.labels([{"id": "t1", "label": 1}]).json()
     assert flipped["conflicts"] == ["t1"]
     version = harness.version()
     assert version["predictions_labelled"] == n and version["predictions_logged"] == n
     assert version["performance"]["rows"] == n and version["performance"]["coverage"] == 1.0
-    bad = harness.client.post("/v1/labels", json={"labels": [{"id": "t1", "label": 2}]})
+    bad = harness.labels([{"id": "t1", "label": 2}])
     assert bad.status_code == 400 and bad.json()["field"] == "labels[0].label"
 
 
 def test_a_label_before_its_prediction_is_joined_when_the_prediction_comes(harness):
-    assert harness.client.post("/v1/labels", json={"labels": [{"id": "early", "label": 1}]}).json()["unmatched"] == 1
+    assert harness.labels([{"id": "early", "label": 1}]).json()["unmatched"] == 1
     harness.batch(synthetic_rows(1, 2), synthetic_probabilities(1, 2), ["early"])
     harness.sync()
     assert harness.version()["predictions_labelled"] == 1
@@ -129,18 +130,93 @@ def test_before_start_everything_but_health_answers_503(tmp_path, repo):
 
     from flywheel_drift import DriftService, create_app
 
-    client = TestClient(create_app(DriftService(make_settings(tmp_path)), start=False))
+    settings = make_settings(tmp_path)
+    client = TestClient(create_app(DriftService(settings), start=False))
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 503
     assert client.get("/v1/report").status_code == 503
-    r = client.post("/v1/batch", json={"model": "fraud", "rows": [[0.0] * 19]})
+    r = client.post("/v1/batch", json={"model": "fraud", "rows": [[0.0] * 19]},
+                    headers=TokenFile(settings.ingest_token_file).header())
     assert r.status_code == 503 and r.json()["type"] == "not_ready"
 
 
-def test_an_unpublished_version_is_counted_under_one_label_not_analysed(harness):
+def test_a_batch_naming_an_unpublished_version_gets_404_naming_the_version(harness):
     r = harness.batch(synthetic_rows(10, 4), synthetic_probabilities(10, 4), version="v77")
-    assert r.status_code == 202
+    assert r.status_code == 404
+    assert r.json()["type"] == "unknown_version" and r.json()["field"] == "version" and "'v77'" in r.json()["error"]
+    long = harness.batch(synthetic_rows(1, 4), version="v" * 10_000)
+    assert long.status_code == 404 and len(long.text) < 400  # the caller's string is not echoed in full
+
+
+def test_a_cloudevent_naming_an_unpublished_version_is_counted_and_dropped(harness):
+    r = harness.event(kserve("request"), content=transformer_request(3).replace(b'"v1"', b'"v77"'))
+    assert r.status_code == 202 and r.json()["accepted"] == 0 and r.json()["dropped"] == 3
     harness.sync()
     metrics = harness.client.get("/metrics").text
-    assert 'flywheel_drift_rows_without_reference_total{model="fraud",version="unpublished"} 10.0' in metrics
+    assert 'flywheel_drift_rows_without_reference_total{model="fraud",version="unpublished"} 3.0' in metrics
     assert "v77" not in metrics
+    assert harness.service.labels.totals("fraud", "v77") == (0, 0)
+
+
+def test_fifty_invented_versions_create_no_metric_series_and_no_state(harness):
+    for role, body in (("request", transformer_request(2)), ("response", transformer_response(2))):
+        assert harness.event(kserve(role), content=body).status_code == 202  # one genuine v1 inference
+    harness.sync()
+    assert harness.labels([{"id": "t0", "label": 0}]).json()["accepted"] == 1
+    harness.sync()
+    before = series(harness.client.get("/metrics").text)
+    loader, processor = harness.service.loader, harness.service.processor
+    state_before = (len(loader._failures), len(loader._cache), len(processor.monitors))
+    for k in range(50):
+        invented = f"v{1000 + k}".encode()
+        for role, body in (("request", transformer_request(2)), ("response", transformer_response(2))):
+            headers = kserve(role, **{"ce-id": f"attack-{k}"})
+            assert harness.event(headers, content=body.replace(b'"v1"', b'"' + invented + b'"')).status_code == 202
+        assert harness.batch(synthetic_rows(2, k), version=invented.decode()).status_code == 404
+        assert harness.labels([{"id": f"attack-{k}", "label": 1}]).status_code == 200
+    harness.sync()
+    harness.service.processor.evaluate_performance()
+    after = series(harness.client.get("/metrics").text)
+    # values moved (rows dropped, unmatched labels); the one new series is the bounded "unpublished" label
+    assert after - before == {'flywheel_drift_rows_without_reference_total{model="fraud",version="unpublished"}'}
+    assert "v10" not in harness.client.get("/metrics").text
+    assert (len(loader._failures), len(loader._cache), len(processor.monitors)) == state_before
+    rows = harness.service.labels._conn.execute("SELECT DISTINCT version FROM predictions").fetchall()
+    assert rows == [("v1",)]
+
+
+def series(metrics: str) -> set[str]:
+    return {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and not line.startswith("#")
+            and "_created" not in line.split("{")[0]}
+
+
+def test_labels_waiting_for_their_prediction_are_capped_oldest_first(tmp_path, repo):
+    h = Harness(make_settings(tmp_path, max_orphan_labels=100))
+    try:
+        for start in range(0, 300, 50):
+            r = h.labels([{"id": f"early-{i}", "label": 1} for i in range(start, start + 50)])
+            assert r.json()["unmatched"] == 50
+        waiting = [k for (k,) in h.service.labels._conn.execute("SELECT key FROM orphan_labels ORDER BY rowid")]
+        assert waiting == [f"early-{i}" for i in range(200, 300)]  # the newest 100 are kept
+        assert "flywheel_drift_evicted_orphan_labels_total 200.0" in h.client.get("/metrics").text
+        h.batch(synthetic_rows(2, 1), synthetic_probabilities(2, 1), ["early-0", "early-299"])
+        h.sync()
+        assert h.version()["predictions_labelled"] == 1  # early-299 still joined; early-0 was evicted
+    finally:
+        h.close()
+
+
+def test_version_monitors_past_the_cap_are_evicted_least_recently_used_first(tmp_path, repo):
+    for seed in (1, 2):
+        publish_version(repo, seed=seed)  # v2, v3
+    h = Harness(make_settings(tmp_path, max_tracked_versions=2))
+    try:
+        for version in ("v1", "v2", "v3", "v2"):
+            assert h.batch(synthetic_rows(10, 0), version=version).status_code == 202
+        h.sync()
+        assert list(h.service.processor.monitors) == [("fraud", "v3"), ("fraud", "v2")]
+        assert "flywheel_drift_evicted_versions_total 2.0" in h.client.get("/metrics").text
+        h.service.processor.checkpoint()
+        assert len(h.service.loader._cache) <= 2
+    finally:
+        h.close()

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
 
@@ -189,6 +190,28 @@ class Settings(BaseSettings):
     history_points: int = Field(500, ge=10, le=100_000)
     """Window results kept per version for the report's plots (default 500)."""
 
+    ingest_token_file: Path | None = None
+    """File holding the drift ingest token (default unset). The CloudEvents intake (`POST /`, `/v1/events`)
+    and `POST /v1/batch` need `Authorization: Bearer <token>`: whoever can write rows can make drift (or
+    hide it). Unset, missing or empty: those routes answer 401 to everyone, closed rather than open by
+    omission. Re-read when the file changes, so a rotated Secret takes effect without a restart."""
+
+    labels_token_file: Path | None = None
+    """File holding the drift labels token (default unset), the only credential `POST /v1/labels` accepts.
+    Separate from the ingest token because the first label for a row wins: whoever can label can
+    pre-empt the real chargeback. Unset, missing or empty: /v1/labels answers 401. Re-read on change."""
+
+    max_orphan_labels: int = Field(1_000_000, ge=100, le=100_000_000)
+    """Labels kept waiting for a prediction that is not logged yet (default 1 million, ~100 MB on disk):
+    beyond it the oldest are deleted first and counted in `evicted_orphan_labels_total`. Label ids are
+    chosen by the caller, so without a cap only the 14-day expiry would bound them."""
+
+    max_tracked_versions: int = Field(16, ge=1, le=10_000)
+    """Model versions per service with analysis state in memory (monitor, loaded reference, load error)
+    (default 16: stable, candidates and a few retired versions still draining). Only published versions
+    are ever tracked; past the cap the least recently used is forgotten (counted in
+    `evicted_versions_total`) and reloaded from the repository if its traffic returns."""
+
     @field_validator("models", "skip_features", "online_features", "alert_cloudevent_sinks",
                      "alert_webhook_sinks", mode="before")
     @classmethod
@@ -214,6 +237,13 @@ class Settings(BaseSettings):
     def _windows_fit(self) -> Settings:
         if self.min_window_rows > self.window_rows:
             raise ValueError(f"MIN_WINDOW_ROWS ({self.min_window_rows}) <= WINDOW_ROWS ({self.window_rows})")
+        return self
+
+    @model_validator(mode="after")
+    def _separate_credentials(self) -> Settings:
+        if self.ingest_token_file is not None and self.ingest_token_file == self.labels_token_file:
+            raise ValueError(f"INGEST_TOKEN_FILE and LABELS_TOKEN_FILE are both {self.ingest_token_file}: "
+                             "writers of rows must not be able to label them; give each its own token file")
         return self
 
 

@@ -6,7 +6,9 @@
     └── RequestError             anything that ends one request; `status_of` gives its HTTP status
         ├── InvalidEvent             400  malformed event, header or body; names the field
         │   └── UnsupportedEventType 400  a ce-type this sink does not read
+        ├── Unauthorized             401  a write without its credential (ingest or labels token)
         ├── UnknownModel             404  a model this service does not monitor
+        ├── UnknownVersion           404  a batch naming a version the model repository does not publish
         ├── PayloadTooLarge          413  body over FLYWHEEL_DRIFT_MAX_BODY_BYTES
         ├── UnsupportedMediaType     415  the body is not JSON
         ├── Backlogged               429  too much accepted work not yet analysed; retry later
@@ -55,8 +57,19 @@ class UnsupportedEventType(InvalidEvent):
     kind = "unsupported_event_type"
 
 
+class Unauthorized(RequestError):
+    """The request lacks the credential its route needs; the message names the credential and the setting,
+    never the token, and nothing about the request's content."""
+
+    kind = "unauthorized"
+
+
 class UnknownModel(RequestError):
     kind = "unknown_model"
+
+
+class UnknownVersion(RequestError):
+    kind = "unknown_version"
 
 
 class PayloadTooLarge(RequestError):
@@ -82,7 +95,9 @@ class NotReady(RequestError):
 _STATUS: dict[type[RequestError], HTTPStatus] = {
     InvalidEvent: HTTPStatus.BAD_REQUEST,
     UnsupportedEventType: HTTPStatus.BAD_REQUEST,
+    Unauthorized: HTTPStatus.UNAUTHORIZED,
     UnknownModel: HTTPStatus.NOT_FOUND,
+    UnknownVersion: HTTPStatus.NOT_FOUND,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     Backlogged: HTTPStatus.TOO_MANY_REQUESTS,

@@ -4,7 +4,9 @@ Labels arrive days after the prediction (chargebacks), so predictions live on di
 FLYWHEEL_DRIFT_PREDICTION_STORE_ROWS (oldest deleted first). A label is idempotent: the first value for a
 key wins, the same value again changes nothing (a duplicate), a different value is refused (a conflict)
 and reported. A label that comes before its prediction waits in `orphan_labels` and is joined when the
-prediction is logged. `counts` keeps per-version totals so label coverage costs no table scan.
+prediction is logged; waiting labels are bounded (FLYWHEEL_DRIFT_MAX_ORPHAN_LABELS, oldest deleted
+first) because their keys are whatever the caller sent. `counts` keeps per-version totals so label
+coverage costs no table scan.
 """
 
 from __future__ import annotations
@@ -77,9 +79,11 @@ class LabelStore:
             "ON CONFLICT(model, version) DO UPDATE SET predictions = predictions + excluded.predictions, "
             "labelled = labelled + excluded.labelled", (model, version, predictions, labelled))
 
-    def add_labels(self, labels: Sequence[Label], now: float) -> dict[str, Any]:
-        """Join labels to predictions; returns how many were new, duplicates, conflicts and not yet matched."""
-        out: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicts": [], "unmatched": 0, "versions": {}}
+    def add_labels(self, labels: Sequence[Label], now: float, max_orphans: int | None = None) -> dict[str, Any]:
+        """Join labels to predictions; returns how many were new, duplicates, conflicts and not yet matched,
+        and (`evicted`) how many waiting labels went, oldest first, to keep at most `max_orphans`."""
+        out: dict[str, Any] = {"accepted": 0, "duplicates": 0, "conflicts": [], "unmatched": 0, "versions": {},
+                               "evicted": 0}
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -108,6 +112,14 @@ class LabelStore:
                         out["duplicates"] += 1
                     else:
                         out["conflicts"].append(item.key)
+                self.orphans += out["unmatched"]
+                if max_orphans is not None and self.orphans > max_orphans:
+                    # rowid follows insertion, so the smallest rowids are the labels waiting longest
+                    out["evicted"] = self._conn.execute(
+                        "DELETE FROM orphan_labels WHERE rowid IN "
+                        "(SELECT rowid FROM orphan_labels ORDER BY rowid LIMIT ?)",
+                        (self.orphans - max_orphans,)).rowcount
+                    self.orphans -= out["evicted"]
                 self._conn.execute("COMMIT")
             except sqlite3.Error:
                 self._conn.execute("ROLLBACK")

@@ -32,6 +32,8 @@ class Metrics:
         self.batches = counter("batches_total", "Batch requests accepted.", ("model",))
         self.rejected = counter("rejected_requests_total",
                                 "Requests refused with a 4xx for a malformed body or headers.")
+        self.unauthorized = counter("unauthorized_requests_total",
+                                    "Writes refused with 401: no or the wrong credential (or none configured).")
         self.throttled = counter("throttled_requests_total", "Requests refused with 429 because the backlog was full.")
         self.rows = counter("rows_total", "Rows analysed.", MV)
         self.unpaired = counter("unpaired_events_total", "Request or response halves whose partner never came.")
@@ -42,6 +44,11 @@ class Metrics:
         self.duplicate_labels = counter("duplicate_labels_total", "Labels received again with the same value.")
         self.conflicting_labels = counter("conflicting_labels_total", "Labels refused: a different value was recorded.")
         self.unmatched_labels = counter("unmatched_labels_total", "Labels whose prediction is not (yet) logged.")
+        self.evicted_orphans = counter(
+            "evicted_orphan_labels_total", "Waiting labels deleted, oldest first, past MAX_ORPHAN_LABELS.")
+        self.evicted_versions = counter(
+            "evicted_versions_total",
+            "Version monitors forgotten, least recently used first, past MAX_TRACKED_VERSIONS.")
         self.windows = counter("windows_total", "Windows tested.", MV)
         self.drift_windows = counter("drift_windows_total", "Windows in which drift was detected.", MV)
         self.online_alarms = counter("online_alarms_total", "Alarms of the online (per-row) detector.", MV)

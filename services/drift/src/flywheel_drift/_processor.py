@@ -13,6 +13,7 @@ import pickle
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,8 @@ class Processor:
         self.send_alert = send_alert
         self.submit_mmd = submit_mmd
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.monitors: dict[tuple[str, str], VersionMonitor] = {}
+        self.monitors: OrderedDict[tuple[str, str], VersionMonitor] = OrderedDict()
+        """Least recently used first; at most MAX_TRACKED_VERSIONS (only published versions get one)."""
         self.restored: dict[tuple[str, str], MonitorState] = {}
         self.pairer = Pairer(settings.max_pending_halves, settings.pair_timeout_s)
         self.last_seq = 0
@@ -193,12 +195,13 @@ class Processor:
         if version is None:
             self.metrics.without_version.labels(model).inc(record.rows)
             return
+        if not self.loader.is_published(model, version):
+            # Any string may arrive as a version (intake refuses them; a spool written before may hold
+            # some): only published ones become metric labels or keys of stored predictions.
+            self.metrics.without_reference.labels(model, "unpublished").inc(record.rows)
+            return
         self.labels.add_predictions(model, version, record.keys, record.probabilities, record.time)
         if record.x is None:
-            return
-        if version not in self.loader.published(model):
-            # Any string may arrive as a version; only published ones become metric labels.
-            self.metrics.without_reference.labels(model, "unpublished").inc(record.rows)
             return
         monitor = self.monitor(model, version)
         if monitor is None or record.x.shape[1] != len(monitor.reference.columns):
@@ -221,6 +224,7 @@ class Processor:
     def monitor(self, model: str, version: str) -> VersionMonitor | None:
         key = (model, version)
         if key in self.monitors:
+            self.monitors.move_to_end(key)
             return self.monitors[key]
         try:
             reference = self.loader.load(model, version)
@@ -234,6 +238,11 @@ class Processor:
             online_features=tuple(reference.state["online"]["features"]))
         monitor = VersionMonitor(reference, policy, self.restored.pop(key, None))
         self.monitors[key] = monitor
+        while len(self.monitors) > self.s.max_tracked_versions:
+            (old_model, old_version), _ = self.monitors.popitem(last=False)
+            self.metrics.evicted_versions.inc()
+            log.info("%s/%s: analysis state forgotten (least recently used of more than "
+                     "FLYWHEEL_DRIFT_MAX_TRACKED_VERSIONS=%d)", old_model, old_version, self.s.max_tracked_versions)
         return monitor
 
     def _raise(self, alerts: list[dict[str, Any]]) -> None:
@@ -274,7 +283,8 @@ class Processor:
 
     def checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
-        states = {key: m.state for key, m in self.monitors.items()} | self.restored
+        states = self.restored | {key: m.state for key, m in self.monitors.items()}
+        states = dict(list(states.items())[-self.s.max_tracked_versions:])  # the most recently used
         blob = pickle.dumps(Checkpoint(self.last_seq, states, list(self.pairer.pending.values()), time.time()),
                             protocol=pickle.HIGHEST_PROTOCOL)
         self.spool.save_checkpoint(self.last_seq, blob, time.time())

@@ -4,6 +4,10 @@ A version is loaded through `flywheel_core.model_repo.load_version`, which verif
 (drift_state included, when the trainer shipped it), then its drift_reference.parquet becomes a
 `Reference`. Loaded references are cached per (model, version); "latest" is looked up again every
 REPO_POLL_INTERVAL_S, so a newly published version is picked up without a restart.
+
+Versions named by callers are only ever looked up in the repository's listing (`is_published`), never
+used as a path or a cache key until they are found there; the cache and the load errors are bounded by
+MAX_TRACKED_VERSIONS (least recently used forgotten first: a cache, reloaded on demand).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
@@ -24,13 +29,17 @@ from ._state import REFERENCE_FILE, online_threshold, read_state
 
 log = logging.getLogger("flywheel_drift.repo")
 
+# On a version missing from the cached listing, re-read the listing at most this often (seconds): a version
+# published a moment ago is found at once, while invented versions cannot make every request scan the repo.
+MISS_REFRESH_S = 1.0
+
 
 class ReferenceLoader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.repo = Path(settings.model_repo)
-        self._cache: dict[tuple[str, str], Reference] = {}
-        self._failures: dict[tuple[str, str], str] = {}
+        self._cache: OrderedDict[tuple[str, str], Reference] = OrderedDict()
+        self._failures: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._published: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
@@ -42,6 +51,17 @@ class ReferenceLoader:
             cached = (now, model_repo.list_versions(self.repo, model))
             self._published[model] = cached
         return cached[1]
+
+    def is_published(self, model: str, version: str) -> bool:
+        """Whether the repository publishes `version` of `model` (a miss re-reads the listing, at most once
+        per MISS_REFRESH_S)."""
+        if version in self.published(model):
+            return True
+        cached = self._published.get(model)
+        if cached is not None and time.monotonic() - cached[0] >= MISS_REFRESH_S:
+            self._published.pop(model, None)
+            return version in self.published(model)
+        return False
 
     def latest(self, model: str) -> str | None:
         versions = self.published(model)
@@ -64,17 +84,18 @@ class ReferenceLoader:
         key = (model, version)
         with self._lock:
             if key in self._cache:
+                self._cache.move_to_end(key)
                 return self._cache[key]
             try:
                 reference = self._load(model, version)
             except ReferenceUnavailable as e:
-                self._failures[key] = str(e)
+                _bounded_put(self._failures, key, str(e), self.settings.max_tracked_versions)
                 raise
             except model_repo.ModelRepoError as e:
-                self._failures[key] = str(e)
+                _bounded_put(self._failures, key, str(e), self.settings.max_tracked_versions)
                 raise ReferenceUnavailable(str(e)) from e
             self._failures.pop(key, None)
-            self._cache[key] = reference
+            _bounded_put(self._cache, key, reference, self.settings.max_tracked_versions)
             return reference
 
     def loaded(self) -> list[Reference]:
@@ -102,3 +123,10 @@ class ReferenceLoader:
                         "`python -m flywheel_drift precompute --version-dir DIR` at publish time", model, version,
                         reference.state["online"]["h"], reference.state["online"]["method"])
         return reference
+
+
+def _bounded_put(entries: OrderedDict, key: tuple[str, str], value: object, limit: int) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > limit:
+        entries.popitem(last=False)

@@ -2,6 +2,7 @@
 
     POST /            CloudEvents sink (KServe logger, Seldon, Flywheel transformer); also /v1/events
     POST /v1/batch    plain JSON rows                 POST /v1/labels   delayed ground truth
+                      (the writes need a credential: the ingest token, the labels token; see `_auth`)
     GET  /v1/report   JSON report                     GET  /report      HTML report with plots
     GET  /health      process alive                   GET  /ready       spool replayed, references loaded
     GET  /metrics     Prometheus
@@ -21,16 +22,23 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from flywheel_contracts.auth import TokenFile
+
+from ._auth import Credential, RequireCredentials
 from ._errors import PayloadTooLarge, RequestError, UnsupportedMediaType, error_body, status_of
 from ._events import is_json
 from ._html import render
 from ._service import DriftService
 
 log = logging.getLogger("flywheel_drift.server")
+
+# The report is an HTML page with inline CSS and inline SVG and nothing else: no script, no fetch, no frame.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -94,7 +102,7 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
         async def handle() -> Response:
             data = await asyncio.to_thread(service.report, request.query_params.get("model"),
                                            request.query_params.get("version"))
-            return HTMLResponse(render(data))
+            return HTMLResponse(render(data), headers={"content-security-policy": REPORT_CSP})
         return await _guard(handle)
 
     async def health(request: Request) -> Response:
@@ -132,7 +140,20 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan,
+                     middleware=[Middleware(RequireCredentials, guarded=_credentials(service),
+                                            on_refused=service.metrics.unauthorized.inc)])
+
+
+def _credentials(service: DriftService) -> dict[str, Credential]:
+    s = service.settings
+    ingest = Credential(TokenFile(s.ingest_token_file, "drift ingest token"), "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE")
+    labels = Credential(TokenFile(s.labels_token_file, "drift labels token"), "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE")
+    for credential, routes in ((ingest, "POST /, /v1/events and /v1/batch"), (labels, "POST /v1/labels")):
+        if not credential.token.configured:
+            log.warning("no %s (%s is unset, missing or empty): %s answer 401 until it names a token file",
+                        credential.token.name, credential.setting, routes)
+    return {"/": ingest, "/v1/events": ingest, "/v1/batch": ingest, "/v1/labels": labels}
 
 
 def _exit_if_failed(task: asyncio.Task[None]) -> None:

@@ -3,7 +3,10 @@
 Accepting is the only work on a sender's path: the body is read and checked (a malformed event gets a
 4xx naming the problem), the backlog rule is applied (429 rather than unbounded memory), and the event
 is committed to the spool; the 202 comes after the commit. Everything else happens in the processor
-thread. Start-up restores the last checkpoint and replays the spool before the service reports ready.
+thread. A version the caller names must be published in the model repository: a batch naming another
+gets a 404; a CloudEvent naming another is counted and dropped with a 202 (its senders are loggers that
+cannot change the version and would only log or retry a 4xx), so invented versions leave no state.
+Start-up restores the last checkpoint and replays the spool before the service reports ready.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import orjson
 
 from ._alerts import AlertSender
 from ._config import Settings
-from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel
+from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel, UnknownVersion
 from ._events import EventHalf, load_json, parse_cloudevent
 from ._labels import LabelStore
 from ._metrics import Metrics
@@ -119,6 +122,9 @@ class DriftService:
                                f"{','.join(self.settings.models)}", field="model")
         return model
 
+    def _published(self, model: str, version: str | None) -> bool:
+        return version is None or self.loader.is_published(model, version)
+
     def _check_width(self, model: str, version: str | None, width: int, field: str) -> None:
         version = self.loader.resolve(model, version)
         if version is None:
@@ -148,6 +154,10 @@ class DriftService:
         received = time.time()
         half: EventHalf = parse_cloudevent(headers, body, received)
         model = self._model(half.model)
+        if not self._published(model, half.version):
+            self.metrics.without_reference.labels(model, "unpublished").inc(half.rows)
+            return {"accepted": 0, "id": half.id, "dropped": half.rows,
+                    "reason": f"version {_shown(half.version)} of {model} is not published in the model repository"}
         if half.x is not None:
             self._check_width(model, half.version, half.x.shape[1], "inputs")
         self._admit(half.rows, len(body))
@@ -164,6 +174,11 @@ class DriftService:
         batch_id = f"batch-{uuid.uuid4().hex}"
         record = parse_batch(load_json(body), received, batch_id)
         model = self._model(record.model)
+        if not self._published(model, record.version):
+            published = self.loader.published(model)
+            raise UnknownVersion(f"version {_shown(record.version)} of {model} is not published in the model "
+                                 f"repository (latest: {published[-1] if published else 'none'}); name a published "
+                                 "version or leave version out to use FLYWHEEL_DRIFT_ASSUME_VERSION", field="version")
         self._check_width(model, record.version, record.x.shape[1], "rows")  # type: ignore[union-attr]
         self._admit(record.rows, len(body))
         event = SpooledEvent("batch", received, orjson.dumps({"batch-id": batch_id}), body, parsed=record)
@@ -176,8 +191,9 @@ class DriftService:
         if not self.ready:
             raise NotReady("the drift service is still starting; retry in a few seconds")
         labels = parse_labels(load_json(body))
-        result = await asyncio.to_thread(self.labels.add_labels, labels, time.time())
+        result = await asyncio.to_thread(self.labels.add_labels, labels, time.time(), self.settings.max_orphan_labels)
         versions = result.pop("versions")
+        self.metrics.evicted_orphans.inc(result.pop("evicted"))
         for (model, version), n in versions.items():
             self.metrics.labels.labels(model, version).inc(n)
         self.metrics.duplicate_labels.inc(result["duplicates"])
@@ -208,3 +224,9 @@ class DriftService:
     def sync(self, timeout_s: float = 60.0) -> bool:
         """Block until everything accepted so far is analysed (tests and benchmarks)."""
         return self.processor.sync(timeout_s)
+
+
+def _shown(value: str | None, limit: int = 40) -> str:
+    """A caller's string, quoted and cut short, for an answer (never an unbounded echo)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
