@@ -7,13 +7,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from feast import FeatureStore
 
+from flywheel_contracts.auth import TokenFile, write_token
 from flywheel_core import feature_pipeline, sim
 from flywheel_features import Settings, apply, create_app, materialize, open_store
 
@@ -31,8 +34,30 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Settings:
-    return Settings(repo_path=REPO_ROOT / "feature_repo", data_dir=data_dir)
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the two credentials, as `make up` writes them under data/tokens/."""
+    folder = tmp_path_factory.mktemp("tokens")
+    write_token(folder / "features-read")
+    write_token(folder / "features-write")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, tokens: Path) -> Settings:
+    return Settings(repo_path=REPO_ROOT / "feature_repo", data_dir=data_dir,
+                    read_token_file=tokens / "features-read", write_token_file=tokens / "features-write")
+
+
+@pytest.fixture(scope="session")
+def read_header(settings: Settings) -> dict[str, str]:
+    """The header the transformer sends."""
+    return TokenFile(settings.read_token_file).header()
+
+
+@pytest.fixture(scope="session")
+def write_header(settings: Settings) -> dict[str, str]:
+    """The header a writer (push path, materialization) sends."""
+    return TokenFile(settings.write_token_file).header()
 
 
 @pytest.fixture(scope="session")
@@ -64,12 +89,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server_url(settings: Settings, store: FeatureStore) -> Iterator[str]:
-    """The real app served by uvicorn on a loopback port, in a thread of the test process."""
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a loopback port, in a thread of the test process; yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -77,6 +101,15 @@ def server_url(settings: Settings, store: FeatureStore) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the feature server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server_url(settings: Settings, store: FeatureStore) -> Iterator[str]:
+    """The real app, with both tokens configured and the default body limit."""
+    with running(create_app(settings, store)) as url:
+        yield url

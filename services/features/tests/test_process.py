@@ -72,6 +72,37 @@ def test_the_server_removes_its_metrics_directory_when_stopped(store, settings, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_served_process_takes_its_tokens_from_the_environment(store, settings, read_header, tmp_path):
+    port = free_port()
+    env = _env(settings, tmp_path, FLYWHEEL_FEATURES_HOST="127.0.0.1", FLYWHEEL_FEATURES_PORT=str(port),
+               FLYWHEEL_FEATURES_LOG_LEVEL="warning",
+               FLYWHEEL_FEATURES_READ_TOKEN_FILE=str(settings.read_token_file),
+               FLYWHEEL_FEATURES_WRITE_TOKEN_FILE=str(settings.write_token_file))
+    server = subprocess.Popen([sys.executable, "-m", "flywheel_features", "serve"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lookup = {"features": ["card_activity:txn_count_24h"], "entities": {"card_id": ["c000001"]}}
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.stdout else ""
+            time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.post("/get-online-features", json=lookup).status_code == 401
+            assert client.post("/get-online-features", headers=read_header, json=lookup).status_code == 200
+            assert client.post("/push", headers=read_header, json={}).status_code == 401
+            assert client.get("/docs", headers=read_header).status_code == 404
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    finally:
+        server.kill()
+
+
 def test_directories_of_exited_processes_are_removed_and_live_ones_kept(tmp_path):
     exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead, alive = tmp_path / f"{PREFIX}{exited.stdout.strip()}", tmp_path / f"{PREFIX}{os.getpid()}"

@@ -7,8 +7,9 @@ ONLINE = "/get-online-features"
 
 
 @pytest.fixture(scope="module")
-def client(server_url: str):
-    with httpx.Client(base_url=server_url, timeout=30) as client:
+def client(server_url: str, read_header):
+    """A reader: the transformer's view of the service (see test_guard for who may do what)."""
+    with httpx.Client(base_url=server_url, timeout=30, headers=read_header) as client:
         yield client
 
 
@@ -68,10 +69,11 @@ def test_a_body_that_is_not_json_gets_422_json_invalid(client):
     assert "json_invalid" in response.text
 
 
-def test_push_over_http_reaches_the_online_store(client):
-    push = client.post("/push", json={"push_source_name": "card_activity_push", "to": "online", "df": {
-        "card_id": ["c900002"], "event_timestamp": ["2026-01-20T11:00:00+00:00"], "txn_count_1h": [2],
-        "txn_count_24h": [5], "amount_sum_24h": [99.0], "amount_mean_30d": [19.8], "distinct_countries_24h": [1]}})
+def test_push_over_http_reaches_the_online_store(client, write_header):
+    row = {"card_id": ["c900002"], "event_timestamp": ["2026-01-20T11:00:00+00:00"], "txn_count_1h": [2],
+           "txn_count_24h": [5], "amount_sum_24h": [99.0], "amount_mean_30d": [19.8], "distinct_countries_24h": [1]}
+    push = client.post("/push", headers=write_header,
+                       json={"push_source_name": "card_activity_push", "to": "online", "df": row})
     assert push.status_code == 200, push.text
     read = client.post(ONLINE, json={"features": ["card_activity:txn_count_24h"], "entities": {"card_id": ["c900002"]}})
     assert read.json()["results"][1]["values"] == [5]

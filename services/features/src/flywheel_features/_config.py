@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from flywheel_core.settings import describe_setting_errors
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -54,6 +54,42 @@ class Settings(BaseSettings):
                                  "registry. Default fraud_v1, the one the model is trained and served with.")
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$",
                            description="Server log level. Default info; no line is logged per request.")
+    read_token_file: Path | None = Field(
+        default=None,
+        description="File holding the features read token (FLYWHEEL_FEATURES_READ_TOKEN_FILE, default unset). "
+        "POST /get-online-features needs `Authorization: Bearer <token>`: the online store holds every "
+        "card's velocity totals. Unset, missing or empty: reads answer 401 to everyone, closed rather than "
+        "open by omission. Re-read when the file changes, so a rotated Secret needs no restart.",
+    )
+    write_token_file: Path | None = Field(
+        default=None,
+        description="File holding the features write token (FLYWHEEL_FEATURES_WRITE_TOKEN_FILE, default "
+        "unset), the only credential /push, /write-to-online-store, /materialize and "
+        "/materialize-incremental accept: whoever writes the online store sets the features the model "
+        "scores with. Unset, missing or empty: writes answer 401. Re-read on change. It must not be the "
+        "read token's file.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=64 * 1_048_576,
+        description="Largest request body in bytes (default 1 MiB, 1024 to 64 MiB); a larger one gets a 413 "
+        "before Feast parses any of it (Content-Length over the limit is refused unread, a chunked body as "
+        "soon as it grows past it). The transformer's largest lookup (FLYWHEEL_TRANSFORMER_MAX_INSTANCES="
+        "1000 entity rows of a card id and a merchant id, about 22 KB with the simulator's ids) fits with "
+        "room to spare, and so does any lookup of a request under the transformer's own 1 MiB body limit, "
+        "since a lookup repeats only two ids of each transaction. Raise it with those two limits.",
+    )
+
+    @field_validator("read_token_file", "write_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _separate_credentials(self) -> Settings:
+        if self.read_token_file is not None and self.read_token_file == self.write_token_file:
+            raise ValueError(f"READ_TOKEN_FILE and WRITE_TOKEN_FILE are both {self.read_token_file}: a reader "
+                             "must not be able to write the online store; give each its own token file")
+        return self
 
     @property
     def store_yaml_path(self) -> Path:

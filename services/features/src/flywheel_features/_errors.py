@@ -3,7 +3,11 @@
     FeaturesError            root; never raised itself
     ├── ConfigError          a setting is invalid (start-up; exit code 2)
     ├── NotReady             registry or online store not usable yet (HTTP 503 on /ready)
-    └── StoreError           apply / materialize / historical retrieval failed (CLI exit code 1)
+    ├── StoreError           apply / materialize / historical retrieval failed (CLI exit code 1)
+    └── Refused              the guard turned a request away before Feast saw it (see _guard)
+        ├── Unauthorized     401  no or wrong token for the route (with WWW-Authenticate)
+        ├── UnknownRoute     404  a path this service does not serve
+        └── BodyTooLarge     413  a body over FLYWHEEL_FEATURES_MAX_BODY_BYTES
 
 Feast's own feature server raises FeastError subclasses that carry their HTTP status (404 for an
 unknown feature view or service, missing request data), and plain KeyError / ValueError / TypeError for
@@ -11,12 +15,15 @@ request bodies it cannot read (unknown feature name, missing join key, a referen
 answers all of them through a catch-all `Exception` handler, which Starlette runs *after* the error has
 escaped the app: the response is sent, the error logged with a traceback, and the keep-alive connection
 dropped, so a client's next pooled request fails. `error_response` handles them inside the app instead.
-Every 4xx body is {"error": "<exception class>", "message": "<what is wrong>"}.
+Every 4xx body is {"error": "<exception class>", "message": "<what is wrong>"}, except a 401: that one
+is flywheel_contracts.auth's, {"error": "<what to send>", "code": "unauthorized"}, the same in every service.
 """
 
 from __future__ import annotations
 
 import logging
+
+from typing import Any
 
 from feast.errors import FeastError
 from starlette.requests import Request
@@ -37,6 +44,46 @@ class NotReady(FeaturesError):
 
 class StoreError(FeaturesError):
     """A Feast operation on the store failed."""
+
+
+class Refused(FeaturesError):
+    """The guard refused a request; `status_of` gives its HTTP status, `body()` its JSON answer."""
+
+    def body(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "message": str(self)}
+
+
+class Unauthorized(Refused):
+    """The route's credential is missing, wrong or not configured; carries flywheel_contracts.auth's body."""
+
+    def __init__(self, body: dict[str, str]) -> None:
+        super().__init__(body["error"])
+        self._body = body
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+
+class UnknownRoute(Refused):
+    """A path outside the guard's allowlist (Feast's docs, UI and endpoints Flywheel does not use)."""
+
+
+class BodyTooLarge(Refused):
+    """The request body is over the limit; the answer names it in `limit_bytes`."""
+
+    def __init__(self, message: str, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "limit_bytes": self.limit_bytes}
+
+
+REFUSED_STATUS: dict[type[Refused], int] = {Unauthorized: 401, UnknownRoute: 404, BodyTooLarge: 413}
+
+
+def status_of(refusal: Refused) -> int:
+    return REFUSED_STATUS[type(refusal)]
 
 
 REQUEST_ENDPOINTS = frozenset({"/get-online-features", "/push", "/write-to-online-store"})

@@ -4,6 +4,8 @@ Feast's `get_app` provides /get-online-features, /push, /materialize and the res
 module adds /ready (the registry has the feature service and the online store answers a read), a plain
 /health (liveness, replacing Feast's, which reads the registry), /metrics, and handles request errors
 inside the app, so bad input gets a 4xx naming the problem and the connection stays open (see _errors).
+In front of it all sits the guard (see _guard): the routes Flywheel uses, each behind its token, and a
+body limit; metrics count what the guard refuses too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from feast import FeatureStore
 from feast.feature_server import get_app
+from flywheel_contracts.auth import TokenFile
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +24,7 @@ from starlette.routing import Route
 
 from ._config import Settings, load_settings
 from ._errors import HANDLED, NotReady, error_response
+from ._guard import ROUTES, Guard
 from ._metrics import MetricsMiddleware, metrics_response
 from ._store import open_store
 
@@ -69,7 +73,13 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
     ])
     for kind in HANDLED:
         app.add_exception_handler(kind, error_response)
-    app.add_middleware(MetricsMiddleware, endpoints=[r.path for r in app.router.routes if "{" not in r.path])
+    app.add_middleware(
+        Guard,
+        read=TokenFile(settings.read_token_file, name="features read token"),
+        write=TokenFile(settings.write_token_file, name="features write token"),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(MetricsMiddleware, endpoints=ROUTES)  # added last: outside the guard
     return app
 
 
