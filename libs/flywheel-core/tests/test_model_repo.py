@@ -1,14 +1,26 @@
 import json
+import re
 
 import pytest
 
 from flywheel_core import model_repo
 
 
-def publish_one(repo, content=b"onnx-bytes"):
+# The smallest metadata the contract accepts: what serving reads (input, output, a variant).
+METADATA = {
+    "feature_service": "fraud_v1",
+    "input": {"name": "input", "datatype": "FP32", "shape": [-1, 2],
+              "columns": [{"name": "amount_log", "kind": "numeric"}, {"name": "channel", "kind": "hashed", "buckets": 16}]},
+    "output": {"name": "probability", "datatype": "FP32", "shape": [-1, 1]},
+    "defaults": {"amount_log": 4.2},
+    "variants": {"fp32": {"file": "model.fp32.onnx", "published": True}},
+}
+
+
+def publish_one(repo, content=b"onnx-bytes", metadata=None):
     staging = model_repo.staging_path(repo, "fraud")
     (staging / "model.fp32.onnx").write_bytes(content)
-    return model_repo.publish(staging, repo, "fraud", metadata={"feature_service": "fraud_v1"})
+    return model_repo.publish(staging, repo, "fraud", metadata=metadata or METADATA)
 
 
 def test_publish_records_digests_and_numbers_versions(tmp_path):
@@ -52,3 +64,50 @@ def test_metadata_is_written_last_with_model_and_version(tmp_path):
     metadata = json.loads((version / "metadata.json").read_text())
     assert metadata["model"] == "fraud" and metadata["version"] == "v1"
     assert "metadata.json" not in metadata["files"]
+
+
+def test_the_published_metadata_is_typed_and_versioned(tmp_path):
+    loaded = model_repo.load_version(publish_one(tmp_path))
+    spec = loaded.spec
+    assert spec.schema_version == model_repo.SCHEMA_VERSION == loaded.metadata["schema_version"]
+    assert (spec.model, spec.version, spec.input.shape) == ("fraud", "v1", [-1, 2])
+    assert spec.numeric_columns() == ["amount_log"] and spec.input.columns[1].buckets == 16
+    assert list(spec.published_variants()) == ["fp32"]
+
+
+def test_a_schema_version_this_code_cannot_read_is_a_clear_error(tmp_path):
+    version = publish_one(tmp_path)
+    document = json.loads((version / "metadata.json").read_text())
+    (version / "metadata.json").write_text(json.dumps({**document, "schema_version": 99}))
+    with pytest.raises(model_repo.ModelMetadataError, match="schema_version 99 is not one this code reads"):
+        model_repo.load_version(version)
+
+
+def test_a_file_from_before_the_schema_version_reads_as_version_1_and_keeps_unknown_fields(tmp_path):
+    version = publish_one(tmp_path, metadata={**METADATA, "future_field": {"x": 1}})
+    document = json.loads((version / "metadata.json").read_text())
+    del document["schema_version"]
+    (version / "metadata.json").write_text(json.dumps(document))
+    loaded = model_repo.load_version(version)
+    assert loaded.spec.schema_version == 1 and loaded.spec.model_extra == {"future_field": {"x": 1}}
+
+
+@pytest.mark.parametrize(("broken", "named"), [
+    ({"input": None}, "input"),
+    ({"output": {"name": "p", "datatype": "FP33", "shape": [-1, 1]}}, "output.datatype"),
+    ({"defaults": {"amount_log": "high"}}, "defaults.amount_log"),
+    ({"variants": {"fp32": {"published": True}}}, "variants.fp32.file"),
+])
+def test_metadata_that_does_not_fit_the_contract_is_never_published(tmp_path, broken, named):
+    with pytest.raises(model_repo.ModelMetadataError, match=re.escape(named)):
+        publish_one(tmp_path, metadata={**METADATA, **broken})
+    assert model_repo.list_versions(tmp_path, "fraud") == []
+
+
+def test_a_reader_refuses_metadata_edited_after_publishing_naming_the_field(tmp_path):
+    version = publish_one(tmp_path)
+    document = json.loads((version / "metadata.json").read_text())
+    document["input"]["shape"] = []
+    (version / "metadata.json").write_text(json.dumps(document))
+    with pytest.raises(model_repo.ModelMetadataError, match="input.shape"):
+        model_repo.load_version(version, verify=False)

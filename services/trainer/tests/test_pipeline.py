@@ -13,13 +13,11 @@ from flywheel_trainer._variants import run_onnx
 
 from conftest import FEATURE_REPO, TEST_EPOCHS
 
-CONTRACT_KEYS = {"model", "version", "created_at", "feature_service", "input", "output", "defaults", "variants",
-                 "metrics", "slices", "lineage", "files"}
-
-
 def test_metadata_follows_the_contract(version_dir):
-    meta = model_repo.load_version(version_dir).metadata
-    assert set(meta) == CONTRACT_KEYS
+    loaded = model_repo.load_version(version_dir)  # validated against model_repo.ModelMetadata
+    meta = loaded.metadata
+    assert set(meta) == set(model_repo.ModelMetadata.model_fields)  # every typed field written, nothing else
+    assert loaded.spec.schema_version == model_repo.SCHEMA_VERSION and loaded.spec.model_extra == {}
     assert (meta["model"], meta["version"], meta["feature_service"]) == ("fraud", "v1", schema.FEATURE_SERVICE)
     assert meta["input"] == {"name": "input", "datatype": "FP32", "shape": [-1, schema.INPUT_DIM], "columns": schema.COLUMNS}
     assert meta["output"] == {"name": "probability", "datatype": "FP32", "shape": [-1, 1]}

@@ -13,11 +13,82 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 METADATA_FILE = "metadata.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+DRIFT_REFERENCE_FILE = "drift_reference.parquet"
+DRIFT_STATE_FILE = "drift_state/state.json"
 _VERSION_RE = re.compile(r"^v(\d+)$")
+
+# The schema version of metadata.json this code writes and reads. A reader refuses any other version
+# (ModelMetadataError says which); files published before the field existed are version 1. Bump it when
+# a field changes meaning or a reader would misread an old file; adding an optional field does not.
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Contract(BaseModel):
+    # Fields this code does not know are kept (a newer trainer may add optional ones), never dropped.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Column(_Contract):
+    """One column of the model input vector, in order: a numeric feature, or a hashed categorical."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["numeric", "hashed"]
+    buckets: int | None = Field(None, ge=1, description="hashed columns: the number of hash buckets")
+
+
+class TensorSpec(_Contract):
+    """The model's one input or output tensor (KServe V2 names and datatypes)."""
+
+    name: str = Field(min_length=1)
+    datatype: Literal["FP32", "FP16", "FP64", "INT64", "INT32", "BOOL", "BYTES"]
+    shape: list[int] = Field(min_length=1)
+    columns: list[Column] = Field(default_factory=list)
+
+
+class Variant(_Contract):
+    """A published ONNX variant (fp32, fp16, int8, ...): its file and whether it passed the accuracy gate."""
+
+    file: str = Field(min_length=1)
+    published: bool
+    bytes: int | None = Field(None, ge=0)
+    cpu_latency_us: float | None = Field(None, ge=0)
+
+
+class ModelMetadata(_Contract):
+    """`<repo>/<model>/<version>/metadata.json`: written by the trainer (through `publish`), read by the
+    predictor, transformer and drift service. `metrics`, `lineage` and `slices` are informational (the
+    model card reads them); what serving depends on is typed."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str = Field(min_length=1)
+    version: str = Field(pattern=r"^v\d+$")
+    created_at: datetime | None = None
+    feature_service: str | None = None
+    input: TensorSpec
+    output: TensorSpec
+    defaults: dict[str, float] = Field(default_factory=dict, description="training medians of numeric features")
+    files: dict[str, Sha256] = Field(default_factory=dict)
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    slices: dict[str, Any] = Field(default_factory=dict)
+
+    def numeric_columns(self) -> list[str]:
+        return [c.name for c in self.input.columns if c.kind == "numeric"]
+
+    def published_variants(self) -> dict[str, Variant]:
+        return {name: v for name, v in self.variants.items() if v.published}
 
 
 class ModelRepoError(Exception):
@@ -32,20 +103,28 @@ class DigestMismatch(ModelRepoError):
     """A file of a published version is missing or does not match its recorded sha256."""
 
 
+class ModelMetadataError(ModelRepoError):
+    """metadata.json does not fit the contract (ModelMetadata): a field missing or wrong, or a schema
+    version this code cannot read."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """A verified, published model version."""
 
     path: Path
     metadata: dict[str, Any]
+    """The file as written (every field, informational ones included)."""
+    spec: ModelMetadata
+    """The same, validated against the contract: what serving code reads."""
 
     @property
     def version(self) -> str:
-        return str(self.metadata["version"])
+        return self.spec.version
 
     @property
     def model(self) -> str:
-        return str(self.metadata["model"])
+        return self.spec.model
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -93,10 +172,31 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise ModelRepoError(f"{path / METADATA_FILE} is not valid JSON ({e.msg} at line {e.lineno})") from e
 
 
+def parse_metadata(document: dict[str, Any], where: str = METADATA_FILE) -> ModelMetadata:
+    """Validate a metadata.json document; ModelMetadataError names each wrong field, or the schema version."""
+    if not isinstance(document, dict):
+        raise ModelMetadataError(f"{where}: expected a JSON object, got {type(document).__name__}")
+    schema = document.get("schema_version", 1)
+    if schema not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ModelMetadataError(
+            f"{where}: schema_version {schema!r} is not one this code reads "
+            f"({', '.join(map(str, sorted(SUPPORTED_SCHEMA_VERSIONS)))}); upgrade the reader or republish"
+        )
+    try:
+        return ModelMetadata.model_validate(document)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}" for error in e.errors()[:10]
+        )
+        raise ModelMetadataError(f"{where} does not fit the model metadata contract: {problems}") from e
+
+
 def load_version(path: Path, verify: bool = True) -> ModelVersion:
-    """Read a version's metadata and, unless `verify` is false, check every file's sha256."""
+    """Read a version's metadata, validate it against ModelMetadata and, unless `verify` is false, check
+    every file's sha256."""
     path = Path(path)
     metadata = read_metadata(path)
+    spec = parse_metadata(metadata, str(path / METADATA_FILE))
     if verify:
         for name, expected in sorted(metadata.get("files", {}).items()):
             target = path / name
@@ -108,7 +208,7 @@ def load_version(path: Path, verify: bool = True) -> ModelVersion:
                     f"{target} has sha256 {actual}, but {METADATA_FILE} records {expected}: "
                     "the published version was modified; republish it instead of editing it"
                 )
-    return ModelVersion(path=path, metadata=metadata)
+    return ModelVersion(path=path, metadata=metadata, spec=spec)
 
 
 def next_version(repo: Path, model: str) -> str:
@@ -134,7 +234,8 @@ def publish(staging_dir: Path, repo: Path, model: str, metadata: dict[str, Any] 
     for entry in sorted(staging_dir.rglob("*")):
         if entry.is_file() and entry.name != METADATA_FILE:
             files[entry.relative_to(staging_dir).as_posix()] = sha256_file(entry)
-    metadata = {**metadata, "model": model, "version": version, "files": files}
+    metadata = {"schema_version": SCHEMA_VERSION, **metadata, "model": model, "version": version, "files": files}
+    parse_metadata(metadata, f"{staging_dir / METADATA_FILE} (about to be published as {model} {version})")
     tmp = staging_dir / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, staging_dir / METADATA_FILE)
