@@ -114,7 +114,15 @@ plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv to
 	@echo "kubectl-flywheel is in $$($(UV) tool dir --bin); with that on PATH: kubectl flywheel --help"
 
 .PHONY: test
-test: install test-unit test-integration test-cluster ## every test
+test: install lock-check test-unit test-integration test-cluster ## every test
+
+# `make install` syncs with --frozen (fast, and never rewrites a lock); this catches a lock file that no
+# longer matches its pyproject.toml or a path dependency's (a dependency added without `make lock`).
+.PHONY: lock-check
+lock-check: $(UV) ## every project's uv.lock matches its pyproject.toml (and its path dependencies')
+	@for project in $(PROJECTS); do \
+	  (cd $$project && $(UV) lock --check --quiet) || { echo "$$project/uv.lock is stale: run make lock" >&2; exit 1; }; \
+	done
 
 .PHONY: test-unit
 test-unit: ## unit tests, each project in its own environment
