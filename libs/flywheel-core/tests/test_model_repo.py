@@ -111,3 +111,81 @@ def test_a_reader_refuses_metadata_edited_after_publishing_naming_the_field(tmp_
     (version / "metadata.json").write_text(json.dumps(document))
     with pytest.raises(model_repo.ModelMetadataError, match="input.shape"):
         model_repo.load_version(version, verify=False)
+
+
+KEY = b"k" * 32
+OTHER = b"o" * 32
+
+
+def _keys(tmp_path, *keys):
+    path = tmp_path / "signing-key"
+    path.write_bytes(b"\n".join(keys) + b"\n")
+    return model_repo.SigningKeys.from_file(path)
+
+
+def test_with_a_signing_key_a_published_version_is_signed_and_loads(tmp_path):
+    keys = _keys(tmp_path, KEY)
+    staging = model_repo.staging_path(tmp_path, "fraud")
+    (staging / "model.fp32.onnx").write_bytes(b"onnx")
+    version = model_repo.publish(staging, tmp_path, "fraud", METADATA, keys=keys)
+    signature = json.loads((version / model_repo.SIGNATURE_FILE).read_text())
+    assert signature["algorithm"] == "hmac-sha256" and signature["key_id"] == model_repo.SigningKeys.key_id(KEY)
+    assert model_repo.SIGNATURE_FILE not in json.loads((version / "metadata.json").read_text())["files"]
+    assert model_repo.load_version(version, keys=keys).version == "v1"
+
+
+def _tamper(version, change):
+    """What someone who can write the model volume but lacks the key can do: change a file and rewrite
+    metadata.json with matching digests."""
+    (version / "model.fp32.onnx").write_bytes(change)
+    document = json.loads((version / "metadata.json").read_text())
+    document["files"]["model.fp32.onnx"] = model_repo.sha256_file(version / "model.fp32.onnx")
+    (version / "metadata.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def test_a_version_rewritten_with_matching_digests_but_no_key_is_refused(tmp_path):
+    keys = _keys(tmp_path, KEY)
+    staging = model_repo.staging_path(tmp_path, "fraud")
+    (staging / "model.fp32.onnx").write_bytes(b"onnx")
+    version = model_repo.publish(staging, tmp_path, "fraud", METADATA, keys=keys)
+    _tamper(version, b"evil model")
+    model_repo.load_version(version, keys=None)  # digests alone cannot tell: the reason for signing
+    with pytest.raises(model_repo.SignatureError, match="does not match metadata.json"):
+        model_repo.load_version(version, keys=keys)
+
+
+def test_an_unsigned_version_is_refused_when_a_key_is_configured(tmp_path):
+    version = publish_one(tmp_path)  # FLYWHEEL_MODEL_SIGNING_KEY_FILE unset here: unsigned
+    assert not (version / model_repo.SIGNATURE_FILE).exists()
+    with pytest.raises(model_repo.SignatureError, match="no metadata.json.sig"):
+        model_repo.load_version(version, keys=_keys(tmp_path, KEY))
+
+
+def test_rotation_the_first_key_signs_and_every_key_verifies(tmp_path):
+    staging = model_repo.staging_path(tmp_path, "fraud")
+    (staging / "model.fp32.onnx").write_bytes(b"onnx")
+    old = model_repo.publish(staging, tmp_path, "fraud", METADATA, keys=_keys(tmp_path, OTHER))
+    rotated = _keys(tmp_path, KEY, OTHER)
+    model_repo.load_version(old, keys=rotated)
+    with pytest.raises(model_repo.SignatureError, match=model_repo.SigningKeys.key_id(OTHER)):
+        model_repo.load_version(old, keys=_keys(tmp_path, KEY))
+
+
+def test_the_key_comes_from_the_environment_by_default(tmp_path, monkeypatch):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    monkeypatch.setenv(model_repo.SIGNING_KEY_ENV, str(key_file))
+    version = publish_one(tmp_path)
+    assert (version / model_repo.SIGNATURE_FILE).is_file()
+    model_repo.load_version(version)
+    key_file.write_bytes(OTHER + b"\n")
+    with pytest.raises(model_repo.SignatureError):
+        model_repo.load_version(version)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"short\n"])
+def test_an_empty_or_weak_key_file_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    with pytest.raises(model_repo.ModelRepoError, match="empty|shorter than 32 bytes"):
+        model_repo.SigningKeys.from_file(path)

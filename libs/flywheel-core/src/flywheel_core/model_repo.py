@@ -4,11 +4,19 @@ A version is published by writing everything into a staging directory, recording
 file in `metadata.json` (written last) and renaming the directory into place, so a reader either sees a
 whole version or none. Loaders verify the digests before use: a model that is not byte-for-byte what the
 trainer published is refused rather than served.
+
+Digests alone do not stop someone who can write the model volume: they can rewrite metadata.json too.
+With a signing key (the file named by FLYWHEEL_MODEL_SIGNING_KEY_FILE, a Secret in the chart) `publish`
+also writes `metadata.json.sig`, an HMAC-SHA256 of metadata.json's bytes, and every loader refuses a
+version whose signature is missing or wrong. The key file holds one key per line: the first signs, every
+line verifies, so a key is rotated by adding the new one first, republishing or waiting, then removing the
+old one. Without a key nothing is signed or checked (the local default).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -20,6 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 METADATA_FILE = "metadata.json"
+SIGNATURE_FILE = "metadata.json.sig"
+SIGNING_KEY_ENV = "FLYWHEEL_MODEL_SIGNING_KEY_FILE"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 DRIFT_REFERENCE_FILE = "drift_reference.parquet"
 DRIFT_STATE_FILE = "drift_state/state.json"
@@ -108,6 +118,66 @@ class ModelMetadataError(ModelRepoError):
     version this code cannot read."""
 
 
+class SignatureError(ModelRepoError):
+    """A signing key is configured and the version's metadata.json.sig is missing or does not match."""
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """HMAC keys for metadata.json: the first signs, any verifies (rotation)."""
+
+    keys: tuple[bytes, ...]
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> SigningKeys:
+        try:
+            lines = Path(path).read_bytes().splitlines()
+        except OSError as e:
+            raise ModelRepoError(f"cannot read the model signing key file {path}: {e.strerror}") from e
+        keys = tuple(line.strip() for line in lines if line.strip())
+        if not keys:
+            raise ModelRepoError(f"the model signing key file {path} is empty")
+        if any(len(key) < 32 for key in keys):
+            raise ModelRepoError(f"a key in {path} is shorter than 32 bytes: use e.g. `openssl rand -hex 32`")
+        return cls(keys)
+
+    @classmethod
+    def from_env(cls) -> SigningKeys | None:
+        """The keys of FLYWHEEL_MODEL_SIGNING_KEY_FILE, or None when it is unset or empty (no signing)."""
+        path = os.environ.get(SIGNING_KEY_ENV, "").strip()
+        return cls.from_file(path) if path else None
+
+    @staticmethod
+    def key_id(key: bytes) -> str:
+        """A name for a key that reveals nothing about it: the first 12 hex digits of its sha256."""
+        return hashlib.sha256(key).hexdigest()[:12]
+
+    def sign(self, document: bytes) -> dict[str, str]:
+        key = self.keys[0]
+        mac = hmac.new(key, document, hashlib.sha256).hexdigest()
+        return {"algorithm": "hmac-sha256", "key_id": self.key_id(key), "signature": mac}
+
+    def verify(self, document: bytes, signature: dict[str, Any], where: str) -> None:
+        if signature.get("algorithm") != "hmac-sha256" or not isinstance(signature.get("signature"), str):
+            raise SignatureError(f"{where}: not an hmac-sha256 signature")
+        for key in self.keys:
+            if hmac.compare_digest(hmac.new(key, document, hashlib.sha256).hexdigest(), signature["signature"]):
+                return
+        raise SignatureError(
+            f"{where}: the signature (key {signature.get('key_id', '?')}) does not match metadata.json under any "
+            f"configured key ({', '.join(self.key_id(k) for k in self.keys)}): the version was modified after "
+            "publishing, or signed with another key; republish it"
+        )
+
+
+# The default of `keys` arguments: read FLYWHEEL_MODEL_SIGNING_KEY_FILE at call time.
+FROM_ENV: Any = object()
+
+
+def _keys(keys: SigningKeys | None) -> SigningKeys | None:
+    return SigningKeys.from_env() if keys is FROM_ENV else keys
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """A verified, published model version."""
@@ -191,10 +261,34 @@ def parse_metadata(document: dict[str, Any], where: str = METADATA_FILE) -> Mode
         raise ModelMetadataError(f"{where} does not fit the model metadata contract: {problems}") from e
 
 
-def load_version(path: Path, verify: bool = True) -> ModelVersion:
-    """Read a version's metadata, validate it against ModelMetadata and, unless `verify` is false, check
-    every file's sha256."""
+def check_signature(path: Path, keys: SigningKeys | None = FROM_ENV) -> None:
+    """With signing keys (by default those of FLYWHEEL_MODEL_SIGNING_KEY_FILE), refuse a version whose
+    metadata.json.sig is missing or wrong; without keys, do nothing."""
+    keys = _keys(keys)
+    if keys is None:
+        return
     path = Path(path)
+    signature_path = path / SIGNATURE_FILE
+    try:
+        signature = json.loads(signature_path.read_text())
+    except FileNotFoundError as e:
+        raise SignatureError(
+            f"{path} has no {SIGNATURE_FILE} but a signing key is configured ({SIGNING_KEY_ENV}): it was published "
+            "without the key, or its signature was removed; republish it with the key"
+        ) from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise SignatureError(f"{signature_path} is unreadable: {e}") from e
+    if not isinstance(signature, dict):
+        raise SignatureError(f"{signature_path}: expected a JSON object")
+    keys.verify((path / METADATA_FILE).read_bytes(), signature, str(signature_path))
+
+
+def load_version(path: Path, verify: bool = True, keys: SigningKeys | None = FROM_ENV) -> ModelVersion:
+    """Read a version's metadata, validate it against ModelMetadata and, unless `verify` is false, check its
+    signature (when signing keys are configured) and every file's sha256."""
+    path = Path(path)
+    if verify:
+        check_signature(path, keys)
     metadata = read_metadata(path)
     spec = parse_metadata(metadata, str(path / METADATA_FILE))
     if verify:
@@ -217,13 +311,21 @@ def next_version(repo: Path, model: str) -> str:
     return f"v{last + 1}"
 
 
-def publish(staging_dir: Path, repo: Path, model: str, metadata: dict[str, Any] | None = None) -> Path:
+def publish(
+    staging_dir: Path,
+    repo: Path,
+    model: str,
+    metadata: dict[str, Any] | None = None,
+    keys: SigningKeys | None = FROM_ENV,
+) -> Path:
     """Publish the files in `staging_dir` as the next version of `model`; returns its directory.
 
     `metadata` (or the staging dir's metadata.json) gets `model`, `version` and `files` filled in and is
-    written last. The staging directory is renamed into place, so it must be on the same filesystem as
-    the repository (create it under `repo` with `staging_path`).
+    written last, then signed when signing keys are configured. The staging directory is renamed into
+    place, so it must be on the same filesystem as the repository (create it under `repo` with
+    `staging_path`).
     """
+    keys = _keys(keys)
     staging_dir = Path(staging_dir)
     if metadata is None:
         metadata = read_metadata(staging_dir)
@@ -232,13 +334,18 @@ def publish(staging_dir: Path, repo: Path, model: str, metadata: dict[str, Any] 
     version = next_version(repo, model)
     files = {}
     for entry in sorted(staging_dir.rglob("*")):
-        if entry.is_file() and entry.name != METADATA_FILE:
+        if entry.is_file() and entry.name not in (METADATA_FILE, SIGNATURE_FILE):
             files[entry.relative_to(staging_dir).as_posix()] = sha256_file(entry)
     metadata = {"schema_version": SCHEMA_VERSION, **metadata, "model": model, "version": version, "files": files}
     parse_metadata(metadata, f"{staging_dir / METADATA_FILE} (about to be published as {model} {version})")
+    document = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
     tmp = staging_dir / (METADATA_FILE + ".tmp")
-    tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(document)
     os.replace(tmp, staging_dir / METADATA_FILE)
+    if keys is not None:
+        (staging_dir / SIGNATURE_FILE).write_text(json.dumps(keys.sign(document), indent=2) + "\n")
+    else:
+        (staging_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     target = root / version
     try:
         os.rename(staging_dir, target)
