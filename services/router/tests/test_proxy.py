@@ -295,3 +295,43 @@ def _now():
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc)
+
+
+async def test_a_503_names_the_model_and_version_but_no_internal_address(make_app, upstream, caplog) -> None:
+    upstream.behaviour["v1"] = refuse
+    app = make_app(route())
+    async with client(app) as c:
+        answers = [await c.post("/v1/models/fraud:predict", content=b"{}") for _ in range(5)]
+    for r in answers:
+        assert r.status_code == 503 and "cannot be reached" in r.json()["error"]
+        assert "http" not in r.text and "127.0.0.1" not in r.text and ":80" not in r.text, r.text
+    # The detail goes to the log, once for the burst (the metrics count every failure).
+    lines = [
+        rec.getMessage() for rec in caplog.records if rec.name == "flywheel_router" and "upstream" in rec.getMessage()
+    ]
+    assert len(lines) == 1 and "http" in lines[0], lines
+
+
+def test_the_failure_log_says_how_many_it_left_out() -> None:
+    import logging
+
+    from flywheel_router._proxy import FailureLog
+    from flywheel_router._upstream import UpstreamFailure
+
+    now = [0.0]
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("flywheel_router").addHandler(handler)
+    try:
+        failures = FailureLog(every_s=60, clock=lambda: now[0])
+        for t in (0, 1, 2, 30, 61):
+            now[0] = t
+            failures.note("fraud v1", UpstreamFailure("connect", "cannot reach http://10.0.0.7:8090 (ConnectError)"))
+    finally:
+        logging.getLogger("flywheel_router").removeHandler(handler)
+    assert len(records) == 2 and "and 3 more" in records[1], records

@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Mapping
 
 from flywheel_contracts import Backend, Route
@@ -40,6 +41,29 @@ from ._table import RouteTable
 from ._upstream import Answer, UpstreamFailure, Upstreams
 
 log = logging.getLogger("flywheel_router")
+
+
+class FailureLog:
+    """Upstream failures in the log with their detail (the URL) that callers never see: one line per
+    target and kind per `every_s`, so an outage under load is a few lines, not one per request (the
+    metrics count every failure)."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def note(self, target: str, failure: UpstreamFailure) -> None:
+        key, now = (target, failure.kind), self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        more = self._suppressed.pop(key, 0)
+        log.warning("upstream %s: %s%s", target, failure, f" (and {more} more since the last line)" if more else "")
+
 
 VERSION_HEADER = b"x-flywheel-model-version"
 ROUTE_HEADER = b"x-flywheel-route"
@@ -77,6 +101,7 @@ class InferenceApp:
             self._record_shadow,
         )
         self._labels: dict[tuple, tuple] = {}
+        self._failures = FailureLog()
 
     # -- routes in force ---------------------------------------------------------------------------------
     def apply(self, routes: Mapping[str, Route]) -> None:
@@ -200,8 +225,9 @@ class InferenceApp:
             self.metrics.upstream_failures.labels(model, label_version, failure.kind).inc()
             if retry_allowed:
                 return None
+            self._failures.note(f"{model} {backend.version}", failure)
             raise UpstreamUnavailable(
-                f"model '{model}' version '{backend.version}' cannot answer: {failure}; retry later"
+                f"model '{model}' version '{backend.version}' cannot answer: {failure.public}; retry later"
             ) from failure
         status = answer.status
         if retry_allowed and status in _RETRY_STATUSES:
@@ -255,7 +281,8 @@ class InferenceApp:
             answer = await self.upstreams.send(method, url, headers, body)
         except UpstreamFailure as failure:
             self.metrics.upstream_failures.labels(UNROUTED, "default", failure.kind).inc()
-            raise UpstreamUnavailable(f"model '{model}' cannot answer: {failure}; retry later") from failure
+            self._failures.note(f"{model} (default upstream)", failure)
+            raise UpstreamUnavailable(f"model '{model}' cannot answer: {failure.public}; retry later") from failure
         self.metrics.requests.labels(UNROUTED, "default", UNROUTED, f"{answer.status // 100}xx").inc()
         return answer
 
@@ -351,7 +378,10 @@ class InferenceApp:
         try:
             answer = await self.upstreams.send("GET", base + scope["path"], forward, b"")
         except UpstreamFailure as failure:
-            raise UpstreamUnavailable(f"model '{model}' metadata unavailable: {failure}; retry later") from failure
+            self._failures.note(f"{model} metadata", failure)
+            raise UpstreamUnavailable(
+                f"model '{model}' metadata unavailable: {failure.public}; retry later"
+            ) from failure
         role = "pinned" if version is not None else ("stable" if route is not None else UNROUTED)
         await self._answer(send, answer, backend.version if backend else None, role, request_id)
 

@@ -29,11 +29,16 @@ class Answer:
 
 
 class UpstreamFailure(Exception):
-    """No answer: `kind` is "connect" or "timeout"."""
+    """No answer: `kind` is "connect" or "timeout". The message names the upstream URL: for logs only;
+    `public` is what a caller may read (no internal addresses)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def public(self) -> str:
+        return "it did not answer in time" if self.kind == "timeout" else "it cannot be reached"
 
 
 class Upstreams:
