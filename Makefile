@@ -157,7 +157,8 @@ MANIFEST_SECRETS := router.auth.existingSecret=flywheel-router-token:token \
   redis.auth.existingSecret=flywheel-redis-auth:password \
   features.auth.read.existingSecret=flywheel-features-read-token:token \
   features.auth.write.existingSecret=flywheel-features-write-token:token \
-  transformer.auth.debug.existingSecret=flywheel-transformer-debug-token:token
+  transformer.auth.debug.existingSecret=flywheel-transformer-debug-token:token \
+  modelRepo.signing.existingSecret=flywheel-model-signing-token:token
 MANIFEST_SETS := $(foreach s,$(MANIFEST_SECRETS),--set $(firstword $(subst :, ,$(s))))
 .PHONY: manifests
 manifests: cluster-build ## copy manifests/crds/ into the chart and re-render manifests/flywheel.yaml

@@ -31,7 +31,8 @@ MANIFEST_SECRETS = ("router.auth.existingSecret=flywheel-router-token",
                     "redis.auth.existingSecret=flywheel-redis-auth",
                     "features.auth.read.existingSecret=flywheel-features-read-token",
                     "features.auth.write.existingSecret=flywheel-features-write-token",
-                    "transformer.auth.debug.existingSecret=flywheel-transformer-debug-token")
+                    "transformer.auth.debug.existingSecret=flywheel-transformer-debug-token",
+                    "modelRepo.signing.existingSecret=flywheel-model-signing-token")
 
 
 def _scenario_id(path) -> str:

@@ -24,14 +24,18 @@ DIGEST = "sha256:" + "ab" * 32
 CREDENTIALS = {
     "router": {"router-token"},
     "controller": {"router-token"},
-    "drift": {"drift-ingest-token", "drift-labels-token"},
+    "drift": {"drift-ingest-token", "drift-labels-token", "model-signing-token"},
     "features": {"features-read-token", "features-write-token", "redis-auth"},
-    "transformer": {"features-read-token", "drift-ingest-token", "transformer-debug-token"},
-    "predictor": set(),
+    "transformer": {"features-read-token", "drift-ingest-token", "transformer-debug-token", "model-signing-token"},
+    "predictor": {"model-signing-token"},
     "redis": {"redis-auth"},
     "materialize": {"redis-auth"},
-    "trainer": {"redis-auth"},
+    "trainer": {"redis-auth", "model-signing-token"},
 }
+# The pods that publish (trainer) or load (the rest) model versions: they sign or check metadata.json with the
+# model signing key (modelRepo.signing, FLYWHEEL_MODEL_SIGNING_KEY_FILE).
+MODEL_SIGNING = {"trainer", "predictor", "transformer", "drift"}
+SIGNING_KEY_FILE = "/var/run/flywheel/model-signing-token/token"
 # The egress graph: component -> {(callee component or "anywhere"/"kubernetes-api", port)} besides DNS.
 EGRESS = {
     "router": {("transformer", 8090), ("kubernetes-api", 443), ("kubernetes-api", 6443)},
@@ -288,10 +292,44 @@ def test_token_files_are_read_only_mounts_of_their_secrets(tools):
     assert env["FLYWHEEL_TRANSFORMER_DEBUG_FEATURES"] == "false"
 
 
+@pytest.mark.parametrize("extra", [ALL_ON, (*ALL_ON, "--set", "mode=kserve")], ids=["deployment", "kserve"])
+def test_the_model_signing_key_is_a_read_only_file_in_exactly_the_pods_that_publish_or_load_models(tools, extra):
+    seen = set()
+    for doc in _render(tools, extra=extra):
+        for component, spec in _pod_specs(doc):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for container in spec.get("containers", []):
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                if component not in MODEL_SIGNING:
+                    assert "FLYWHEEL_MODEL_SIGNING_KEY_FILE" not in env, component
+                    continue
+                assert env["FLYWHEEL_MODEL_SIGNING_KEY_FILE"] == SIGNING_KEY_FILE, component
+                (mount,) = [m for m in container["volumeMounts"] if SIGNING_KEY_FILE.startswith(m["mountPath"] + "/")]
+                assert mount["readOnly"] is True
+                assert volumes[mount["name"]]["secret"] == {"secretName": "flywheel-model-signing-token",
+                                                            "defaultMode": 0o440}
+                seen.add(component)
+            for container in spec.get("initContainers", []):  # the storage initializer copies, it checks nothing
+                assert "FLYWHEEL_MODEL_SIGNING_KEY_FILE" not in {e["name"] for e in container.get("env", [])}
+    assert seen == MODEL_SIGNING
+
+
+@pytest.mark.parametrize("extra", [ALL_ON, (*ALL_ON, "--set", "mode=kserve")], ids=["deployment", "kserve"])
+def test_model_signing_off_mounts_no_key_and_sets_no_key_file(tools, extra):
+    docs = _render(tools, extra=(*extra, *_sets(modelRepo__signing__enabled="false")))
+    assert "flywheel-model-signing-token" not in {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    for doc in docs:
+        for component, spec in _pod_specs(doc):
+            assert "model-signing-token" not in _held_secrets(spec), component
+            for container in _containers(spec):
+                assert "FLYWHEEL_MODEL_SIGNING_KEY_FILE" not in {e["name"] for e in container.get("env", [])}
+                assert not [m for m in container.get("volumeMounts", []) if "model-signing" in m["name"]]
+
+
 def test_existing_secrets_replace_every_generated_one(tools):
     names = {"router.auth": "my-router", "drift.auth.ingest": "my-ingest", "drift.auth.labels": "my-labels",
              "features.auth.read": "my-read", "features.auth.write": "my-write",
-             "transformer.auth.debug": "my-debug", "redis.auth": "my-redis"}
+             "transformer.auth.debug": "my-debug", "redis.auth": "my-redis", "modelRepo.signing": "my-signing"}
     docs = _render(tools, extra=(*ALL_ON, *(a for k, v in names.items() for a in ("--set", f"{k}.existingSecret={v}"))))
     assert not [d for d in docs if d["kind"] == "Secret"]
     held = set().union(*(_held_secrets(s) for d in docs for _, s in _pod_specs(d)))

@@ -323,7 +323,8 @@ or the chart's own <fullname>-<credential>-token. Call with (dict "ctx" $ "crede
     "drift-labels" .ctx.Values.drift.auth.labels.existingSecret
     "features-read" .ctx.Values.features.auth.read.existingSecret
     "features-write" .ctx.Values.features.auth.write.existingSecret
-    "transformer-debug" .ctx.Values.transformer.auth.debug.existingSecret -}}
+    "transformer-debug" .ctx.Values.transformer.auth.debug.existingSecret
+    "model-signing" .ctx.Values.modelRepo.signing.existingSecret -}}
 {{- default (include "flywheel.componentName" (dict "ctx" .ctx "component" (printf "%s-token" .credential))) (get $existing .credential) -}}
 {{- end -}}
 
@@ -364,11 +365,32 @@ Call with (dict "ctx" $ "credential" "drift-ingest"). */}}
 
 {{/* Which credentials the transformer holds: the features read token (to call the feature server) when this
 release runs one or one is named, the drift ingest token (to send events) when drift runs or one is named,
-and its own debug token. */}}
+its own debug token, and the model signing key (to check the versions it loads) when modelRepo.signing. */}}
 {{- define "flywheel.transformerCredentials" -}}
 {{- $v := .Values -}}
 {{- $c := list "transformer-debug" -}}
 {{- if or $v.features.enabled $v.features.auth.read.existingSecret }}{{ $c = append $c "features-read" }}{{ end -}}
 {{- if or $v.drift.enabled $v.drift.auth.ingest.existingSecret }}{{ $c = append $c "drift-ingest" }}{{ end -}}
+{{- if $v.modelRepo.signing.enabled }}{{ $c = append $c "model-signing" }}{{ end -}}
 {{- join " " $c -}}
+{{- end -}}
+
+{{/* The model signing key (modelRepo.signing) of the pods that publish (trainer) or load (predictor, drift; the
+transformer holds it through flywheel.transformerCredentials) model versions: FLYWHEEL_MODEL_SIGNING_KEY_FILE,
+read by flywheel_core.model_repo, and the key's read-only mount; nothing when signing is off. */}}
+{{- define "flywheel.modelSigningEnv" -}}
+{{- if .Values.modelRepo.signing.enabled }}
+- name: FLYWHEEL_MODEL_SIGNING_KEY_FILE
+  value: {{ include "flywheel.tokenPath" (dict "credential" "model-signing") }}
+{{- end }}
+{{- end -}}
+{{- define "flywheel.modelSigningVolume" -}}
+{{- if .Values.modelRepo.signing.enabled }}
+{{ include "flywheel.tokenVolume" (dict "ctx" . "credential" "model-signing") }}
+{{- end }}
+{{- end -}}
+{{- define "flywheel.modelSigningMount" -}}
+{{- if .Values.modelRepo.signing.enabled }}
+{{ include "flywheel.tokenMount" (dict "credential" "model-signing") }}
+{{- end }}
 {{- end -}}

@@ -15,6 +15,9 @@
   value: "8080"
 - name: FLYWHEEL_PREDICTOR_WORKERS
   value: {{ $p.workers | quote }}
+{{- with include "flywheel.modelSigningEnv" . | trim }}
+{{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Resources with the GPU limit added when predictor.gpu.enabled. */}}

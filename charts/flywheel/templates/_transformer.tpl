@@ -32,6 +32,10 @@
 - name: FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE
   value: {{ include "flywheel.tokenPath" (dict "credential" "drift-ingest") }}
 {{- end }}
+{{- if has "model-signing" $creds }}
+- name: FLYWHEEL_MODEL_SIGNING_KEY_FILE
+  value: {{ include "flywheel.tokenPath" (dict "credential" "model-signing") }}
+{{- end }}
 {{- end -}}
 
 {{/* The transformer's credential mounts and volumes (flywheel.transformerCredentials). */}}
