@@ -14,6 +14,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
+from flywheel_predictor._kserve_adapter import register_endpoints
 from flywheel_predictor._routes import SERVED_ROUTES, ServedRoutesOnly
 from tiny_model import DIM
 
@@ -73,7 +74,7 @@ def test_kserve_registers_exactly_the_routes_this_list_knows() -> None:
     server = RESTServer("unused:app", DataPlane(model_registry=registry), ModelRepositoryExtension(registry), 0)
     app = FastAPI(docs_url="/docs", redoc_url="/redoc")
     served = ServedRoutesOnly(app)
-    server._register_endpoints(served)
+    register_endpoints(server, served)
     served.finish()
     assert served.kept == SERVED_ROUTES
     assert served.dropped == KSERVE_ROUTES_NOT_SERVED

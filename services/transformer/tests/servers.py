@@ -57,6 +57,7 @@ class ThreadedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # a handler still sleeping (a hung sink) must not hold the test
         self.thread.join(timeout=5)
         self.sock.close()
 
@@ -156,9 +157,10 @@ class CloudEventSink(ThreadedServer):
         denied = refused(request, self.token)
         if denied is not None:
             return denied
+        body = await request.body()  # before the delay: a client that gives up must not leave a traceback here
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        self.events.append({"headers": dict(request.headers), "body": await request.body()})
+        self.events.append({"headers": dict(request.headers), "body": body})
         return Response(status_code=202)
 
     def wait_for(

@@ -18,6 +18,7 @@ def test_defaults_match_the_documented_ports_and_policy(monkeypatch):
     assert settings.event_sink_url == ""
     assert settings.max_body_bytes == 1_048_576
     assert settings.debug_features is False
+    assert settings.event_drain_timeout_s == 5.0
     assert settings.debug_token_file is settings.features_token_file is settings.event_token_file is None
 
 
@@ -42,6 +43,7 @@ def test_settings_are_read_from_prefixed_environment_variables(monkeypatch):
         ("FEATURES_TIMEOUT_S", "0", "greater than 0"),
         ("MAX_BODY_BYTES", "100", "greater than or equal to 1024"),
         ("DEBUG_FEATURES", "maybe", "valid boolean"),
+        ("EVENT_DRAIN_TIMEOUT_S", "0", "greater than 0"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable_and_the_value(monkeypatch, variable, value, expected):
@@ -69,3 +71,21 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`{name.upper()}`" in readme, name
+
+
+def test_the_default_shutdown_fits_in_the_charts_termination_grace_period(monkeypatch):
+    """SIGTERM -> in-flight requests finish (features + predictor timeouts) -> the event drain; Kubernetes kills
+    the pod terminationGracePeriodSeconds after SIGTERM (30 s unless the chart sets it)."""
+    import re
+    from pathlib import Path
+
+    for key in list(__import__("os").environ):
+        if key.startswith("FLYWHEEL_TRANSFORMER_"):
+            monkeypatch.delenv(key)
+    chart = Path(__file__).parents[3] / "charts" / "flywheel" / "templates" / "transformer-deployment.yaml"
+    if not chart.exists():
+        pytest.skip("not in the repository checkout")
+    found = re.search(r"terminationGracePeriodSeconds:\s*(\d+)", chart.read_text())
+    grace_s = int(found.group(1)) if found else 30
+    settings = load_settings()
+    assert settings.features_timeout_s + settings.predictor_timeout_s + settings.event_drain_timeout_s < grace_s

@@ -169,3 +169,34 @@ def test_each_event_carries_the_drift_ingest_token_and_a_401_is_a_failed_send(tm
     assert seen == ["Bearer ingest-token", "Bearer ingest-token"]
     assert value(registry, "flywheel_transformer_events_sent_total") == 1
     assert value(registry, "flywheel_transformer_events_failed_total") == 1
+
+
+def test_close_sends_what_is_queued_and_counts_nothing_unsent():
+    async def go():
+        sink, registry = sink_with(lambda request: httpx.Response(202))
+        for i in range(3):
+            sink.submit(record(f"r{i}"))
+        report = await sink.close(deadline_s=10)
+        return report, registry
+
+    report, registry = run(go())
+    assert (report.sent, report.failed, report.unsent) == (6, 0, 0)
+    assert value(registry, "flywheel_transformer_events_unsent_total") == 0
+
+
+def test_close_gives_up_at_its_deadline_and_counts_the_queued_and_in_flight_events_unsent():
+    class Hung(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            await asyncio.Event().wait()  # never answers
+
+    async def go():
+        registry = CollectorRegistry()
+        sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung())
+        for i in range(3):
+            sink.submit(record(f"r{i}"))
+        report = await sink.close(deadline_s=0.05)
+        return report, registry
+
+    report, registry = run(go())
+    assert (report.sent, report.failed, report.unsent) == (0, 0, 6)  # 2 queued records + 1 in flight, 2 events each
+    assert value(registry, "flywheel_transformer_events_unsent_total") == 6

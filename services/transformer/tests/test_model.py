@@ -489,3 +489,34 @@ def test_the_events_of_a_named_version_carry_it_in_headers_and_bodies(two_versio
     assert response["model_version"] == "v2"  # ... and from a response event (it wins)
     assert h3["ce-modelversion"] == h4["ce-modelversion"] == "v1"
     assert default_request["parameters"]["metadata_version"] == default_response["model_version"] == "v1"
+
+
+def test_close_drains_the_inference_log_and_closes_every_http_client(repo, caplog):
+    posted = []
+
+    def sink(request):
+        posted.append(request.headers["ce-id"])
+        return httpx.Response(202)
+
+    events = EventSink(
+        "http://sink/",
+        EventAttributes("urn:t", "ns", "fraud", "default"),
+        Metrics(CollectorRegistry()),
+        "fraud",
+        10,
+        1.0,
+        transport=httpx.MockTransport(sink),
+    )
+    harness = Harness(repo, events=events)
+
+    async def go():
+        body, _ = await harness.model({"instances": [transaction()]}, dict(JSON))
+        await harness.model.close()
+        return body["inference_id"]
+
+    with caplog.at_level("INFO", logger="flywheel_transformer"):
+        inference_id = run(go())
+    assert posted == [inference_id, inference_id]
+    clients = (harness.model.features._client, harness.model.predictor._client, events._client)
+    assert all(client.is_closed for client in clients)
+    assert "2 events sent, 0 failed, 0 events could not be sent" in caplog.text

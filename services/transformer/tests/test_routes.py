@@ -10,6 +10,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
+from flywheel_transformer._kserve_adapter import register_endpoints
 from flywheel_transformer._routes import SERVED_ROUTES, ServedRoutesOnly
 
 KSERVE_ROUTES_NOT_SERVED = {
@@ -29,7 +30,7 @@ def registered(served_routes=SERVED_ROUTES):
     server = RESTServer("unused:app", DataPlane(model_registry=registry), ModelRepositoryExtension(registry), 0)
     app = FastAPI(docs_url="/docs", redoc_url="/redoc")
     served = ServedRoutesOnly(app, served_routes)
-    server._register_endpoints(served)
+    register_endpoints(server, served)
     return app, served
 
 

@@ -80,6 +80,12 @@ def test_a_missing_field_is_named_with_its_instance_index(field):
         ("channel", "", "must not be empty"),
         ("event_timestamp", 1700000000, "ISO-8601 string, got number"),
         ("event_timestamp", "yesterday", "not an ISO-8601 timestamp"),
+        ("event_timestamp", "0001-01-01T00:00:00+01:00", "outside the years 1-9999"),  # was an OverflowError (500)
+        ("event_timestamp", "9999-12-31T23:30:00-01:00", "outside the years 1-9999"),
+        ("amount", float("nan"), "finite"),
+        ("merchant_id", "   ", "must not be empty"),
+        ("currency", ["EUR"], "must be a string, got array"),
+        ("event_timestamp", None, "required"),
         ("country", None, "required"),
     ],
 )
@@ -179,3 +185,39 @@ def test_the_simulators_live_records_are_valid_requests(tmp_path):
 def test_absurdly_nested_json_is_a_400_not_a_crash():
     with pytest.raises(InvalidRequest):
         decode_body(b"[" * 100_000 + b"]" * 100_000, "application/json; charset=utf-8")
+
+
+def test_each_problem_of_one_instance_is_listed_at_its_location():
+    instance = transaction(amount="12", currency=7)
+    del instance["card_id"]
+    with pytest.raises(InvalidRequest) as caught:
+        parse({"instances": [transaction(), instance]})
+    problems = error_body(caught.value)["problems"]
+    assert [(p["index"], p["field"]) for p in problems] == [(1, "card_id"), (1, "amount"), (1, "currency")]
+    assert [p["error"] for p in problems] == [
+        "is required",
+        "must be a number, got string",
+        "must be a string, got number",
+    ]
+
+
+def test_at_most_twenty_problems_are_reported():
+    with pytest.raises(InvalidRequest) as caught:
+        parse({"instances": [transaction(amount="x")] * 30}, max_instances=30)
+    problems = error_body(caught.value)["problems"]
+    assert len(problems) == 20
+    assert problems[-1]["index"] == 19
+
+
+def test_the_validators_are_built_once_not_per_request(monkeypatch):
+    """Building a pydantic schema costs milliseconds; a request must only run the prebuilt validator."""
+    import pydantic
+
+    from flywheel_transformer import _validation
+
+    def no_new_adapter(*args, **kwargs):
+        raise AssertionError("a TypeAdapter was built while validating a request")
+
+    monkeypatch.setattr(pydantic.TypeAdapter, "__init__", no_new_adapter)
+    assert isinstance(_validation._INSTANCES, pydantic.TypeAdapter)
+    assert [t.transaction_id for t in parse({"instances": [transaction()]})] == ["t0000000001"]

@@ -8,7 +8,7 @@ and FastAPI's `/openapi.json` (and `/docs` when enabled), which would advertise 
 not serve. None of them is registered here, so each answers 404.
 
 How: KServe builds each group of routes as an APIRouter and hands it to `app.include_router`. Its
-`_register_endpoints` (a private name, overridden in `_server.FlywheelRESTServer`) gets a stand-in app
+`_register_endpoints` (a private name, overridden in `_kserve_adapter.ServedRoutesRESTServer`) gets a stand-in app
 whose `include_router` keeps only the routes in SERVED_ROUTES. If KServe calls anything else on the app,
 or stops registering a served route, the server refuses to start (AttributeError / RuntimeError), and
 `tests/test_routes.py` pins KServe's whole route table, so an upgrade that adds or renames a route fails

@@ -25,7 +25,8 @@ What is changed from a stock `ModelServer().start([model])`, and why:
   statuses and bodies are kept without the log. Server errors (5xx) are still logged.
 
 With WORKERS > 1 kserve's RESTServerMultiProcess spawns the workers; it builds a plain RESTServer,
-which is swapped for ours before start so that each child runs the same app.
+which is swapped for ours before start so that each child runs the same app. Every KServe private name
+used for this (and for the route filter) is in _kserve_adapter, checked when the server is built.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ import logging
 import warnings
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
-from starlette.exceptions import HTTPException
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import (
@@ -50,15 +50,21 @@ from kserve.errors import (
 )
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
-from kserve.protocol.rest.server import RESTServer
+from starlette.exceptions import HTTPException
 from uvicorn.importer import import_from_string
 
 from ._config import Settings
 from ._errors import InvalidRequest, PredictorError, VersionUnavailable, error_body, status_of
 from ._fastpath import FastPath
+from ._kserve_adapter import (
+    ServedRoutesRESTServer,
+    check_private_names,
+    register_models,
+    serve_all,
+    use_multiprocess_server,
+)
 from ._logging import configure_logging
 from ._model import OnnxModel
-from ._routes import ServedRoutesOnly
 from ._versions import VERSION_HEADER, VersionSet, requested_version
 
 log = logging.getLogger("flywheel_predictor")
@@ -93,7 +99,7 @@ class FlywheelDataPlane(DataPlane):
         return response, {**response_headers, VERSION_HEADER: model.version}
 
 
-class FlywheelRESTServer(RESTServer):
+class FlywheelRESTServer(ServedRoutesRESTServer):
     def __init__(self, settings: Settings, dataplane: DataPlane, repository_extension: Any) -> None:
         super().__init__(
             FASTAPI_APP_IMPORT_STRING,
@@ -107,15 +113,6 @@ class FlywheelRESTServer(RESTServer):
         self.config.host = settings.http_host
         # X-Forwarded-* only rewrite the client address, which nothing here reads (no access log).
         self.config.proxy_headers = False
-
-    def _register_endpoints(self, app: FastAPI) -> None:
-        """KServe's routes, less those not in _routes.SERVED_ROUTES (model repository, explain, docs)."""
-        served = ServedRoutesOnly(app)
-        super()._register_endpoints(served)
-        served.finish()
-
-    def _add_middlewares(self, app: FastAPI) -> None:
-        """KServe adds a TimingMiddleware that logs one trace line per request; not here."""
 
     def create_application(self) -> None:
         configure_logging()  # in a spawned worker, for the first time
@@ -207,6 +204,7 @@ class FlywheelModelServer(ModelServer):
     not given), every other version of the model."""
 
     def __init__(self, settings: Settings, versions: VersionSet | None = None) -> None:
+        check_private_names()
         super().__init__(
             http_port=settings.http_port,
             workers=settings.workers,
@@ -220,7 +218,7 @@ class FlywheelModelServer(ModelServer):
         self.dataplane = FlywheelDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[OnnxModel]) -> None:
-        self._register_and_check_atleast_one_model_is_ready(models)
+        register_models(self, models)
         self.dataplane.versions = self.versions or VersionSet(self.settings, models[0])
         rest = FlywheelRESTServer(self.settings, self.dataplane, self.model_repository_extension)
         if self.workers > 1:
@@ -233,14 +231,12 @@ class FlywheelModelServer(ModelServer):
                 workers=self.workers,
                 grace_period=self.grace_period,
             )
-            server._rest_server = rest
-            self._rest_multiprocess_server = server
+            use_multiprocess_server(self, server, rest)
             self.servers.append(server.start())
         else:
-            self._rest_server = rest
             self.servers.append(rest.start())
         self.register_signal_handler()
-        _run(self._serve())
+        _run(serve_all(self))
 
 
 def _run(main: Any) -> None:

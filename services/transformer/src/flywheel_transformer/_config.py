@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     event_timeout_s: float = Field(1.0, gt=0, le=30)
     """Timeout in seconds of one post to the event sink (default 1.0); a failed post is counted, not retried."""
 
+    event_drain_timeout_s: float = Field(5.0, gt=0, le=300)
+    """Most seconds spent at shutdown (SIGTERM) posting the inference records still queued (default 5); what
+    is left after it is counted in `events_unsent_total` and logged, not sent. Keep it, plus the few seconds
+    in-flight requests take (FEATURES_TIMEOUT_S + PREDICTOR_TIMEOUT_S), below the pod's
+    terminationGracePeriodSeconds (the chart leaves Kubernetes' 30 s), or the kill comes first."""
+
     event_senders: int = Field(2, ge=1, le=64)
     """Concurrent sender tasks draining the event queue (default 2)."""
 

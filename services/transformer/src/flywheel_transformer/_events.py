@@ -13,6 +13,10 @@ alone (the bodies carry it too: the request's `parameters.metadata_version`, the
 A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout
 and never retry. A full queue drops the whole record (both events, so the sink never sees half a pair)
 and counts it; a refused or timed-out post is counted too. Nothing here can slow or fail a prediction.
+
+At shutdown (`close`) the queue is drained for at most a deadline (EVENT_DRAIN_TIMEOUT_S): Kubernetes
+sends SIGTERM and kills the pod terminationGracePeriodSeconds later, so waiting longer than that loses
+the records anyway. Whatever is still queued or in flight at the deadline is counted, not sent.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -83,6 +88,19 @@ def event_headers(attributes: EventAttributes, record: InferenceRecord, ce_type:
     return headers
 
 
+@dataclass(frozen=True)
+class DrainReport:
+    """What the shutdown drain did, in events (two per record)."""
+
+    sent: int
+    """Events the sink accepted while draining."""
+    failed: int
+    """Events the sink refused or did not take in time while draining."""
+    unsent: int
+    """Events still queued or in flight when the deadline passed: never posted, or their post abandoned."""
+    seconds: float
+
+
 class EventSink:
     """A bounded queue of inference records and the tasks that post them."""
 
@@ -109,6 +127,10 @@ class EventSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
         self._failing = False
+        self._in_flight = 0
+        """Events taken off the queue by a sender and not yet posted (or failed)."""
+        self._sent = 0
+        self._failed_count = 0
 
     def submit(self, record: InferenceRecord) -> bool:
         """Queue a record without waiting; False (and counted) when the queue is full."""
@@ -131,9 +153,11 @@ class EventSink:
     async def _send_forever(self) -> None:
         while True:
             record = await self._queue.get()
+            self._in_flight += 2
             try:
-                await self._post(record, REQUEST_TYPE, record.request)
-                await self._post(record, RESPONSE_TYPE, record.response)
+                for ce_type, payload in ((REQUEST_TYPE, record.request), (RESPONSE_TYPE, record.response)):
+                    await self._post(record, ce_type, payload)
+                    self._in_flight -= 1  # not when cancelled mid-post: that event was not sent
             finally:
                 self._queue.task_done()
                 self._metrics.event_queue.labels(self._model).set(self._queue.qsize())
@@ -150,6 +174,7 @@ class EventSink:
             self._failed(f"{type(e).__name__}")
             return
         if 200 <= response.status_code < 300:
+            self._sent += 1
             self._metrics.events_sent.labels(self._model).inc()
             if self._failing:
                 self._failing = False
@@ -162,6 +187,7 @@ class EventSink:
             self._failed(f"HTTP {response.status_code}")
 
     def _failed(self, why: str) -> None:
+        self._failed_count += 1
         self._metrics.events_failed.labels(self._model).inc()
         if not self._failing:  # one line per outage, not per event; the counter has the rest
             self._failing = True
@@ -176,7 +202,28 @@ class EventSink:
         if self._tasks:
             await self._queue.join()
 
+    async def close(self, deadline_s: float) -> DrainReport:
+        """Drain the queue for at most `deadline_s`, then stop the senders and close the HTTP client; what
+        was neither sent nor failed by then is counted in `events_unsent_total`."""
+        started = time.monotonic()
+        sent, failed = self._sent, self._failed_count
+        try:
+            await asyncio.wait_for(self.drain(), timeout=deadline_s)
+        except asyncio.TimeoutError:
+            pass
+        await self.aclose()
+        unsent = 2 * self._queue.qsize() + self._in_flight
+        if unsent:
+            self._metrics.events_unsent.labels(self._model).inc(unsent)
+        return DrainReport(
+            sent=self._sent - sent,
+            failed=self._failed_count - failed,
+            unsent=unsent,
+            seconds=time.monotonic() - started,
+        )
+
     async def aclose(self) -> None:
+        """Stop the senders now (what they hold stays counted as in flight) and close the HTTP client."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

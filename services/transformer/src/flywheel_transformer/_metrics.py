@@ -57,6 +57,10 @@ class Metrics:
         self.events_failed = counter(
             "events_failed_total", "Inference CloudEvents the sink refused or did not take in time."
         )
+        self.events_unsent = counter(
+            "events_unsent_total",
+            "Inference CloudEvents still queued or in flight when the shutdown drain deadline passed (never sent).",
+        )
         self.event_queue = Gauge(
             PREFIX + "event_queue_records", "Inference records waiting for the sink.", ("model",), registry=registry
         )

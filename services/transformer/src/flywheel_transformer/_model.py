@@ -124,6 +124,30 @@ class FraudTransformer(Model):
     def stop(self) -> None:
         self.ready = False
 
+    async def close(self) -> None:
+        """At shutdown, once no request is in flight: drain the inference log within EVENT_DRAIN_TIMEOUT_S,
+        close the feature, predictor and event clients, and log in one line what could not be sent."""
+        try:
+            if self.events is None:
+                log.info("shutdown: inference logging off, nothing to drain")
+                return
+            deadline = self.settings.event_drain_timeout_s
+            report = await self.events.close(deadline)
+            log.log(
+                logging.WARNING if report.unsent else logging.INFO,
+                "shutdown: inference log drained in %.1f s: %d events sent, %d failed, %d events could not be sent "
+                "(queued or in flight at the %g s deadline, FLYWHEEL_TRANSFORMER_EVENT_DRAIN_TIMEOUT_S; counted in "
+                "flywheel_transformer_events_unsent_total)",
+                report.seconds,
+                report.sent,
+                report.failed,
+                report.unsent,
+                deadline,
+            )
+        finally:
+            await self.features.aclose()
+            await self.predictor.aclose()
+
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": f, "datatype": "FP64" if f == "amount" else "BYTES", "shape": [-1]} for f in REQUIRED_FIELDS]
 

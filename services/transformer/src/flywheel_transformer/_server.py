@@ -16,7 +16,11 @@ What differs from a stock KServe transformer, each on purpose:
   `:explain`, `/openapi.json` or `/docs`. Anything else is a JSON 404; `GET /v2` lists no extensions.
 - Request bodies over MAX_BODY_BYTES are refused before they are parsed (see _limits).
 - It listens on HTTP_HOST: KServe's ModelServer builds its REST server with 0.0.0.0 hard-coded (0.21),
-  so this one builds its own (`_TransformerModelServer.start`).
+  so this one builds its own (`_TransformerModelServer.start`; KServe's private names it needs for that
+  are in _kserve_adapter).
+- On SIGTERM, once uvicorn has finished the requests in flight, the model drains the inference log for
+  at most EVENT_DRAIN_TIMEOUT_S and closes its HTTP clients (`FraudTransformer.close`), then the process
+  exits 0.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import FastAPIDeprecationWarning
 from fastapi.responses import JSONResponse
 from kserve import ModelServer
@@ -35,7 +40,6 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotR
 from kserve.model_server import app
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.rest.server import RESTServer
 from starlette.exceptions import HTTPException
 
 from flywheel_contracts.auth import TokenFile, www_authenticate
@@ -45,12 +49,12 @@ from ._config import Settings
 from ._errors import RequestError, Unauthorized, error_body, status_of
 from ._events import EventAttributes, EventSink
 from ._features import FeatureClient
+from ._kserve_adapter import ServedRoutesRESTServer, check_private_names, register_models, serve_all
 from ._limits import BodyLimit
 from ._metrics import Metrics
 from ._model import FraudTransformer
 from ._predictor import PredictorClient
 from ._repo import SpecWatcher, load_spec
-from ._routes import ServedRoutesOnly
 
 log = logging.getLogger("flywheel_transformer")
 
@@ -80,8 +84,9 @@ class _TransformerDataPlane(DataPlane):
         return await super().ready()
 
 
-class _TransformerRESTServer(RESTServer):
-    """KServe's REST server on HTTP_HOST, with only the served routes, JSON 404s and the body limit in front."""
+class _TransformerRESTServer(ServedRoutesRESTServer):
+    """KServe's REST server on HTTP_HOST, with only the served routes (_routes, through _kserve_adapter), JSON
+    404s and the body limit in front."""
 
     def __init__(self, settings: Settings, server: ModelServer) -> None:
         super().__init__(
@@ -97,12 +102,6 @@ class _TransformerRESTServer(RESTServer):
         self.settings = settings
         self.config.host = settings.http_host
 
-    def _register_endpoints(self, app: FastAPI) -> None:
-        """KServe's routes, less those not in _routes.SERVED_ROUTES (model repository, explain, docs)."""
-        served = ServedRoutesOnly(app)
-        super()._register_endpoints(served)  # type: ignore[arg-type]  # it only calls include_router
-        served.finish()
-
     def create_application(self) -> None:
         super().create_application()
         app.add_exception_handler(HTTPException, _http_error_handler)
@@ -114,16 +113,25 @@ class _TransformerModelServer(ModelServer):
     RESTServer listening on 0.0.0.0)."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        check_private_names()
         super().__init__(http_port=settings.http_port, workers=1, **kwargs)
         self.settings = settings
+        self.on_shutdown: Callable[[], Awaitable[None]] | None = None
+        """Awaited once the HTTP server has stopped (no request in flight): drains and closes the model."""
 
     def start(self, models: list[Any]) -> None:
-        self._register_and_check_atleast_one_model_is_ready(models)
-        self._rest_server = _TransformerRESTServer(self.settings, self)
-        self.servers.append(self._rest_server.start())
+        register_models(self, models)
+        self.servers.append(_TransformerRESTServer(self.settings, self).start())
         self.setup_event_loop()
         self.register_signal_handler()
-        asyncio.run(self._serve())
+        asyncio.run(self._serve_then_shut_down())
+
+    async def _serve_then_shut_down(self) -> None:
+        try:
+            await serve_all(self)
+        finally:
+            if self.on_shutdown is not None:
+                await self.on_shutdown()
 
 
 async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
@@ -236,6 +244,7 @@ def serve(settings: Settings) -> None:
         ).start()
     server.dataplane = _TransformerDataPlane(model_registry=server.registered_models)
     server.register_model(model)
+    server.on_shutdown = model.close
     app.add_exception_handler(RequestError, _request_error_handler)
     log.info(
         "transformer %s on %s:%d -> features %s, predictor %s, events %s, threshold %g, fallback %s",

@@ -1,18 +1,26 @@
 """Turning a KServe V1 predict body into typed transactions, or a 4xx that names the field and instance.
 
-Domain code: no framework, no I/O. Unknown fields are ignored (the simulator's live feed carries labels
-the transformer must not look at), every known field is checked for presence and type, and all problems
-of a request are listed at once so a client can fix them in one go.
+Domain code: no framework, no I/O. The checks are pydantic types, validated by TypeAdapters built once at
+import (`_ENVELOPE`, `_INSTANCES`), so a request pays for pydantic-core's validation only, never for building a
+schema. Strict types: a string is a JSON string (never a number), an amount a JSON number (never a string or a
+boolean) and finite, a timestamp an ISO-8601 string; the validated timestamp is always timezone-aware UTC (a
+naive stamp is read as UTC, as everywhere in the data contract). Unknown fields are ignored (the simulator's
+live feed carries labels the transformer must not look at), and every problem of a request (up to
+MAX_REPORTED_PROBLEMS) is listed with its location at once, so a client can fix them in one go. Pydantic's
+error types are turned into this service's messages in `_message`, so the 400 reads the same whatever
+pydantic's wording.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ._errors import InvalidRequest, TooManyInstances, UnsupportedMediaType
 
@@ -29,25 +37,67 @@ REQUIRED_FIELDS = (*STRING_FIELDS, "amount", "event_timestamp")
 MAX_REPORTED_PROBLEMS = 20
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be empty")
+    return value
+
+
+def _iso_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise PydanticCustomError("timestamp_type", "must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise PydanticCustomError("timestamp_format", "is not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        # The data contract stamps everything in UTC; a naive stamp is read the same way.
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+        raise PydanticCustomError("timestamp_range", "is out of range in UTC") from None
+
+
+Text = Annotated[str, Strict(), AfterValidator(_not_blank)]
+"""A JSON string with something in it other than spaces (kept as sent)."""
+Amount = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A finite JSON number (an integer is taken as a float; a boolean is not a number)."""
+UtcTimestamp = Annotated[datetime, BeforeValidator(_iso_timestamp)]
+"""An ISO-8601 string, as a timezone-aware UTC datetime."""
+
+
 @dataclass(frozen=True)
 class Transaction:
     """One raw card transaction as the client sends it, validated."""
 
-    transaction_id: str
-    card_id: str
-    merchant_id: str
-    amount: float
-    currency: str
-    country: str
-    merchant_category: str
-    channel: str
-    event_timestamp: datetime
+    transaction_id: Text
+    card_id: Text
+    merchant_id: Text
+    amount: Amount
+    currency: Text
+    country: Text
+    merchant_category: Text
+    channel: Text
+    event_timestamp: UtcTimestamp
     """Timezone-aware, UTC."""
 
     @property
     def event_hour(self) -> int:
         """Hour of day (0-23, UTC): the request-time input of the on-demand features."""
         return self.event_timestamp.hour
+
+
+class _Envelope(BaseModel):
+    """`{"instances": [...]}`; other keys are ignored. The instances are validated by `_INSTANCES`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    instances: Annotated[list[Any], Strict(), Field(min_length=1)]
+
+
+_ENVELOPE = TypeAdapter(_Envelope)
+_INSTANCES = TypeAdapter(list[Transaction])
 
 
 def decode_body(payload: Any, content_type: str | None) -> Any:
@@ -70,100 +120,64 @@ def decode_body(payload: Any, content_type: str | None) -> Any:
 
 def parse_instances(body: Any, max_instances: int) -> list[Transaction]:
     """Validate `{"instances": [transaction, ...]}` and return the transactions in order."""
-    if not isinstance(body, Mapping):
-        raise InvalidRequest('the body must be a JSON object {"instances": [transaction, ...]}')
-    if "instances" not in body:
-        raise InvalidRequest('is required: send {"instances": [transaction, ...]}', field="instances")
-    instances = body["instances"]
-    if not isinstance(instances, list):
-        raise InvalidRequest(f"must be a list of transactions, got {_json_type(instances)}", field="instances")
-    if not instances:
-        raise InvalidRequest("must contain at least one transaction", field="instances")
+    try:
+        instances = _ENVELOPE.validate_python(body).instances
+    except ValidationError as e:
+        raise _envelope_error(e.errors(include_url=False)[0]) from None
     if len(instances) > max_instances:
         raise TooManyInstances(
             f"has {len(instances)} transactions; at most {max_instances} per request "
             "(FLYWHEEL_TRANSFORMER_MAX_INSTANCES): split the batch",
             field="instances",
         )
-    transactions: list[Transaction] = []
-    problems: list[InvalidRequest] = []
-    for index, instance in enumerate(instances):
-        try:
-            transactions.append(_parse_transaction(instance, index, problems))
-        except _Skip:
-            continue
-    if problems:
-        first = problems[0]
-        first.problems = [{"index": p.index, "field": p.field, "error": p.reason} for p in problems]
-        raise first
-    return transactions
-
-
-class _Skip(Exception):
-    """This instance had problems (already recorded)."""
-
-
-def _parse_transaction(instance: Any, index: int, problems: list[InvalidRequest]) -> Transaction:
-    def problem(message: str, field: str | None = None) -> None:
-        if len(problems) < MAX_REPORTED_PROBLEMS:
-            problems.append(InvalidRequest(message, field=field, index=index))
-
-    if not isinstance(instance, Mapping):
-        problem(f"must be a JSON object with the transaction's fields, got {_json_type(instance)}")
-        raise _Skip
-    before = len(problems)
-    values: dict[str, Any] = {}
-    for field in STRING_FIELDS:
-        value = instance.get(field)
-        if field not in instance or value is None:
-            problem("is required", field)
-        elif not isinstance(value, str):
-            problem(f"must be a string, got {_json_type(value)}", field)
-        elif not value.strip():
-            problem("must not be empty", field)
-        else:
-            values[field] = value
-    amount = instance.get("amount")
-    if "amount" not in instance or amount is None:
-        problem("is required", "amount")
-    elif isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        problem(f"must be a number, got {_json_type(amount)}", "amount")
-    elif not _finite(amount):
-        problem("must be a finite number", "amount")
-    else:
-        values["amount"] = float(amount)
-    stamp = instance.get("event_timestamp")
-    if "event_timestamp" not in instance or stamp is None:
-        problem("is required", "event_timestamp")
-    elif not isinstance(stamp, str):
-        problem(f"must be an ISO-8601 string, got {_json_type(stamp)}", "event_timestamp")
-    else:
-        parsed = _parse_timestamp(stamp)
-        if parsed is None:
-            problem(f"'{stamp[:64]}' is not an ISO-8601 timestamp (e.g. 2026-11-23T12:00:00Z)", "event_timestamp")
-        else:
-            values["event_timestamp"] = parsed
-    if len(problems) > before or len(values) < len(REQUIRED_FIELDS):
-        raise _Skip
-    return Transaction(**values)
-
-
-def _finite(number: int | float) -> bool:
     try:
-        return math.isfinite(float(number))
-    except OverflowError:  # an integer beyond float range
-        return False
+        return _INSTANCES.validate_python(instances)
+    except ValidationError as e:
+        problems = [_problem(error) for error in e.errors(include_url=False)[:MAX_REPORTED_PROBLEMS]]
+    first = problems[0]
+    first.problems = [{"index": p.index, "field": p.field, "error": p.reason} for p in problems]
+    raise first
 
 
-def _parse_timestamp(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        # The data contract stamps everything in UTC; a naive stamp is read the same way.
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+def _envelope_error(error: ErrorDetails) -> InvalidRequest:
+    kind = error["type"]
+    if kind == "missing":
+        return InvalidRequest('is required: send {"instances": [transaction, ...]}', field="instances")
+    if error["loc"] == ("instances",) and kind == "list_type":
+        return InvalidRequest(f"must be a list of transactions, got {_json_type(error['input'])}", field="instances")
+    if error["loc"] == ("instances",) and kind == "too_short":
+        return InvalidRequest("must contain at least one transaction", field="instances")
+    return InvalidRequest('the body must be a JSON object {"instances": [transaction, ...]}')
+
+
+def _problem(error: ErrorDetails) -> InvalidRequest:
+    """One pydantic error at (index, field) as this service's InvalidRequest."""
+    index, *rest = error["loc"]
+    field = str(rest[0]) if rest else None
+    return InvalidRequest(_message(error, field), field=field, index=int(index))
+
+
+def _message(error: ErrorDetails, field: str | None) -> str:
+    kind, value = error["type"], error.get("input")
+    if field is None:
+        return f"must be a JSON object with the transaction's fields, got {_json_type(value)}"
+    if kind == "missing" or value is None:
+        return "is required"
+    if kind == "string_type":
+        return f"must be a string, got {_json_type(value)}"
+    if kind == "blank":
+        return "must not be empty"
+    if kind == "finite_number" or (kind == "float_type" and type(value) is int):  # an integer beyond float range
+        return "must be a finite number"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number, got {_json_type(value)}"
+    if kind == "timestamp_type":
+        return f"must be an ISO-8601 string, got {_json_type(value)}"
+    if kind == "timestamp_format":
+        return f"'{str(value)[:64]}' is not an ISO-8601 timestamp (e.g. 2026-11-23T12:00:00Z)"
+    if kind == "timestamp_range":
+        return f"'{str(value)[:64]}' is outside the years 1-9999 once converted to UTC"
+    return str(error["msg"])  # a check added later: pydantic's own words, still at its location
 
 
 def _json_type(value: Any) -> str:
