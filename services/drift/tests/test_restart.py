@@ -61,7 +61,7 @@ def test_an_unreadable_checkpoint_does_not_keep_the_service_down(tmp_path, repo)
     first.sync()
     first.close()
     conn = connect(first.service.spool.path, durable=False)
-    conn.execute("UPDATE checkpoint SET state = ?", (b"not a pickle",))
+    conn.execute("UPDATE checkpoint SET state = ?", (b"not a checkpoint",))
     conn.close()
     second = Harness(settings)
     try:

@@ -43,11 +43,14 @@ def test_unseen_categories_count_as_drift():
     assert _stats.categorical_test(cats, ref_counts, np.repeat([1.0, 2.0, 9.0], [40, 40, 20])).p_value < 1e-6
 
 
-def test_benjamini_hochberg_rejects_the_step_up_set():
+def test_benjamini_hochberg_q_values_reject_the_step_up_set():
+    # Benjamini & Hochberg (1995), table 1 style: the largest k with p_(k) <= k alpha / m is 2 here.
     p = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
-    assert _stats.benjamini_hochberg(p, 0.05) == [True, True] + [False] * 8
     q = _stats.bh_adjusted(p)
-    assert [qi <= 0.05 for qi in q] == _stats.benjamini_hochberg(p, 0.05)
+    assert [qi <= 0.05 for qi in q] == [True, True] + [False] * 8
+    assert q[0] == pytest.approx(0.01) and q[1] == pytest.approx(0.04)
+    assert q[2:5] == pytest.approx([0.084] * 3)  # monotone: step-up takes the minimum from the right
+    assert _stats.bh_adjusted([]) == []
 
 
 def test_cauchy_combination_of_equal_p_values_is_that_p_value():

@@ -14,21 +14,28 @@ from ._errors import (
     RequestError,
     UnknownModel,
 )
+from ._results import Alert, Category, Detector, Report, Verdict, VersionReport
 from ._server import create_app
 from ._service import DriftService
 from ._state import compute_state, write_state
 
 __all__ = [
+    "Alert",
     "Backlogged",
+    "Category",
     "ConfigError",
+    "Detector",
     "DriftError",
     "DriftService",
     "InvalidEvent",
     "NotReady",
     "ReferenceUnavailable",
+    "Report",
     "RequestError",
     "Settings",
     "UnknownModel",
+    "Verdict",
+    "VersionReport",
     "compute_state",
     "create_app",
     "load_settings",

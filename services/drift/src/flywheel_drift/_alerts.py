@@ -3,8 +3,8 @@
 Each alert goes to every CloudEvent sink as a binary-mode CloudEvent of type
 `io.flywheel.serving.inference.drift` (ce-subject `<model>/<version>`, extensions
 `ce-inferenceservicename` and `ce-modelversion`) and to every webhook sink as the same JSON object in a
-plain POST. Delivery runs in its own thread with retries and exponential backoff; an alert that still
-fails is counted and stays visible in the report.
+plain POST (`Alert.to_json()`, documented in the README). Delivery runs in its own thread with retries
+and exponential backoff; an alert that still fails is counted and stays visible in the report.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import logging
 import queue
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 
 from ._metrics import Metrics
+from ._results import Alert
 
 ALERT_TYPE = "io.flywheel.serving.inference.drift"
 SOURCE = "urn:flywheel:drift"
@@ -28,20 +26,16 @@ SOURCE = "urn:flywheel:drift"
 log = logging.getLogger("flywheel_drift.alerts")
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def alert_headers(alert: dict[str, Any], alert_id: str) -> dict[str, str]:
+def alert_headers(alert: Alert) -> dict[str, str]:
     return {
         "ce-specversion": "1.0",
-        "ce-id": alert_id,
+        "ce-id": alert.id,
         "ce-type": ALERT_TYPE,
         "ce-source": SOURCE,
-        "ce-time": iso(alert["at"]),
-        "ce-subject": f"{alert['model']}/{alert['version']}",
-        "ce-inferenceservicename": alert["model"],
-        "ce-modelversion": alert["version"],
+        "ce-time": alert.time,
+        "ce-subject": f"{alert.model}/{alert.version}",
+        "ce-inferenceservicename": alert.model,
+        "ce-modelversion": alert.version,
         "content-type": "application/json",
     }
 
@@ -53,12 +47,12 @@ class AlertSender:
         self.retries = retries
         self.metrics = metrics
         self._client = httpx.Client(timeout=timeout_s, transport=transport)
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1000)
+        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=1000)
         self._thread = threading.Thread(target=self._run, name="drift-alerts", daemon=True)
         self._thread.start()
         self.delivered: list[str] = []
 
-    def send(self, alert: dict[str, Any]) -> None:
+    def send(self, alert: Alert) -> None:
         """Queue an alert for delivery (never blocks the analysis)."""
         if not self.sinks:
             return
@@ -73,15 +67,14 @@ class AlertSender:
             try:
                 if alert is None:
                     return
-                alert_id = str(uuid.uuid4())
-                body = json.dumps({"id": alert_id, **alert, "time": iso(alert["at"])}, default=float).encode()
+                body = json.dumps(alert.to_json()).encode()
                 for url, mode in self.sinks:
-                    self._deliver(url, mode, alert, alert_id, body)
+                    self._deliver(url, mode, alert, body)
             finally:
                 self._queue.task_done()
 
-    def _deliver(self, url: str, mode: str, alert: dict[str, Any], alert_id: str, body: bytes) -> None:
-        headers = alert_headers(alert, alert_id) if mode == "cloudevent" else {"content-type": "application/json"}
+    def _deliver(self, url: str, mode: str, alert: Alert, body: bytes) -> None:
+        headers = alert_headers(alert) if mode == "cloudevent" else {"content-type": "application/json"}
         delay = 1.0
         for attempt in range(self.retries + 1):
             try:
@@ -97,8 +90,8 @@ class AlertSender:
                 time.sleep(delay)
                 delay *= 2
         self.metrics.alerts_failed.inc()
-        log.warning("alert for %s/%s could not be delivered to %s (%s) after %d tries", alert["model"],
-                    alert["version"], url, why, self.retries + 1)
+        log.warning("alert for %s/%s could not be delivered to %s (%s) after %d tries", alert.model,
+                    alert.version, url, why, self.retries + 1)
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until queued alerts are delivered or given up (tests, shutdown)."""

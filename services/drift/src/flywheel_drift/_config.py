@@ -16,18 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
+from ._features import DEFAULT_ONLINE, DEFAULT_SKIPPED
 
 ENV_PREFIX = "FLYWHEEL_DRIFT_"
 
 # Comma-separated in the environment, not JSON: NoDecode hands the raw string to `_split`.
 Names = Annotated[tuple[str, ...], NoDecode]
-
-DEFAULT_SKIPPED = ("card_id", "merchant_id", "hour_sin", "hour_cos", "is_night")
-DEFAULT_ONLINE = (
-    "txn_count_1h", "txn_count_24h", "amount_sum_24h", "amount_mean_30d", "distinct_countries_24h",
-    "merchant_txn_count_7d", "merchant_fraud_rate_30d", "merchant_amount_mean_30d", "amount_log",
-    "amount_to_card_mean",
-)
 
 
 def _names(value: object) -> tuple[str, ...]:

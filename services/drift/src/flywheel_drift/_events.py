@@ -1,8 +1,10 @@
 """Reading inference-log CloudEvents as they arrive, unchanged, from KServe's logger, Seldon's executor,
 Flywheel's transformer, or the plain JSON batch endpoint.
 
-CloudEvents v1.0 binary mode (attributes in `ce-*` headers, the payload as the body), or structured mode
-(`application/cloudevents+json`). The request and response of one inference share `ce-id`; `_pairing`
+CloudEvents v1.0 binary mode (attributes in `ce-*` headers, percent-encoded, the payload as the body), or
+structured mode (`application/cloudevents+json`, the payload in `data`, or base64 in `data_base64`). A
+hand parser for these two modes rather than the CloudEvents SDK: it is all the SDK would do here, and the
+tests check it against events the SDK makes. The request and response of one inference share `ce-id`; `_pairing`
 joins them. Payloads understood:
 
 - Open Inference Protocol (V2): request `inputs` (the tensor named `input`, or the only numeric one,
@@ -17,10 +19,13 @@ Everything that is wrong is an `InvalidEvent` naming the header or field. Pure: 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import orjson
@@ -35,6 +40,7 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
 }
 SPEC_VERSIONS = ("1.0", "0.3")
 ROW_ID_NAMES = ("transaction_id", "id", "ids")
+STRUCTURED = "application/cloudevents+json"
 
 
 @dataclass
@@ -83,17 +89,14 @@ def load_json(body: bytes, what: str = "body") -> Any:
 def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float) -> EventHalf:
     """One CloudEvent (headers lower-cased) into an EventHalf; InvalidEvent on anything malformed."""
     content_type = headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() == "application/cloudevents+json":
-        envelope = load_json(body)
-        if not isinstance(envelope, dict):
-            raise InvalidEvent("a structured CloudEvent must be a JSON object", field="body")
-        attributes = {f"ce-{k}": str(v) for k, v in envelope.items() if k not in ("data", "data_base64")}
-        payload = envelope.get("data")
+    if content_type.split(";")[0].strip().lower() == STRUCTURED:
+        attributes, payload = _structured(load_json(body))
     else:
         if not is_json(content_type):
             raise UnsupportedMediaType(f"content-type {content_type or '(none)'!r}: inference events must be "
                                        "application/json (binary mode) or application/cloudevents+json")
-        attributes = dict(headers)
+        # Binary mode: attribute values are percent-encoded in their headers (HTTP binding 3.1.3.2).
+        attributes = {k: unquote(v) if k.startswith("ce-") else v for k, v in headers.items()}
         payload = load_json(body)
     for name in ("ce-specversion", "ce-id", "ce-type"):
         if not attributes.get(name):
@@ -125,6 +128,29 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float
     if half.row_ids is not None and len(half.row_ids) != half.rows:
         raise InvalidEvent(f"{len(half.row_ids)} row ids for {half.rows} rows", field="transaction_id")
     return half
+
+
+def _structured(envelope: Any) -> tuple[dict[str, str], Any]:
+    """Attributes (as `ce-*` names) and data of a structured-mode event (JSON event format, section 3.1):
+    `data` holds JSON data as is, `data_base64` binary data, which must be JSON here too."""
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("a structured CloudEvent must be a JSON object", field="body")
+    attributes = {f"ce-{k}": str(v) for k, v in envelope.items() if k not in ("data", "data_base64")}
+    data_type = str(envelope.get("datacontenttype") or "application/json")
+    if "data" in envelope and "data_base64" in envelope:
+        raise InvalidEvent("a structured CloudEvent has data or data_base64, not both", field="data_base64")
+    if not is_json(data_type):
+        raise UnsupportedMediaType(f"datacontenttype {data_type!r}: inference event data must be JSON")
+    if "data_base64" not in envelope:
+        return attributes, envelope.get("data")
+    encoded = envelope["data_base64"]
+    try:
+        if not isinstance(encoded, str):
+            raise ValueError("not a string")
+        data = base64.b64decode(encoded, validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise InvalidEvent(f"data_base64 is not base64 ({e})", field="data_base64") from e
+    return attributes, load_json(data, "data_base64")
 
 
 def matrix(values: Any, field: str, shape: list[int] | None = None) -> np.ndarray:

@@ -49,6 +49,10 @@ class Metrics:
         self.evicted_versions = counter(
             "evicted_versions_total",
             "Version monitors forgotten, least recently used first, past MAX_TRACKED_VERSIONS.")
+        self.unreadable_checkpoints = counter(
+            "unreadable_checkpoints_total",
+            "Checkpoints this code could not read at start (another format_version, an old pickle, damage): "
+            "the analysis restarted afresh, later events were still replayed.")
         self.windows = counter("windows_total", "Windows tested.", MV)
         self.drift_windows = counter("drift_windows_total", "Windows in which drift was detected.", MV)
         self.online_alarms = counter("online_alarms_total", "Alarms of the online (per-row) detector.", MV)

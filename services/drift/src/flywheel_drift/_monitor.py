@@ -22,6 +22,7 @@ import numpy as np
 
 from ._online import RankCusum
 from ._reference import PROBABILITY, Reference, ReferenceView, feature_matrix
+from ._results import Alert
 from ._window import WindowBuffer, WindowPolicy, evaluate_window, ready_windows
 
 CATEGORIES = ("data", "performance")
@@ -61,7 +62,7 @@ class MonitorState:
     performance_history: deque = field(default_factory=lambda: deque(maxlen=500))
     episodes: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {c: {"active": False, "last_alert_at": None} for c in CATEGORIES})
-    alerts: deque = field(default_factory=lambda: deque(maxlen=100))
+    alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=100))
 
 
 class VersionMonitor:
@@ -86,12 +87,12 @@ class VersionMonitor:
     def key(self) -> tuple[str, str]:
         return self.reference.model, self.reference.version
 
-    def ingest(self, time: float, x: np.ndarray, probabilities: np.ndarray | None) -> list[dict[str, Any]]:
+    def ingest(self, time: float, x: np.ndarray, probabilities: np.ndarray | None) -> list[Alert]:
         """Add rows accepted at `time`; returns the alerts they raise (usually none)."""
         s = self.state
         s.rows += len(x)
         s.last_time = time if s.last_time is None else max(s.last_time, time)
-        alerts: list[dict[str, Any]] = []
+        alerts: list[Alert] = []
         online = s.online
         # Rows without a probability (a request whose response never came) skip the online detector:
         # its CUSUMs must see every column of every row they count.
@@ -108,7 +109,7 @@ class VersionMonitor:
             alerts += self._close_window(opened, time, wx, wp)
         return alerts
 
-    def _close_window(self, opened: float, closed: float, x: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
+    def _close_window(self, opened: float, closed: float, x: np.ndarray, p: np.ndarray) -> list[Alert]:
         s = self.state
         s.windows += 1
         result, view = evaluate_window(self.reference, x, p, self.policy.alpha, s.windows, opened, closed)
@@ -143,7 +144,7 @@ class VersionMonitor:
         return self.state.last_window is not None and (
             self.state.last_mmd_at is None or now - self.state.last_mmd_at >= interval_s)
 
-    def record_mmd(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+    def record_mmd(self, result: dict[str, Any]) -> list[Alert]:
         s = self.state
         s.last_mmd_at = result["at"]
         s.mmd.append(result)
@@ -152,7 +153,7 @@ class VersionMonitor:
             return self._evidence("data", result["at"], "mmd", {"mmd": result, "features": []})
         return []
 
-    def record_performance(self, result: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    def record_performance(self, result: dict[str, Any], now: float) -> list[Alert]:
         s = self.state
         s.performance = {**result, "at": now}
         s.performance_history.append({k: result.get(k) for k in ("roc_auc", "pr_auc", "ece", "coverage", "rows")}
@@ -163,7 +164,7 @@ class VersionMonitor:
             s.episodes["performance"]["active"] = False
         return []
 
-    def _evidence(self, category: str, now: float, detector: str, details: dict[str, Any]) -> list[dict[str, Any]]:
+    def _evidence(self, category: str, now: float, detector: str, details: dict[str, Any]) -> list[Alert]:
         episode = self.state.episodes[category]
         if episode["active"]:
             return []
@@ -172,7 +173,7 @@ class VersionMonitor:
             return []
         episode["active"] = True
         episode["last_alert_at"] = now
-        alert = {"model": self.reference.model, "version": self.reference.version, "category": category,
-                 "detector": detector, "at": now, **details}
+        alert = Alert.model_validate({"model": self.reference.model, "version": self.reference.version,
+                                      "category": category, "detector": detector, "at": now, **details})
         self.state.alerts.append(alert)
         return [alert]

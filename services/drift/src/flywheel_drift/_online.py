@@ -96,10 +96,6 @@ class RankCusum:
         self.s_neg = np.zeros(len(self.features))
         self.rng = np.random.default_rng(self.seed)
 
-    def __getstate__(self) -> dict:
-        # The reference columns come back from the model repo on restore; checkpoints carry only state.
-        return {**self.__dict__, "ref_sorted": []}
-
     def reset(self) -> None:
         self.s_pos[:] = 0.0
         self.s_neg[:] = 0.0

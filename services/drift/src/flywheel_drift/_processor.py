@@ -2,23 +2,23 @@
 
 Only this thread touches the monitors, so they need no locks. It takes, in order: events committed by
 the spool (or replayed from it on start), MMD results, and requests to evaluate performance. Every
-CHECKPOINT_INTERVAL_S it pickles the monitors and the half-paired events into the spool's checkpoint,
-which lets the spool drop what the checkpoint covers.
+CHECKPOINT_INTERVAL_S it writes the monitors and the half-paired events into the spool's checkpoint
+(`_checkpoint`: versioned JSON, never pickle), which lets the spool drop what the checkpoint covers.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import queue
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from . import _checkpoint
+from ._backlog import Backlog
 from ._config import Settings
 from ._errors import ReferenceUnavailable, RequestError
 from ._events import parse_cloudevent
@@ -29,30 +29,13 @@ from ._pairing import Pairer, Record
 from ._payloads import parse_batch
 from ._performance import PerformanceLimits, evaluate
 from ._repo import ReferenceLoader
+from ._results import Alert, Detector
 from ._spool import Spool, SpooledEvent
 from ._window import WindowPolicy
 
 log = logging.getLogger("flywheel_drift.processor")
 PERFORMANCE_INTERVAL_S = 30.0
 ORPHAN_TTL_S = 14 * 86400.0
-
-
-@dataclass
-class Backlog:
-    """Accepted-but-not-analysed work, for the 429 rule (updated from two threads; ints are atomic)."""
-
-    rows: int = 0
-    bytes: int = 0
-    events: int = 0
-
-
-@dataclass
-class Checkpoint:
-    seq: int
-    monitors: dict[tuple[str, str], MonitorState]
-    pending: list[Any]
-    saved_at: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_spooled(event: SpooledEvent) -> Any:
@@ -98,10 +81,11 @@ class Processor:
         if saved is not None:
             self.last_seq, blob = saved
             try:
-                checkpoint: Checkpoint = pickle.loads(blob)  # our own file, written by `checkpoint` below
-            except Exception as e:  # written by another version of this code: resume without it
-                log.warning("checkpoint unreadable (%s: %s); windows and detectors start afresh, events after "
-                            "it are still replayed", type(e).__name__, e)
+                checkpoint = _checkpoint.loads(blob)
+            except _checkpoint.CheckpointUnreadable as e:  # another format, an old pickle, damage
+                self.metrics.unreadable_checkpoints.inc()
+                log.warning("%s; windows and detectors start afresh (unreadable_checkpoints_total), events after "
+                            "it are still replayed", e)
             else:
                 self.restored = dict(checkpoint.monitors)
                 for half in checkpoint.pending:
@@ -151,9 +135,7 @@ class Processor:
             try:
                 self._handle_event(item)
             finally:  # an event that failed analysis is no longer waiting either
-                self.backlog.rows -= _rows(item.parsed)
-                self.backlog.bytes -= len(item.body)
-                self.backlog.events -= 1
+                self.backlog.release(_rows(item.parsed), len(item.body))
         elif kind == "mmd":
             self._apply_mmd(*item)
         elif kind == "labels":
@@ -163,7 +145,7 @@ class Processor:
             if self.dirty_performance or self.labels_waiting:
                 self.evaluate_performance()
             item.set()
-        self.metrics.backlog_rows.set(max(self.backlog.rows, 0))
+        self.metrics.backlog_rows.set(self.backlog.snapshot().rows)
         self._periodic()
 
     def _periodic(self) -> None:
@@ -245,14 +227,14 @@ class Processor:
                      "FLYWHEEL_DRIFT_MAX_TRACKED_VERSIONS=%d)", old_model, old_version, self.s.max_tracked_versions)
         return monitor
 
-    def _raise(self, alerts: list[dict[str, Any]]) -> None:
+    def _raise(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            self.metrics.alerts.labels(alert["model"], alert["version"]).inc()
-            if alert["detector"] == "online":
-                self.metrics.online_alarms.labels(alert["model"], alert["version"]).inc()
-            self.metrics.drift.labels(alert["model"], alert["version"]).set(1.0)
-            log.warning("drift alert %s/%s: %s detector, features %s", alert["model"], alert["version"],
-                        alert["detector"], ", ".join(alert.get("features") or []) or "-")
+            self.metrics.alerts.labels(alert.model, alert.version).inc()
+            if alert.detector is Detector.ONLINE:
+                self.metrics.online_alarms.labels(alert.model, alert.version).inc()
+            self.metrics.drift.labels(alert.model, alert.version).set(1.0)
+            log.warning("drift alert %s/%s: %s detector, features %s", alert.model, alert.version,
+                        alert.detector.value, ", ".join(alert.features) or "-")
             self.send_alert(alert)
 
     def _apply_mmd(self, key: tuple[str, str], result: dict[str, Any]) -> None:
@@ -285,8 +267,8 @@ class Processor:
         self._last_checkpoint = time.monotonic()
         states = self.restored | {key: m.state for key, m in self.monitors.items()}
         states = dict(list(states.items())[-self.s.max_tracked_versions:])  # the most recently used
-        blob = pickle.dumps(Checkpoint(self.last_seq, states, list(self.pairer.pending.values()), time.time()),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        blob = _checkpoint.dumps(_checkpoint.Checkpoint(self.last_seq, states, list(self.pairer.pending.values()),
+                                                        time.time()))
         self.spool.save_checkpoint(self.last_seq, blob, time.time())
         self.labels.enforce_retention(self.s.prediction_store_rows)
 

@@ -22,12 +22,9 @@ import numpy as np
 
 from . import _stats
 from ._errors import ReferenceUnavailable
+from ._features import CLOCK, MAX_CHI2_BUCKETS
 
 PROBABILITY = "probability"
-CLOCK = ("hour_sin", "hour_cos")
-MAX_CHI2_BUCKETS = 256
-"""Hashed columns with more buckets are ids (card, merchant): chi-square over thousands of sparse cells
-has no power and a new card is not drift, so they are not tested."""
 HIST_BINS = 20
 BAND_ROWS = 400
 """Reference rows per hour band of the online detector: consecutive hours are merged until a band has

@@ -1,5 +1,6 @@
 """The report: what the service knows about each monitored version, as JSON (GET /v1/report) and as the
-data behind the HTML page (GET /report). Built under the processor's lock, so it is consistent.
+data behind the HTML page (GET /report). Built under the processor's lock, so it is consistent; typed and
+versioned by `_results.Report`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._monitor import VersionMonitor
+from ._results import SCHEMA_VERSION, Report, Verdict
 
 
 def _clean(value: Any) -> Any:
@@ -50,13 +52,16 @@ def version_report(monitor: VersionMonitor, totals: tuple[int, int]) -> dict[str
     if s.online is not None:
         online.update(statistics=s.online.statistics(), run_length=s.online.run_length)
     online["alarms"] = list(s.online_alarms)
+    drift = bool(last.get("drift")) or any(e["active"] for e in s.episodes.values())
+    verdict = Verdict.DRIFTED if drift else Verdict.STABLE if s.windows else Verdict.INCONCLUSIVE
     return _clean({
         "model": ref.model,
         "version": ref.version,
+        "verdict": verdict.value,
+        "drift": drift,
         "rows": s.rows,
         "windows": s.windows,
         "open_window_rows": s.buffer.rows,
-        "drift": bool(last.get("drift")) or any(e["active"] for e in s.episodes.values()),
         "episodes": s.episodes,
         "last_window": {k: v for k, v in last.items() if k != "features"} if last else None,
         "reference": {"rows": ref.rows, "baseline": ref.baseline},
@@ -68,15 +73,17 @@ def version_report(monitor: VersionMonitor, totals: tuple[int, int]) -> dict[str
         "performance_history": list(s.performance_history),
         "predictions_logged": totals[0],
         "predictions_labelled": totals[1],
-        "alerts": list(s.alerts),
+        "alerts": [alert.to_json() for alert in s.alerts],
     })
 
 
 def service_report(monitors: dict[tuple[str, str], VersionMonitor], totals: Callable[[str, str], tuple[int, int]],
                    status: dict[str, Any], model: str | None, version: str | None) -> dict[str, Any]:
-    """The whole report: service `status` plus every monitored version matching the filters."""
+    """The whole report: service `status` plus every monitored version matching the filters, built through
+    the `Report` model (so it is what the README documents) and returned in its JSON form."""
     versions = []
     for (m, v), monitor in sorted(monitors.items()):
         if (model is None or m == model) and (version is None or v == version):
             versions.append(version_report(monitor, totals(m, v)))
-    return _clean({**status, "versions": versions})
+    report = Report.model_validate(_clean({"schema_version": SCHEMA_VERSION, **status, "versions": versions}))
+    return report.model_dump(mode="json", exclude_unset=True)

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from ._alerts import AlertSender
+from ._backlog import Backlog
 from ._config import Settings
 from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel, UnknownVersion
 from ._events import EventHalf, load_json, parse_cloudevent
@@ -29,7 +30,7 @@ from ._labels import LabelStore
 from ._metrics import Metrics
 from ._mmd import MMDRunner
 from ._payloads import parse_batch, parse_labels
-from ._processor import Backlog, Processor
+from ._processor import Processor
 from ._repo import ReferenceLoader
 from ._report import service_report
 from ._spool import Spool, SpooledEvent
@@ -48,7 +49,7 @@ class DriftService:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.loader = ReferenceLoader(settings)
-        self.backlog = Backlog()
+        self.backlog = Backlog(settings.max_backlog_rows, settings.max_backlog_bytes)
         self.ready = False
         self.started_at = time.time()
         self.ready_after_s: float | None = None
@@ -106,11 +107,12 @@ class DriftService:
 
     # ---- accepting ------------------------------------------------------------------------------
     def _admit(self, rows: int, size: int) -> None:
+        """Reserve room in the backlog for an event (released by the processor once analysed)."""
         if not self.ready:
             raise NotReady("the drift service is still replaying its spool; retry in a few seconds")
-        b, s = self.backlog, self.settings
-        if b.rows + rows > s.max_backlog_rows or b.bytes + size > s.max_backlog_bytes:
+        if not self.backlog.try_reserve(rows, size):
             self.metrics.throttled.inc()
+            b, s = self.backlog.snapshot(), self.settings
             raise Backlogged(f"{b.rows} rows ({b.bytes} bytes) are waiting for analysis, over "
                              f"FLYWHEEL_DRIFT_MAX_BACKLOG_ROWS={s.max_backlog_rows} or _BYTES={s.max_backlog_bytes}; "
                              "retry after a second")
@@ -138,15 +140,11 @@ class DriftService:
                                "(metadata.json input.columns)", field=field)
 
     async def _persist(self, event: SpooledEvent, rows: int) -> int:
-        self.backlog.rows += rows
-        self.backlog.bytes += len(event.body)
-        self.backlog.events += 1
+        """Commit an admitted event; its backlog reservation is released here if the spool refuses it."""
         try:
             return await asyncio.wrap_future(self.spool.append(event))
         except Exception as e:
-            self.backlog.rows -= rows
-            self.backlog.bytes -= len(event.body)
-            self.backlog.events -= 1
+            self.backlog.release(rows, len(event.body))
             raise NotReady(f"the event could not be persisted ({type(e).__name__}: {e}); retry") from e
 
     async def accept_cloudevent(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
@@ -207,12 +205,12 @@ class DriftService:
     def report(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:
         if not self.ready:
             raise NotReady("the drift service is still starting; the report is available once /ready says so")
-        s = self.settings
+        s, backlog = self.settings, self.backlog.snapshot()
         status = {
             "ready": self.ready,
             "ready_after_s": self.ready_after_s,
             "replayed_events": self.replayed,
-            "backlog": {"rows": max(self.backlog.rows, 0), "bytes": max(self.backlog.bytes, 0)},
+            "backlog": {"rows": backlog.rows, "bytes": backlog.bytes},
             "mmd": self.mmd.status if self.mmd is not None else "disabled",
             "settings": {"window_rows": s.window_rows, "window_seconds": s.window_seconds, "alpha": s.alpha,
                          "alert_after_windows": s.alert_after_windows, "alert_min_psi": s.alert_min_psi,

@@ -160,31 +160,12 @@ def _cochran(table: np.ndarray) -> np.ndarray:
     return table
 
 
-def benjamini_hochberg(p_values: list[float], alpha: float) -> list[bool]:
-    """Which hypotheses Benjamini-Hochberg rejects at false-discovery rate `alpha`."""
-    m = len(p_values)
-    if m == 0:
-        return []
-    order = np.argsort(p_values)
-    ranked = np.asarray(p_values)[order]
-    below = np.nonzero(ranked <= alpha * np.arange(1, m + 1) / m)[0]
-    rejected = np.zeros(m, dtype=bool)
-    if len(below):
-        rejected[order[: below[-1] + 1]] = True
-    return rejected.tolist()
-
-
 def bh_adjusted(p_values: list[float]) -> list[float]:
-    """Benjamini-Hochberg adjusted p-values (q-values): reject where q <= alpha."""
-    m = len(p_values)
-    if m == 0:
+    """Benjamini-Hochberg adjusted p-values (q-values, scipy's `false_discovery_control`): reject where
+    q <= alpha."""
+    if not p_values:
         return []
-    order = np.argsort(p_values)
-    ranked = np.asarray(p_values, dtype=np.float64)[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out.tolist()
+    return stats.false_discovery_control(np.asarray(p_values, dtype=np.float64), method="bh").tolist()
 
 
 def quantile_edges(ref_sorted: np.ndarray, bins: int = 10) -> np.ndarray:
