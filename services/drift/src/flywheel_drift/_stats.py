@@ -3,7 +3,7 @@
 Numeric features: Cramer-von Mises (sensitive to any change of shape) and Mann-Whitney (the most
 powerful rank test for a shift of location), combined per feature with the Cauchy combination test
 (Liu & Xie 2020), which stays valid when the two p-values are dependent. On one shifted feature of
-twenty this gains about 0.15 of power over Kolmogorov-Smirnov (docs/benchmarks-drift.md). Both are rank
+twenty this gains about 0.15 of power over Kolmogorov-Smirnov (docs/benchmarks.md (section "Drift detection")). Both are rank
 tests, so they hold their level on skewed, heavy-tailed and discrete features (ties make them slightly
 conservative, never liberal).
 
