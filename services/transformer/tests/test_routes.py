@@ -44,5 +44,5 @@ def test_kserve_registers_exactly_the_routes_this_list_knows():
 
 def test_a_served_route_kserve_no_longer_registers_stops_the_server():
     _, served = registered(SERVED_ROUTES | {"/v2/models/{model_name}/renamed"})
-    with pytest.raises(RuntimeError, match="review SERVED_ROUTES"):
+    with pytest.raises(RuntimeError, match="review flywheel_core.served_routes.SERVED_ROUTES"):
         served.finish()
