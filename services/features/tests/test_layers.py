@@ -1,0 +1,22 @@
+"""The import contracts in pyproject.toml hold (no other service, layers, framework-free plan)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_import_layers_hold_and_no_other_service_or_framework_is_imported_where_forbidden():
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint, "import-linter is a dev dependency: uv sync"
+    result = subprocess.run(
+        [lint, "--no-cache"],
+        check=False,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
