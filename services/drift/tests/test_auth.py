@@ -23,8 +23,8 @@ def post_rows(h: Harness, path: str, headers: dict[str, str]):
 def assert_refused(r, credential: str) -> None:
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == 'Bearer realm="flywheel-drift"'
-    assert r.json()["type"] == "unauthorized" and credential in r.json()["error"]
-    assert set(r.json()) == {"error", "type"}  # nothing about the request: no ids, no counts
+    assert r.json()["type"] == r.json()["code"] == "unauthorized" and credential in r.json()["error"]
+    assert set(r.json()) == {"error", "code", "type"}  # nothing about the request: no ids, no counts
 
 
 def test_rows_without_the_ingest_token_are_refused_and_never_analysed(harness):

@@ -28,8 +28,8 @@ def test_transformer_cloudevents_are_accepted_after_they_are_persisted(harness):
 def test_malformed_events_get_a_4xx_naming_the_problem_and_are_counted(harness):
     r = harness.event({"content-type": "application/json"}, content=b"{}")
     assert r.status_code == 400
-    assert r.json() == {"error": "missing CloudEvent attribute header ce-specversion", "type": "invalid_event",
-                        "field": "ce-specversion"}
+    assert r.json() == {"error": "missing CloudEvent attribute header ce-specversion", "code": "bad_request",
+                        "type": "invalid_event", "field": "ce-specversion"}
     r = harness.event(kserve("request"), content=b'{"instances": [[1, 2, 3]]}')
     assert r.status_code == 400 and "takes 19" in r.json()["error"]
     r = harness.event({**kserve("request"), "content-type": "text/csv"}, content=b"1,2")
@@ -220,3 +220,22 @@ def test_version_monitors_past_the_cap_are_evicted_least_recently_used_first(tmp
         assert len(h.service.loader._cache) <= 2
     finally:
         h.close()
+
+
+def test_a_bug_inside_a_handler_is_a_500_with_a_generic_body_and_one_logged_traceback(harness, monkeypatch, caplog):
+    def broken(*args):
+        raise RuntimeError("secret detail from a bug")
+
+    monkeypatch.setattr(harness.service, "report", broken)
+    r = harness.client.get("/v1/report")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal error: the service logged the details", "code": "internal"}
+    logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
+    assert len(logged) == 1
+
+
+def test_an_unmapped_request_error_is_a_500_not_a_guessed_400():
+    from flywheel_drift._errors import RequestError, error_body, status_of
+
+    assert status_of(RequestError("a request error without a status")) == 500
+    assert error_body(RequestError("x"))["code"] == "internal"

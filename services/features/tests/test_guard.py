@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
+from conftest import running
 from flywheel_contracts.auth import TokenFile
+
 from flywheel_features import Settings, create_app
 from flywheel_features._guard import ROUTES, Access
-
-from conftest import running
 
 ONLINE = "/get-online-features"
 WRITES = ["/push", "/write-to-online-store", "/materialize", "/materialize-incremental"]
@@ -103,7 +102,8 @@ def test_an_unknown_route_gets_404_json(client, read_header, write_header):
     for headers in ({}, read_header, write_header):
         response = client.get("/no/such/route", headers=headers)
         assert response.status_code == 404
-        assert response.json()["error"] == "UnknownRoute" and "/get-online-features" in response.json()["message"]
+        body = response.json()
+        assert body["type"] == "UnknownRoute" and body["code"] == "not_found" and "/get-online-features" in body["error"]
 
 
 def test_every_route_feast_serves_outside_the_allowlist_is_404_even_with_a_token(
@@ -119,7 +119,7 @@ def test_every_route_feast_serves_outside_the_allowlist_is_404_even_with_a_token
             for headers in (read_header, write_header):
                 response = client.request(method, concrete, headers=headers, json={})
                 assert response.status_code == 404, (method, path, response.status_code)
-                assert response.json()["error"] == "UnknownRoute"
+                assert response.json()["type"] == "UnknownRoute"
 
 
 def test_a_body_over_the_limit_gets_413_naming_it_before_feast_reads_it(client, read_header):
@@ -127,7 +127,8 @@ def test_a_body_over_the_limit_gets_413_naming_it_before_feast_reads_it(client, 
                            content=b" " * (LIMIT + 1))
     assert response.status_code == 413
     body = response.json()
-    assert body["limit_bytes"] == LIMIT and "FLYWHEEL_FEATURES_MAX_BODY_BYTES=1048576" in body["message"]
+    assert body["limit_bytes"] == LIMIT and "FLYWHEEL_FEATURES_MAX_BODY_BYTES=1048576" in body["error"]
+    assert body["code"] == "payload_too_large"
     assert client.get("/health").status_code == 200  # the connection and the server are fine
 
 
@@ -135,7 +136,7 @@ def test_a_chunked_body_over_the_limit_gets_413(client, read_header):
     chunks = (b" " * 65_536 for _ in range(LIMIT // 65_536 + 1))  # no length known: sent chunked
     response = client.post(ONLINE, headers={**read_header, "content-type": "application/json"}, content=chunks)
     assert response.status_code == 413
-    assert response.json()["limit_bytes"] == LIMIT and "chunked" in response.json()["message"]
+    assert response.json()["limit_bytes"] == LIMIT and "chunked" in response.json()["error"]
 
 
 def test_a_chunked_body_under_the_limit_reaches_feast_whole(client, read_header, card_activity):

@@ -152,3 +152,14 @@ async def test_non_finite_numbers_are_a_400(admin, raw: bytes) -> None:
     async with client(admin) as c:
         r = await c.put("/v1/routes/fraud", headers={**AUTH, "content-type": "application/json"}, content=raw)
     assert r.status_code == 400 and "error" in r.json()
+
+
+async def test_a_bug_in_the_route_source_is_a_500_with_a_logged_traceback(admin, caplog, monkeypatch) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail from a bug")
+
+    monkeypatch.setattr(admin.source, "put", broken)
+    async with client(admin) as c:
+        r = await c.put("/v1/routes/fraud", headers=AUTH, json={"stable": {"version": "v1"}})
+    assert r.status_code == 500 and r.json()["code"] == "internal" and "secret" not in r.text
+    assert [rec.exc_info[0] for rec in caplog.records if rec.exc_info] == [RuntimeError]

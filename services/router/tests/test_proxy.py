@@ -335,3 +335,25 @@ def test_the_failure_log_says_how_many_it_left_out() -> None:
     finally:
         logging.getLogger("flywheel_router").removeHandler(handler)
     assert len(records) == 2 and "and 3 more" in records[1], records
+
+
+async def test_a_bug_inside_a_handler_is_a_500_with_a_generic_body_and_one_logged_traceback(
+    make_app, upstream, caplog
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("secret detail from a bug")
+
+    upstream.behaviour["v1"] = broken
+    async with client(make_app(route())) as c:
+        r = await c.post("/v1/models/fraud:predict", content=b"{}")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal error: the service logged the details", "code": "internal"}
+    logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
+    assert len(logged) == 1 and "/v1/models/fraud:predict" in logged[0].getMessage()
+
+
+async def test_error_bodies_carry_the_shared_code(make_app) -> None:
+    async with client(make_app(route())) as c:
+        missing, wrong = await c.get("/nope"), await c.get("/v2/models/fraud/infer")
+    assert missing.json() == {"error": missing.json()["error"], "code": "not_found"}
+    assert wrong.json()["code"] == "method_not_allowed" and wrong.headers["allow"] == "POST"

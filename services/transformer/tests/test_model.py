@@ -20,9 +20,11 @@ from flywheel_transformer import (
 )
 from flywheel_transformer._errors import (
     FeaturesUnavailable,
+    InternalFailure,
     InvalidHeader,
     InvalidRequest,
     ModelNotLoaded,
+    RequestError,
     Unauthorized,
     UnsupportedProtocol,
     VersionNotPublished,
@@ -520,3 +522,22 @@ def test_close_drains_the_inference_log_and_closes_every_http_client(repo, caplo
     clients = (harness.model.features._client, harness.model.predictor._client, events._client)
     assert all(client.is_closed for client in clients)
     assert "2 events sent, 0 failed, 0 events could not be sent" in caplog.text
+
+
+def test_a_bug_inside_a_request_is_a_500_with_a_generic_body_and_one_logged_traceback(repo, caplog):
+    harness = Harness(repo, features=failing(RuntimeError("secret detail from a bug")))
+    with pytest.raises(InternalFailure) as caught:
+        harness.predict(transaction())
+    assert status_of(caught.value) == 500  # was a guess: an unmapped error was answered 502 or left to KServe
+    assert error_body(caught.value) == {
+        "error": "internal error: the service logged the details",
+        "code": "internal",
+        "type": "internal",
+    }
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError]
+    assert harness.metric("flywheel_transformer_failed_requests_total") == 1
+
+
+def test_an_unmapped_request_error_is_a_500_not_a_guessed_502():
+    assert status_of(RequestError("a request error without a status")) == 500

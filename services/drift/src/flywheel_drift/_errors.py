@@ -3,7 +3,7 @@
     DriftError
     ├── ConfigError              a setting is invalid (start-up, never HTTP)
     ├── ReferenceUnavailable     a model version's reference or drift state cannot be used
-    └── RequestError             anything that ends one request; `status_of` gives its HTTP status
+    └── RequestError             anything that ends one request (500 unless a subclass below)
         ├── InvalidEvent             400  malformed event, header or body; names the field
         │   └── UnsupportedEventType 400  a ce-type this sink does not read
         ├── Unauthorized             401  a write without its credential (ingest or labels token)
@@ -14,16 +14,24 @@
         ├── Backlogged               429  too much accepted work not yet analysed; retry later
         └── NotReady                 503  the store is still opening or replaying
 
+Every class is a flywheel_contracts.errors error too (`DriftError` its `FlywheelError`, each request error
+also the standard class of its status, e.g. `UnknownModel` a `NotFound`), which gives the status and the
+`code`. A body is that module's shape plus this service's finer `type`: `{"error": "<what to do>",
+"code": "not_found", "type": "unknown_model", "field"?: ...}`; `code` is shared by every service, `type`
+names the drift case (the 401's `type` and `code` are both "unauthorized"). An exception outside the family
+is a bug: 500 with a generic body, its traceback logged (never a guessed 400).
+
 Messages say what to do. This module imports no framework: the server turns `error_body` into JSON.
 """
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
+from flywheel_contracts import errors as family
 
-class DriftError(Exception):
+
+class DriftError(family.FlywheelError):
     """Root of every error the drift service raises on purpose."""
 
 
@@ -41,15 +49,10 @@ class RequestError(DriftError):
     kind = "request_error"
 
     def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-    def details(self) -> dict[str, Any]:
-        return {"field": self.field} if self.field else {}
+        super().__init__(message, field=field or None)
 
 
-class InvalidEvent(RequestError):
+class InvalidEvent(family.BadRequest, RequestError):
     kind = "invalid_event"
 
 
@@ -57,61 +60,54 @@ class UnsupportedEventType(InvalidEvent):
     kind = "unsupported_event_type"
 
 
-class Unauthorized(RequestError):
+class Unauthorized(family.Unauthorized, RequestError):
     """The request lacks the credential its route needs; the message names the credential and the setting,
     never the token, and nothing about the request's content."""
 
     kind = "unauthorized"
 
 
-class UnknownModel(RequestError):
+class UnknownModel(family.NotFound, RequestError):
     kind = "unknown_model"
 
 
-class UnknownVersion(RequestError):
+class UnknownVersion(family.NotFound, RequestError):
     kind = "unknown_version"
 
 
-class PayloadTooLarge(RequestError):
+class PayloadTooLarge(family.PayloadTooLarge, RequestError):
     kind = "payload_too_large"
 
 
-class UnsupportedMediaType(RequestError):
+class UnsupportedMediaType(family.UnsupportedMediaType, RequestError):
     kind = "unsupported_media_type"
 
 
-class Backlogged(RequestError):
+class Backlogged(family.TooManyRequests, RequestError):
     kind = "backlogged"
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.headers["retry-after"] = str(retry_after_s)
 
 
-class NotReady(RequestError):
+class NotReady(family.Unavailable, RequestError):
     kind = "not_ready"
 
-
-_STATUS: dict[type[RequestError], HTTPStatus] = {
-    InvalidEvent: HTTPStatus.BAD_REQUEST,
-    UnsupportedEventType: HTTPStatus.BAD_REQUEST,
-    Unauthorized: HTTPStatus.UNAUTHORIZED,
-    UnknownModel: HTTPStatus.NOT_FOUND,
-    UnknownVersion: HTTPStatus.NOT_FOUND,
-    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    Backlogged: HTTPStatus.TOO_MANY_REQUESTS,
-    NotReady: HTTPStatus.SERVICE_UNAVAILABLE,
-}
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.headers["retry-after"] = "1"
 
 
-def status_of(error: RequestError) -> int:
-    """The HTTP status of a request error (the most specific class in the table wins)."""
-    for cls in type(error).__mro__:
-        if cls in _STATUS:
-            return int(_STATUS[cls])
-    return int(HTTPStatus.BAD_REQUEST)
+def status_of(error: BaseException) -> int:
+    """The HTTP status of an error: its class's, from flywheel_contracts.errors (500 outside the family)."""
+    return family.status_of(error)
 
 
-def error_body(error: RequestError) -> dict[str, Any]:
-    return {"error": error.message, "type": error.kind, **error.details()}
+def error_body(error: BaseException) -> dict[str, Any]:
+    """flywheel_contracts.errors' body plus the drift `type` of a request error."""
+    body = family.error_body(error)
+    if isinstance(error, RequestError):
+        body["type"] = error.kind
+    return body

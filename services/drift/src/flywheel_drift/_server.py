@@ -8,7 +8,8 @@
     GET  /metrics     Prometheus
 
 The server listens at once; the spool replay runs in a thread and /ready turns 200 when it is done.
-Errors are JSON bodies from `_errors.error_body`, statuses from its one table; never a 500 for bad input.
+Errors are JSON bodies from `_errors.error_body`, statuses from flywheel_contracts.errors; never a 500 for bad
+input, and a 500 with a generic body and a logged traceback for an exception outside the family (a bug).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from flywheel_contracts.auth import TokenFile
 
 from ._auth import Credential, RequireCredentials
-from ._errors import PayloadTooLarge, RequestError, UnsupportedMediaType, error_body, status_of
+from ._errors import DriftError, PayloadTooLarge, UnsupportedMediaType, error_body, status_of
 from ._events import is_json
 from ._html import render
 from ._service import DriftService
@@ -55,9 +56,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(e: RequestError) -> JSONResponse:
-    headers = {"retry-after": str(getattr(e, "retry_after_s", 1))} if status_of(e) in (429, 503) else None
-    return JSONResponse(error_body(e), status_code=status_of(e), headers=headers)
+def _error(e: Exception) -> JSONResponse:
+    return JSONResponse(error_body(e), status_code=status_of(e), headers=getattr(e, "headers", None) or None)
 
 
 def create_app(service: DriftService, start: bool = True) -> Starlette:
@@ -67,9 +67,12 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
     async def _guard(handler: Any) -> Response:
         try:
             return await handler()
-        except RequestError as e:
+        except DriftError as e:
             if status_of(e) < 500 and status_of(e) != 429:
                 service.metrics.rejected.inc()
+            return _error(e)
+        except Exception as e:  # a bug: answered 500, the traceback logged here once
+            log.exception("request failed unexpectedly")
             return _error(e)
 
     async def events(request: Request) -> Response:

@@ -15,22 +15,24 @@ request bodies it cannot read (unknown feature name, missing join key, a referen
 answers all of them through a catch-all `Exception` handler, which Starlette runs *after* the error has
 escaped the app: the response is sent, the error logged with a traceback, and the keep-alive connection
 dropped, so a client's next pooled request fails. `error_response` handles them inside the app instead.
-Every 4xx body is {"error": "<exception class>", "message": "<what is wrong>"}, except a 401: that one
-is flywheel_contracts.auth's, {"error": "<what to send>", "code": "unauthorized"}, the same in every service.
+Every error body is flywheel_contracts.errors' shape plus the exception's class: {"error": "<what is wrong>",
+"code": "<code>", "type": "<exception class>"}; a 401 is flywheel_contracts.auth's {"error": "<what to send>",
+"code": "unauthorized"}, the same in every service. (Until this family was shared, `error` held the class
+and `message` the text.) The guard's refusals are also the standard classes of their statuses.
 """
 
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 from feast.errors import FeastError
+from flywheel_contracts import errors as family
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 
-class FeaturesError(Exception):
+class FeaturesError(family.FlywheelError):
     """Root of the features service's errors; the message says what to do."""
 
 
@@ -50,10 +52,10 @@ class Refused(FeaturesError):
     """The guard refused a request; `status_of` gives its HTTP status, `body()` its JSON answer."""
 
     def body(self) -> dict[str, Any]:
-        return {"error": type(self).__name__, "message": str(self)}
+        return {**family.error_body(self), "type": type(self).__name__}
 
 
-class Unauthorized(Refused):
+class Unauthorized(family.Unauthorized, Refused):
     """The route's credential is missing, wrong or not configured; carries flywheel_contracts.auth's body."""
 
     def __init__(self, body: dict[str, str]) -> None:
@@ -64,11 +66,11 @@ class Unauthorized(Refused):
         return self._body
 
 
-class UnknownRoute(Refused):
+class UnknownRoute(family.NotFound, Refused):
     """A path outside the guard's allowlist (Feast's docs, UI and endpoints Flywheel does not use)."""
 
 
-class BodyTooLarge(Refused):
+class BodyTooLarge(family.PayloadTooLarge, Refused):
     """The request body is over the limit; the answer names it in `limit_bytes`."""
 
     def __init__(self, message: str, limit_bytes: int) -> None:
@@ -79,11 +81,9 @@ class BodyTooLarge(Refused):
         return {**super().body(), "limit_bytes": self.limit_bytes}
 
 
-REFUSED_STATUS: dict[type[Refused], int] = {Unauthorized: 401, UnknownRoute: 404, BodyTooLarge: 413}
-
-
-def status_of(refusal: Refused) -> int:
-    return REFUSED_STATUS[type(refusal)]
+def status_of(refusal: BaseException) -> int:
+    """The HTTP status of a refusal: its class's, from flywheel_contracts.errors (500 outside the family)."""
+    return family.status_of(refusal)
 
 
 REQUEST_ENDPOINTS = frozenset({"/get-online-features", "/push", "/write-to-online-store"})
@@ -116,4 +116,7 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     status = _status(request, exc)
     if status >= 500:
         _log.exception("%s failed", request.url.path, exc_info=exc)
-    return JSONResponse(status_code=status, content={"error": type(exc).__name__, "message": _message(exc)})
+    if status >= 500:
+        return JSONResponse(status_code=status, content=family.error_body(exc))  # the text went to the log only
+    body = {"error": _message(exc), "code": family.code_of_status(status), "type": type(exc).__name__}
+    return JSONResponse(status_code=status, content=body)

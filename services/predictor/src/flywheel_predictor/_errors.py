@@ -12,18 +12,20 @@
     └── VersionUnavailable   503: a published version cannot be served now (its load failed, or the
                              loaded-version limit is taken by pinned versions)
 
-Error bodies are `{"error": "<message>"}`, the Open Inference Protocol's shape (and KServe's), with the
-plain `application/json` content type KServe's client looks for when it reports the message.
+Every class is a flywheel_contracts.errors error too (`PredictorError` its `FlywheelError`, each request error
+also the standard class of its status), which gives the status and the `code`. Error bodies are that module's
+`{"error": "<message>", "code": "<code>"}`: the Open Inference Protocol's `error` (KServe's client reports it,
+given the plain `application/json` content type it looks for) plus the code shared by every Flywheel service.
+An exception outside the family is a bug: 500 with a generic message, the traceback logged once.
 """
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 import orjson
+from flywheel_contracts import errors as family
 
 
-class PredictorError(Exception):
+class PredictorError(family.FlywheelError):
     """Base of every predictor error; the message says what was wrong and what to do."""
 
 
@@ -35,53 +37,45 @@ class ModelLoadError(PredictorError):
     """The configured model version cannot be served; the server refuses to start."""
 
 
-class InvalidRequest(PredictorError):
+class InvalidRequest(family.BadRequest, PredictorError):
     """The request body is not a valid inference request for the hosted model."""
 
 
-class VersionNotServed(PredictorError):
+class VersionNotServed(family.NotFound, PredictorError):
     """The request names a model version that is not published in the model repository."""
 
 
-class MethodNotAllowed(PredictorError):
+class MethodNotAllowed(family.MethodNotAllowed, PredictorError):
     """An inference route was called with a method other than POST."""
 
 
-class PayloadTooLarge(PredictorError):
+class PayloadTooLarge(family.PayloadTooLarge, PredictorError):
     """The request body exceeds the configured limit."""
 
 
-class UnsupportedMediaType(PredictorError):
+class UnsupportedMediaType(family.UnsupportedMediaType, PredictorError):
     """The request's content type is not JSON."""
 
 
-class InferenceFailed(PredictorError):
+class InferenceFailed(family.InternalError, PredictorError):
     """ONNX Runtime raised on a validated request."""
 
 
-class VersionUnavailable(PredictorError):
+class VersionUnavailable(family.Unavailable, PredictorError):
     """A published version cannot be served now: its load failed (remembered for LOAD_RETRY_S) or
     MAX_LOADED_VERSIONS is taken by versions that may not be unloaded."""
 
 
-STATUS: dict[type[PredictorError], HTTPStatus] = {
-    InvalidRequest: HTTPStatus.BAD_REQUEST,
-    VersionNotServed: HTTPStatus.NOT_FOUND,
-    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
-    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    InferenceFailed: HTTPStatus.INTERNAL_SERVER_ERROR,
-    VersionUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
+def status_of(error: BaseException) -> int:
+    """The HTTP status of an error: its class's, from flywheel_contracts.errors (500 outside the family)."""
+    return family.status_of(error)
 
 
-def status_of(error: PredictorError) -> int:
-    """The HTTP status for an error (500 for anything not in the table)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return int(STATUS[cls])
-    return int(HTTPStatus.INTERNAL_SERVER_ERROR)
+def error_body(error: BaseException) -> bytes:
+    """The JSON body of an error answer (a generic one for an exception outside the family)."""
+    return orjson.dumps(family.error_body(error))
 
 
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+def message_body(message: str, status: int) -> bytes:
+    """The body of an error this service did not raise (KServe's, Starlette's 404 and 405), in the same shape."""
+    return orjson.dumps({"error": message, "code": family.code_of_status(status)})

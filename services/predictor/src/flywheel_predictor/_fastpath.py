@@ -184,9 +184,14 @@ class FastPath:
             if status >= 500 and not isinstance(e, VersionUnavailable):  # a failed load was logged once, when it failed
                 log.error("inference failed: %s", e)
             if model is None:  # refused before a version was chosen: no series for an unknown version label
-                return await _respond(send, status, error_body(str(e)))
+                return await _respond(send, status, error_body(e))
             model.metrics.requests(protocol, status).inc()
-            return await _respond(send, status, error_body(str(e)), self._headers(model))
+            return await _respond(send, status, error_body(e), self._headers(model))
+        except Exception as e:  # a bug: nothing was sent yet; answer 500 with a generic body, log the traceback once
+            log.exception("inference failed unexpectedly")
+            if model is not None:
+                model.metrics.requests(protocol, 500).inc()
+            return await _respond(send, 500, error_body(e))
         await _respond(send, 200, payload, headers)
         metrics = model.metrics
         metrics.requests(protocol, 200).inc()
@@ -258,7 +263,7 @@ def _parse(body: bytes) -> Any:
 
 
 async def _refuse(send: Callable, error: PredictorError) -> None:
-    await _respond(send, status_of(error), error_body(str(error)))
+    await _respond(send, status_of(error), error_body(error))
 
 
 async def _respond(send: Callable, status: int, body: bytes, headers: list = _JSON_HEADERS) -> None:

@@ -54,7 +54,14 @@ from starlette.exceptions import HTTPException
 from uvicorn.importer import import_from_string
 
 from ._config import Settings
-from ._errors import InvalidRequest, PredictorError, VersionUnavailable, error_body, status_of
+from ._errors import (
+    InvalidRequest,
+    PredictorError,
+    VersionUnavailable,
+    error_body,
+    message_body,
+    status_of,
+)
 from ._fastpath import FastPath
 from ._kserve_adapter import (
     ServedRoutesRESTServer,
@@ -151,7 +158,7 @@ KSERVE_CLIENT_ERRORS: dict[type[Exception], int] = {
 
 def _quiet_handler(status: int):
     async def handle(request: Request, error: Exception) -> Response:
-        return Response(error_body(str(error)), status_code=status, media_type="application/json")
+        return Response(message_body(str(error), status), status_code=status, media_type="application/json")
 
     return handle
 
@@ -167,7 +174,7 @@ def _predictor_error_handler(versions: VersionSet):
         if model is not None and model.metrics is not None:
             model.metrics.requests(protocol, status).inc()
             headers = {VERSION_HEADER: model.version}
-        return Response(error_body(str(error)), status_code=status, media_type="application/json", headers=headers)
+        return Response(error_body(error), status_code=status, media_type="application/json", headers=headers)
 
     return handle
 
@@ -189,14 +196,15 @@ async def _http_error_handler(request: Request, error: HTTPException) -> Respons
         message = f"no route {where}: this server answers inference, health, model metadata and /metrics only"
     else:
         message = f"{error.detail}: {where}"
-    return Response(error_body(message), status_code=error.status_code, media_type="application/json", headers=error.headers)
+    body = message_body(message, error.status_code)
+    return Response(body, status_code=error.status_code, media_type="application/json", headers=error.headers)
 
 
 async def _validation_error_handler(request: Request, error: RequestValidationError) -> Response:
     problems = "; ".join(
         f"'{'.'.join(str(part) for part in e.get('loc', ())[1:]) or 'body'}': {e.get('msg')}" for e in error.errors()
     )
-    return Response(error_body(f"invalid request: {problems}"), status_code=400, media_type="application/json")
+    return Response(message_body(f"invalid request: {problems}", 400), status_code=400, media_type="application/json")
 
 
 class FlywheelModelServer(ModelServer):

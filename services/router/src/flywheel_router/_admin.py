@@ -26,7 +26,7 @@ from flywheel_contracts import Route
 from flywheel_contracts.auth import Check, TokenFile, unauthorized_body
 
 from ._errors import BadRequest, MethodNotAllowed, NotFound, RouterError, Unauthorized, UnsupportedMediaType
-from ._http import read_body, respond_error, respond_json
+from ._http import Tracked, read_body, respond_error, respond_json, respond_unexpected
 from ._proxy import InferenceApp
 from ._store import RouteSource
 
@@ -45,12 +45,15 @@ class AdminApp:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
+        send = Tracked(send)
         try:
             self._authenticate(scope)
             await self._dispatch(scope, receive, send)
         except RouterError as e:
             extra = [(b"www-authenticate", b'Bearer realm="flywheel-router"')] if isinstance(e, Unauthorized) else None
             await respond_error(send, e, extra)
+        except Exception as e:
+            await respond_unexpected(send, e, scope)
 
     def _authenticate(self, scope: dict) -> None:
         result = self.token.check(scope["headers"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import orjson
 
-from ._errors import MethodNotAllowed, PayloadTooLarge, RouterError, error_body, status_of
+from ._errors import PayloadTooLarge, RouterError, error_body, status_of
+
+log = logging.getLogger("flywheel_router")
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -68,6 +71,29 @@ async def respond_json(send: Callable, status: int, document: object, headers: l
 
 async def respond_error(send: Callable, error: RouterError, extra: list | None = None) -> None:
     headers = [*JSON_HEADERS, *(extra or [])]
-    if isinstance(error, MethodNotAllowed):
-        headers.append((b"allow", ", ".join(error.allow).encode()))
-    await respond(send, status_of(error), error_body(str(error)), headers)
+    headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    await respond(send, status_of(error), error_body(error), headers)
+
+
+class Tracked:
+    """`send`, remembering whether the answer has started (an unexpected error can then only drop it)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Callable) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
+async def respond_unexpected(send: Tracked, error: Exception, scope: dict) -> None:
+    """An exception outside the error family is a bug: log its traceback once and answer 500 with a generic
+    body (never the exception's text); if the answer had started, re-raise so the server drops the connection."""
+    if send.started:
+        raise error
+    log.error("%s %s failed unexpectedly", scope.get("method"), scope.get("path"), exc_info=error)
+    await respond(send, 500, error_body(error))

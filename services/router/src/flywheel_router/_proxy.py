@@ -32,7 +32,7 @@ from flywheel_contracts.routes import VERSION_PATTERN
 from ._compare import EMPTY, Outcome, compare, read_outcome
 from ._config import Settings
 from ._errors import BadRequest, MethodNotAllowed, NotFound, RouterError, UpstreamUnavailable
-from ._http import HOP_BY_HOP, hop_by_hop, read_body, respond, respond_error, respond_json
+from ._http import HOP_BY_HOP, Tracked, hop_by_hop, read_body, respond, respond_error, respond_json, respond_unexpected
 from ._metrics import Metrics
 from ._shadow import Copy, Shadow
 from ._split import Choice, CompiledRoute, choose, pinned
@@ -123,6 +123,7 @@ class InferenceApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        send = Tracked(send)
         try:
             if path.startswith("/v1/models/"):
                 name = path[len("/v1/models/") :]
@@ -155,6 +156,8 @@ class InferenceApp:
             raise NotFound(f"no route for {path}: the router serves KServe V1/V2 inference, health and /metrics")
         except RouterError as e:
             await respond_error(send, e)
+        except Exception as e:
+            await respond_unexpected(send, e, scope)
 
     # -- inference -----------------------------------------------------------------------------------------
     async def _infer(self, scope: dict, receive: Callable, send: Callable, model: str, version: str | None) -> None:

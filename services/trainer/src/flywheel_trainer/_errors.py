@@ -7,13 +7,16 @@
     └── PublishError        the model repository refused the new version
 
 The trainer is a batch job, not a server, so the family maps to process exit codes (`EXIT_CODES`)
-instead of HTTP statuses; the message of each error says what to do.
+instead of HTTP statuses; the message of each error says what to do. `TrainerError` is rooted in
+flywheel_contracts.errors' `FlywheelError` like every service's family (its HTTP status, unused here, is 500).
 """
 
 from __future__ import annotations
 
+from flywheel_contracts.errors import FlywheelError
 
-class TrainerError(Exception):
+
+class TrainerError(FlywheelError):
     """Base of every error the trainer raises on purpose."""
 
 

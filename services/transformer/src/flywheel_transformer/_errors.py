@@ -3,7 +3,7 @@
     TransformerError
     ├── ConfigError             a setting is invalid (start-up, never HTTP)
     ├── ModelMetadataError      the published metadata does not fit this transformer (start-up)
-    └── RequestError            anything that ends one request; `status_of` gives its HTTP status
+    └── RequestError            anything that ends one request (500 unless a subclass below)
         ├── InvalidRequest          400  a field is missing or mistyped (names field and instance)
         │   └── TooManyInstances    413  more transactions than FLYWHEEL_TRANSFORMER_MAX_INSTANCES
         ├── BodyTooLarge            413  the body is over FLYWHEEL_TRANSFORMER_MAX_BODY_BYTES (refused unread)
@@ -18,7 +18,14 @@
         ├── ModelNotLoaded          503  no model metadata yet (nothing published)
         ├── FeaturesUnavailable     503  the feature server is down, slow or answered garbage
         ├── PredictorUnavailable    503  the predictor is down or slow
-        └── PredictorBadResponse    502  the predictor answered with an error or an unusable body
+        ├── PredictorBadResponse    502  the predictor answered with an error or an unusable body
+        └── InternalFailure         500  an exception outside this family (a bug), logged with its traceback
+
+Every class is a flywheel_contracts.errors error too (`TransformerError` its `FlywheelError`, each request
+error also the standard class of its status, e.g. `VersionNotServed` a `NotFound`), which gives the status
+and the `code`. A body is that module's shape plus this service's finer `type`, which clients already read:
+`{"error": "<what to do>", "code": "not_found", "type": "version_not_served", ...}`; `code` is shared by every
+service, `type` names the transformer case (both "unauthorized" on a 401).
 
 Messages say what to do. This module imports no framework: the server turns `error_body` into JSON.
 """
@@ -28,8 +35,10 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from flywheel_contracts import errors as family
 
-class TransformerError(Exception):
+
+class TransformerError(family.FlywheelError):
     """Root of every error the transformer raises on purpose."""
 
 
@@ -48,13 +57,9 @@ class RequestError(TransformerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
-
-    def details(self) -> dict[str, Any]:
-        return {}
 
 
-class InvalidRequest(RequestError):
+class InvalidRequest(family.BadRequest, RequestError):
     """The request body is not what the V1 predict contract asks for."""
 
     kind = "invalid_request"
@@ -80,11 +85,11 @@ class InvalidRequest(RequestError):
         return out
 
 
-class TooManyInstances(InvalidRequest):
+class TooManyInstances(family.PayloadTooLarge, InvalidRequest):
     kind = "too_many_instances"
 
 
-class BodyTooLarge(RequestError):
+class BodyTooLarge(family.PayloadTooLarge, RequestError):
     """The request body is larger than the configured limit; `limit_bytes` names it."""
 
     kind = "body_too_large"
@@ -97,24 +102,22 @@ class BodyTooLarge(RequestError):
         return {"limit_bytes": self.limit_bytes}
 
 
-class Unauthorized(RequestError):
+class Unauthorized(family.Unauthorized, RequestError):
     """A request asked for something that needs a credential it did not send (answered with WWW-Authenticate)."""
 
     kind = "unauthorized"
 
-    def details(self) -> dict[str, Any]:
-        return {"code": "unauthorized"}  # flywheel_contracts.auth's 401 body carries it too
 
 
-class UnsupportedMediaType(RequestError):
+class UnsupportedMediaType(family.UnsupportedMediaType, RequestError):
     kind = "unsupported_media_type"
 
 
-class UnsupportedProtocol(RequestError):
+class UnsupportedProtocol(family.BadRequest, RequestError):
     kind = "unsupported_protocol"
 
 
-class InvalidHeader(RequestError):
+class InvalidHeader(family.BadRequest, RequestError):
     """A request header has a value this service does not accept; `header` names it."""
 
     kind = "invalid_header"
@@ -142,23 +145,23 @@ class VersionError(RequestError):
         return out
 
 
-class VersionNotPublished(VersionError):
+class VersionNotPublished(family.NotFound, VersionError):
     kind = "version_not_published"
 
 
-class VersionNotServed(VersionError):
+class VersionNotServed(family.NotFound, VersionError):
     kind = "version_not_served"
 
 
-class VersionUnusable(VersionError):
+class VersionUnusable(family.Unavailable, VersionError):
     kind = "version_unusable"
 
 
-class ModelNotLoaded(RequestError):
+class ModelNotLoaded(family.Unavailable, RequestError):
     kind = "model_not_loaded"
 
 
-class FeaturesUnavailable(RequestError):
+class FeaturesUnavailable(family.Unavailable, RequestError):
     """The online feature lookup failed; `reason` is one of a few bounded values for metrics."""
 
     kind = "features_unavailable"
@@ -168,40 +171,32 @@ class FeaturesUnavailable(RequestError):
         self.reason = reason
 
 
-class PredictorUnavailable(RequestError):
+class PredictorUnavailable(family.Unavailable, RequestError):
     kind = "predictor_unavailable"
 
 
-class PredictorBadResponse(RequestError):
+class PredictorBadResponse(family.UpstreamFailed, RequestError):
     kind = "predictor_bad_response"
 
 
-STATUS: dict[type[RequestError], HTTPStatus] = {
-    InvalidRequest: HTTPStatus.BAD_REQUEST,
-    TooManyInstances: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    BodyTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    Unauthorized: HTTPStatus.UNAUTHORIZED,
-    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    UnsupportedProtocol: HTTPStatus.BAD_REQUEST,
-    InvalidHeader: HTTPStatus.BAD_REQUEST,
-    VersionNotPublished: HTTPStatus.NOT_FOUND,
-    VersionNotServed: HTTPStatus.NOT_FOUND,
-    VersionUnusable: HTTPStatus.SERVICE_UNAVAILABLE,
-    ModelNotLoaded: HTTPStatus.SERVICE_UNAVAILABLE,
-    FeaturesUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    PredictorUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    PredictorBadResponse: HTTPStatus.BAD_GATEWAY,
-}
-"""The one place a RequestError becomes an HTTP status (the most specific class wins)."""
+class InternalFailure(family.InternalError, RequestError):
+    """An exception outside this family escaped a request (a bug); its traceback is logged, never sent."""
+
+    kind = "internal"
+
+    def __init__(self) -> None:
+        super().__init__(family.INTERNAL_BODY["error"])
 
 
-def status_of(error: RequestError) -> HTTPStatus:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return HTTPStatus.BAD_GATEWAY  # an unmapped RequestError is still an upstream problem, never a 500
+def status_of(error: BaseException) -> HTTPStatus:
+    """The HTTP status of an error: its class's, from flywheel_contracts.errors (500 outside the family)."""
+    return HTTPStatus(family.status_of(error))
 
 
-def error_body(error: RequestError) -> dict[str, Any]:
-    """The JSON body of an error response: KServe's `error` key plus the kind and where it happened."""
-    return {"error": error.message, "type": error.kind, **error.details()}
+def error_body(error: BaseException) -> dict[str, Any]:
+    """The JSON body of an error response: flywheel_contracts.errors' body (KServe's `error` key, the shared
+    `code`) plus the transformer's `type` and where it happened."""
+    body = family.error_body(error)
+    if isinstance(error, RequestError):
+        body["type"] = error.kind
+    return body

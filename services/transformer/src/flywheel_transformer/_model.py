@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kserve import Model
+from kserve import errors as kserve_errors
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
@@ -34,6 +35,7 @@ from flywheel_contracts.auth import Check, TokenFile, unauthorized_body
 from ._config import Settings
 from ._errors import (
     FeaturesUnavailable,
+    InternalFailure,
     ModelNotLoaded,
     RequestError,
     Unauthorized,
@@ -51,6 +53,16 @@ from ._spec import ModelSpec
 from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
 
 log = logging.getLogger("flywheel_transformer")
+
+_KSERVE_ERRORS = (
+    kserve_errors.InferenceError,
+    kserve_errors.InvalidInput,
+    kserve_errors.ModelNotFound,
+    kserve_errors.ModelNotReady,
+    kserve_errors.NoModelReady,
+    kserve_errors.ServerNotReady,
+    kserve_errors.UnsupportedProtocol,
+)
 
 PLATFORM = "flywheel-transformer"
 """The V2 metadata `platform` of this service; the predictor's platform follows in parentheses when known."""
@@ -189,6 +201,14 @@ class FraudTransformer(Model):
             counter = self.metrics.invalid_requests if status_of(e) < 500 else self.metrics.failed_requests
             counter.labels(self.name).inc()
             raise
+        except _KSERVE_ERRORS:
+            raise  # KServe's own (bad input, not ready): its handlers answer them
+        except Exception as e:
+            # A bug: logged here once, answered 500 with a generic body. Left to KServe, the answer would
+            # carry the exception's text and the traceback be logged twice (KServe's handler, then uvicorn).
+            self.metrics.failed_requests.labels(self.name).inc()
+            log.exception("%s: request failed unexpectedly", self.name)
+            raise InternalFailure() from e
         finally:
             self.metrics.request_seconds.labels(self.name).observe(time.perf_counter() - started)
 

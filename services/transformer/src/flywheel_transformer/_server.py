@@ -43,6 +43,7 @@ from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
 
 from flywheel_contracts.auth import TokenFile, www_authenticate
+from flywheel_contracts.errors import code_of_status
 from flywheel_core import model_repo
 
 from ._config import Settings
@@ -150,10 +151,11 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         body = {
             "error": f"no route {where}: this server answers inference, health, model metadata and /metrics only",
+            "code": "not_found",
             "type": "not_found",
         }
     else:
-        body = {"error": f"{exc.detail}: {where}", "type": "http_error"}
+        body = {"error": f"{exc.detail}: {where}", "code": code_of_status(exc.status_code), "type": "http_error"}
     return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
 
