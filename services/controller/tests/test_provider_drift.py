@@ -148,3 +148,36 @@ async def test_no_metrics_asks_nothing() -> None:
 def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValueError, match="drift service URL"):
         DriftProvider("drift:8070")
+
+
+def contract_report(version: str, **kw) -> dict:
+    """A whole report as the drift service serves it, valid under flywheel_contracts.drift.Report."""
+    entry = {**version_report(version, **kw), "verdict": "drifted" if kw.get("drift") else "stable",
+             "reference": {"rows": 5000}, "episodes": {"data": {"active": False, "last_alert_at": None}}}
+    return {"schema_version": 1, "ready": True, "ready_after_s": 0.4, "replayed_events": 0,
+            "backlog": {"rows": 0, "bytes": 0}, "mmd": "off", "settings": {}, "versions": [entry]}
+
+
+class ContractDriftService(FakeDriftService):
+    def __init__(self, document: dict) -> None:
+        super().__init__()
+        self.document = document
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(200, json=self.document)
+
+
+async def test_a_report_that_follows_the_drift_contract_is_read() -> None:
+    from flywheel_contracts.drift import Report
+
+    document = contract_report("v2", drifted=1, clean=3, unwindowed=0)
+    Report.model_validate(document)  # the document is what the drift service's own models build
+    [share, drift] = await measure(ContractDriftService(document), metric("drifted_feature_share"), metric("drift"))
+    assert (share.value, drift.value, share.samples) == (0.25, 0.0, 6000)
+
+
+async def test_a_report_schema_version_this_controller_does_not_know_is_refused() -> None:
+    document = {**contract_report("v2"), "schema_version": 99}
+    [o] = await measure(ContractDriftService(document), metric("drift"))
+    assert o.value is None and "schema_version 99" in o.error and "upgrade the controller" in o.error

@@ -14,8 +14,10 @@ The figures are the service's current state for the version, not a delta over (s
 property of the traffic the version has seen, and the service windows it itself. `samples` is the rows the
 service analysed. relativeToStable reads the stable version's report too, for `stable_value`.
 
-The report is parsed into small private models holding only the fields read here, so a change of the report's
-shape becomes an error naming the field rather than a KeyError deep in the analysis.
+The report's contract is flywheel_contracts.drift (the models the drift service builds it with). It is parsed
+here into small private models holding only the fields read, ignoring the rest as the contract allows
+(additions keep its schema_version), so a change of shape becomes an error naming the field rather than a
+KeyError deep in the analysis, and a schema_version this controller does not know is refused, never guessed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flywheel_contracts import MetricSpec, ModelRollout
+from flywheel_contracts.drift import SCHEMA_VERSION as DRIFT_SCHEMA_VERSION
 
 from ._http import KeptClient
 from ._traffic import describe_failure, router_message
@@ -74,6 +77,7 @@ class _VersionReport(BaseModel):
 class _Report(BaseModel):
     model_config = _LOOSE
 
+    schema_version: int = 1  # reports from before the field were version 1
     versions: list[_VersionReport]
 
 
@@ -150,6 +154,11 @@ class DriftProvider:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "report"
             raise _Unavailable(f"the drift service's report has an unexpected shape at '{where}': {err['msg']}") from e
+        if report.schema_version != DRIFT_SCHEMA_VERSION:
+            raise _Unavailable(
+                f"the drift service's report has schema_version {report.schema_version}; this controller reads "
+                f"{DRIFT_SCHEMA_VERSION}: upgrade the controller with the drift service"
+            )
         return next((v for v in report.versions if v.model == model and v.version == version), None)
 
 
