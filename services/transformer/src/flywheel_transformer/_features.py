@@ -23,6 +23,7 @@ from flywheel_contracts.auth import TokenFile
 from flywheel_core.schema import ONLINE_FEATURE_REFS
 
 from ._errors import FeaturesUnavailable
+from ._outage import OutageLog
 from ._scoring import ONLINE_FEATURES, MissingReason, MissingReasons, OnlineLookup, OnlineValues
 from ._validation import Transaction
 
@@ -124,7 +125,7 @@ class FeatureClient:
         self.timeout_s = timeout_s
         self.token = token or TokenFile(None)
         """The features read token sent with every lookup (re-read when its file changes); none when unset."""
-        self._failing = False
+        self._outage = OutageLog(log, f"feature lookups at {self.base_url}")
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
@@ -133,14 +134,9 @@ class FeatureClient:
         try:
             result = await self._lookup(transactions)
         except FeaturesUnavailable as e:
-            if not self._failing:  # one line per outage, not per request
-                self._failing = True
-                cause = f" ({e.__cause__!r})" if e.__cause__ is not None else ""
-                log.warning("feature lookups at %s are failing: %s%s", self.base_url, e, cause)
+            self._outage.failed(e)
             raise
-        if self._failing:
-            self._failing = False
-            log.info("feature lookups at %s succeed again", self.base_url)
+        self._outage.succeeded()
         return result
 
     async def _lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:

@@ -21,6 +21,7 @@ import httpx
 
 from ._errors import PredictorBadResponse, PredictorUnavailable, VersionNotServed
 from ._headers import MODEL_VERSION_HEADER
+from ._outage import OutageLog
 
 log = logging.getLogger("flywheel_transformer.predictor")
 
@@ -108,7 +109,7 @@ class PredictorClient:
         self._client = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
         )
-        self._failing = False
+        self._outage = OutageLog(log, f"predictor calls to {self.base_url}")
 
     def path_for(self, version: str | None) -> str:
         """The V2 infer path: unversioned (whatever the predictor serves) or for one version."""
@@ -124,14 +125,9 @@ class PredictorClient:
         try:
             scores = await self._infer(body, output_name, rows, version)
         except (PredictorUnavailable, PredictorBadResponse) as e:
-            if not self._failing:
-                self._failing = True
-                cause = f" ({e.__cause__!r})" if e.__cause__ is not None else ""
-                log.warning("predictor calls to %s are failing: %s%s", self.base_url, e, cause)
+            self._outage.failed(e)
             raise
-        if self._failing:
-            self._failing = False
-            log.info("predictor calls to %s succeed again", self.base_url)
+        self._outage.succeeded()
         return scores
 
     async def _infer(self, body: dict[str, Any], output_name: str, rows: int, version: str | None) -> Scores:
