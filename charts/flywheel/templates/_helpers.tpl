@@ -135,18 +135,19 @@ written. Credentials belong in valueFrom, never in a plain value. */}}
 {{- define "flywheel.probes" -}}
 {{- $p := .ctx.Values.probes -}}
 {{- $port := default "http" .port -}}
+{{- $https := and .ctx.Values.tls.enabled (not .plain) -}}
 startupProbe:
-  httpGet: {path: {{ .ready }}, port: {{ $port }}}
+  httpGet: {path: {{ .ready }}, port: {{ $port }}{{ if $https }}, scheme: HTTPS{{ end }}}
   periodSeconds: {{ $p.periodSeconds }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
   failureThreshold: {{ $p.startupFailureThreshold }}
 readinessProbe:
-  httpGet: {path: {{ .ready }}, port: {{ $port }}}
+  httpGet: {path: {{ .ready }}, port: {{ $port }}{{ if $https }}, scheme: HTTPS{{ end }}}
   periodSeconds: {{ $p.periodSeconds }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
   failureThreshold: {{ $p.failureThreshold }}
 livenessProbe:
-  httpGet: {path: {{ .live }}, port: {{ $port }}}
+  httpGet: {path: {{ .live }}, port: {{ $port }}{{ if $https }}, scheme: HTTPS{{ end }}}
   initialDelaySeconds: {{ $p.initialDelaySeconds }}
   periodSeconds: {{ $p.periodSeconds }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
@@ -267,6 +268,65 @@ redis.externalSecret. No rendered env value ever carries the password. */}}
 {{- end }}
 {{- end -}}
 
+{{/* TLS between Flywheel services (tls.enabled): one kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) mounted
+read-only in every Flywheel pod that serves or calls another over HTTP; flywheel_contracts.tls reads it through
+FLYWHEEL_TLS_*: the service answers HTTPS and verifies the services it calls against ca.crt. Not in kserve mode's
+InferenceService pods: KServe's own routing and probes speak plain HTTP to them (a mesh's mTLS covers those). */}}
+{{- define "flywheel.tlsDir" -}}/var/run/flywheel/tls{{- end -}}
+{{- define "flywheel.tlsDnsNames" -}}
+{{- $names := list -}}
+{{- range $component := list "features" "predictor" "transformer" "drift" "router" "controller" -}}
+{{- $name := include "flywheel.componentName" (dict "ctx" $ "component" $component) -}}
+{{- $names = append $names $name -}}
+{{- $names = append $names (printf "%s.%s.svc" $name $.Release.Namespace) -}}
+{{- end -}}
+{{- join ", " $names -}}
+{{- end -}}
+{{- define "flywheel.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: FLYWHEEL_TLS_CERT_FILE
+  value: {{ include "flywheel.tlsDir" . }}/tls.crt
+- name: FLYWHEEL_TLS_KEY_FILE
+  value: {{ include "flywheel.tlsDir" . }}/tls.key
+- name: FLYWHEEL_TLS_CA_FILE
+  value: {{ include "flywheel.tlsDir" . }}/ca.crt
+{{- end }}
+{{- end -}}
+{{- define "flywheel.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required (printf "tls.secretName is required when tls.enabled: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt whose certificate names %s" (include "flywheel.tlsDnsNames" .)) .Values.tls.secretName | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "flywheel.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: {{ include "flywheel.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* A client-only pod (kserve mode's transformer) gets the CA alone: it verifies the Flywheel services it calls
+and serves plain HTTP to KServe. */}}
+{{- define "flywheel.tlsClientEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: FLYWHEEL_TLS_CA_FILE
+  value: {{ include "flywheel.tlsDir" . }}/ca.crt
+{{- end }}
+{{- end -}}
+{{- define "flywheel.tlsCaVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.secretName is required when tls.enabled" .Values.tls.secretName | quote }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{/* Environment of the Feast processes (server and materialization). */}}
 {{- define "flywheel.featuresEnv" -}}
 - name: FLYWHEEL_FEATURES_STORE_YAML
@@ -289,9 +349,9 @@ redis.externalSecret. No rendered env value ever carries the password. */}}
 {{- end -}}
 
 
-{{/* In-cluster URL of a component's Service. */}}
+{{/* In-cluster URL of a component's Service (https with tls.enabled). */}}
 {{- define "flywheel.url" -}}
-{{- printf "http://%s:%d" (include "flywheel.componentName" (dict "ctx" .ctx "component" .component)) (int .port) -}}
+{{- printf "%s://%s:%d" (ternary "https" "http" .ctx.Values.tls.enabled) (include "flywheel.componentName" (dict "ctx" .ctx "component" .component)) (int .port) -}}
 {{- end -}}
 
 {{/* In-cluster URL of the transformer: the chart's Service (deployment mode) or the one KServe creates for the
