@@ -113,11 +113,8 @@ def test_merchant_windows_forget_transactions_older_than_7_and_30_days():
     assert table.loc[day31, "merchant_amount_mean_30d"] == pytest.approx(30.0)  # day 0's left the 30 d window
 
 
-def test_feature_tables_of_the_default_history_are_computed_fast(tmp_path):
-    import time
-
+def test_feature_tables_of_the_default_history_have_a_card_row_per_transaction(tmp_path):
+    # How fast they are computed is bench's business (the module docstring's figure), not a unit test's.
     history = sim.generate_history(sim.preset("default", seed=7, start="2026-01-01"))
-    started = time.perf_counter()
     written = fp.write_feature_tables(history, tmp_path)
-    assert time.perf_counter() - started < 10.0
     assert len(pd.read_parquet(written[fp.CARD_ACTIVITY_FILE])) == len(history)
