@@ -5,7 +5,6 @@ import pytest
 
 from flywheel_core import model_repo
 
-
 # The smallest metadata the contract accepts: what serving reads (input, output, a variant).
 METADATA = {
     "feature_service": "fraud_v1",
@@ -189,3 +188,34 @@ def test_an_empty_or_weak_key_file_is_a_clear_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(model_repo.ModelRepoError, match="empty|shorter than 32 bytes"):
         model_repo.SigningKeys.from_file(path)
+
+
+DOMAIN = {
+    "rows": 3,
+    "vocabularies": {"channel": ["ecom", "pos"], "country": ["DE", "US"]},
+    "ranges": {"amount": {"min": 0.5, "max": 950.0}},
+}
+
+
+def test_the_training_domain_is_published_and_read_back_typed(tmp_path):
+    version = publish_one(tmp_path, metadata={**METADATA, "training_domain": DOMAIN})
+    domain = model_repo.load_version(version).spec.training_domain
+    assert domain is not None and domain.rows == 3
+    assert domain.vocabularies["country"] == ["DE", "US"]
+    assert (domain.ranges["amount"].min, domain.ranges["amount"].max) == (0.5, 950.0)
+
+
+def test_metadata_without_a_training_domain_is_still_schema_version_1_and_means_no_unseen_checks(tmp_path):
+    loaded = model_repo.load_version(publish_one(tmp_path))
+    assert loaded.spec.schema_version == 1 and loaded.spec.training_domain is None
+
+
+@pytest.mark.parametrize(("domain", "named"), [
+    ({**DOMAIN, "ranges": {"amount": {"min": 2.0, "max": 1.0}}}, "training_domain.ranges.amount"),
+    ({**DOMAIN, "ranges": {"amount": {"min": 0.0, "max": float("inf")}}}, "training_domain.ranges.amount.max"),
+    ({**DOMAIN, "vocabularies": {"country": "US"}}, "training_domain.vocabularies.country"),
+    ({"vocabularies": {}}, "training_domain.rows"),
+])
+def test_a_training_domain_that_does_not_fit_the_contract_is_never_published(tmp_path, domain, named):
+    with pytest.raises(model_repo.ModelMetadataError, match=re.escape(named)):
+        publish_one(tmp_path, metadata={**METADATA, "training_domain": domain})

@@ -75,6 +75,19 @@ def test_time_split_boundaries_hold(version_dir, training_set):
     assert ts(split["test"]["end"]) <= ts(lineage["cutoff"]) - pd.Timedelta(lineage["label_window"])
 
 
+def test_the_training_domain_is_what_the_train_split_holds(version_dir, training_set):
+    """Serving flags a value outside these as unseen, so they must be the rows the model was fitted on."""
+    meta = model_repo.load_version(version_dir).metadata
+    domain = model_repo.load_version(version_dir).spec.training_domain
+    frame = training_set.frame
+    train = frame[frame["event_timestamp"] < pd.Timestamp(meta["lineage"]["split"]["validation_start"])]
+    assert domain is not None and domain.rows == len(train) == meta["lineage"]["split"]["train"]["rows"]
+    assert set(domain.vocabularies) == set(schema.DOMAIN_CATEGORICALS)
+    for name in schema.DOMAIN_CATEGORICALS:
+        assert domain.vocabularies[name] == sorted(train[name].astype(str).unique())
+    assert (domain.ranges["amount"].min, domain.ranges["amount"].max) == (train["amount"].min(), train["amount"].max())
+
+
 def test_model_card_states_whether_torch_beat_the_baseline(version_dir):
     meta = model_repo.load_version(version_dir).metadata
     card = (version_dir / "MODEL_CARD.md").read_text()

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 METADATA_FILE = "metadata.json"
 SIGNATURE_FILE = "metadata.json.sig"
@@ -75,6 +75,32 @@ class Variant(_Contract):
     cpu_latency_us: float | None = Field(None, ge=0)
 
 
+class NumericRange(_Contract):
+    """The smallest and largest value of a raw numeric field in the training rows."""
+
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class TrainingDomain(_Contract):
+    """What the model saw in training, by raw transaction field (flywheel_core.schema.DOMAIN_CATEGORICALS and
+    DOMAIN_NUMERICS): serving flags a request value outside it as `unseen` (still scored). Written by the
+    trainer from the rows it trained on (the train split). Absent in metadata published before it existed
+    (still schema_version 1): readers then make no unseen checks."""
+
+    rows: int = Field(ge=0, description="training rows the vocabularies and ranges were taken from")
+    vocabularies: dict[str, list[str]] = Field(
+        default_factory=dict, description="categorical field -> every value seen, sorted (exact strings)"
+    )
+    ranges: dict[str, NumericRange] = Field(default_factory=dict, description="numeric field -> min and max seen")
+
+
 class ModelMetadata(_Contract):
     """`<repo>/<model>/<version>/metadata.json`: written by the trainer (through `publish`), read by the
     predictor, transformer and drift service. `metrics`, `lineage` and `slices` are informational (the
@@ -93,6 +119,9 @@ class ModelMetadata(_Contract):
     metrics: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
     slices: dict[str, Any] = Field(default_factory=dict)
+    training_domain: TrainingDomain | None = Field(
+        None, description="what the model saw in training (vocabularies, ranges); None: published before it existed"
+    )
 
     def numeric_columns(self) -> list[str]:
         return [c.name for c in self.input.columns if c.kind == "numeric"]

@@ -52,6 +52,14 @@ HASHED_COLUMNS: dict[str, int] = {
     "currency": 16,
 }
 
+DOMAIN_CATEGORICALS: tuple[str, ...] = ("channel", "country", "currency", "merchant_category")
+"""Raw categorical fields whose training vocabulary a model version records (metadata `training_domain`), so
+serving can flag a value the model never saw. Not card_id or merchant_id: a new card or merchant is
+everyday traffic, reported as `unknown_entities` by the online store, not as an input the model never saw."""
+
+DOMAIN_NUMERICS: tuple[str, ...] = ("amount",)
+"""Raw numeric fields whose training range (min, max) a model version records in `training_domain`."""
+
 ONLINE_FEATURE_REFS: tuple[str, ...] = tuple(f"card_activity:{name}" for name in CARD_FEATURES) + tuple(
     f"merchant_risk:{name}" for name in MERCHANT_FEATURES
 )

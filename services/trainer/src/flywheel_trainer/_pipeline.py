@@ -28,6 +28,7 @@ from ._publish import (
     package_versions,
     publish_version,
     run_pre_publish,
+    training_domain,
     write_drift_reference,
 )
 from ._split import TimeSplit, time_split
@@ -166,6 +167,7 @@ def train_and_publish(
         write_drift_reference(staging / DRIFT_REFERENCE_FILE, x[sample], run_onnx(staging / VARIANT_FILES["fp32"], x[sample]))
         metadata = {
             **base_metadata(schema.FEATURE_SERVICE, defaults),
+            "training_domain": training_domain(frame.iloc[split.train]),
             "variants": variants,
             "metrics": {
                 "baseline": base_metrics,

@@ -69,6 +69,22 @@ def base_metadata(feature_service: str, defaults: dict[str, float]) -> dict[str,
     }
 
 
+def training_domain(rows: pd.DataFrame) -> dict[str, Any]:
+    """What the model saw in training (metadata `training_domain`, the ModelMetadata contract): every value of
+    each raw categorical of schema.DOMAIN_CATEGORICALS, sorted, and the min and max of each raw numeric of
+    schema.DOMAIN_NUMERICS, over `rows` (the rows trained on). Serving flags a value outside them as unseen."""
+    vocabularies = {
+        name: sorted({str(value) for value in rows[name].dropna().unique()}) for name in schema.DOMAIN_CATEGORICALS
+    }
+    ranges = {}
+    for name in schema.DOMAIN_NUMERICS:
+        values = pd.to_numeric(rows[name], errors="coerce").astype("float64")
+        values = values[np.isfinite(values)]
+        if len(values):
+            ranges[name] = {"min": float(values.min()), "max": float(values.max())}
+    return {"rows": len(rows), "vocabularies": vocabularies, "ranges": ranges}
+
+
 def run_pre_publish(command: str, staging: Path) -> None:
     """Run the configured pre-publish command on the staging directory; a failure stops the publish."""
     if not command.strip():
