@@ -239,3 +239,17 @@ def test_an_unmapped_request_error_is_a_500_not_a_guessed_400():
 
     assert status_of(RequestError("a request error without a status")) == 500
     assert error_body(RequestError("x"))["code"] == "internal"
+
+
+def test_a_wrong_method_is_a_json_405_with_allow_and_an_unknown_path_a_json_404(harness):
+    for method, path, allow in (("GET", "/v1/batch", "POST"), ("PUT", "/v1/labels", "POST"),
+                                ("DELETE", "/v1/report", "GET, HEAD"), ("GET", "/", "POST")):
+        credential = harness.labeller if path == "/v1/labels" else harness.writer  # the credential is checked first
+        r = harness.client.request(method, path, headers=credential)
+        assert r.status_code == 405, (method, path)
+        assert r.headers["allow"] == allow
+        assert r.json() == {"error": f"{method} is not allowed on {path}; use {allow}", "code": "method_not_allowed",
+                            "type": "method_not_allowed"}
+    r = harness.client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert r.json()["code"] == "not_found" and r.json()["type"] == "unknown_route"

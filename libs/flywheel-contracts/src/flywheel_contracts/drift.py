@@ -220,6 +220,16 @@ class OnlineReport(BaseModel):
     alarms: list[OnlineEvidence]
 
 
+class UnseenCount(BaseModel):
+    """How often the transformer flagged one input field as never seen in training (`unseen`)."""
+
+    model_config = _REPORT
+
+    count: int
+    share: float | None
+    """`count` over the version's predictions whose response carried `unseen` (None before any did)."""
+
+
 class VersionReport(BaseModel):
     model_config = _REPORT
 
@@ -243,6 +253,10 @@ class VersionReport(BaseModel):
     predictions_logged: int
     predictions_labelled: int
     alerts: list[Alert]
+    unseen: dict[str, UnseenCount] | None = None
+    """Added in schema 1 (absent from older reports): per input field, predictions flagged unseen."""
+    unseen_rows: int | None = None
+    """Added in schema 1: predictions whose response said which inputs were unseen (older transformers do not)."""
 
 
 class Backlog(BaseModel):
@@ -265,3 +279,8 @@ class Report(BaseModel):
     mmd: str
     settings: dict[str, Any]
     versions: list[VersionReport]
+    computed_at: float | None = None
+    """Added in schema 1: when the analysis thread built `versions` (epoch seconds); the report never waits for
+    ingestion, it serves the latest state it built."""
+    age_seconds: float | None = None
+    """Added in schema 1: seconds between `computed_at` and this answer."""

@@ -89,6 +89,7 @@ def _state(state: MonitorState) -> dict[str, Any]:
         "performance": state.performance, "performance_history": _deque(state.performance_history),
         "episodes": state.episodes,
         "alerts": {"maxlen": state.alerts.maxlen, "items": [alert.to_json() for alert in state.alerts]},
+        "unseen_rows": state.unseen_rows, "unseen": state.unseen,
     }
 
 
@@ -102,7 +103,7 @@ def _online(cusum: RankCusum) -> dict[str, Any]:
 def _half(half: EventHalf) -> dict[str, Any]:
     return {"id": half.id, "role": half.role, "family": half.family, "time": half.time, "model": half.model,
             "version": half.version, "x": _array(half.x), "probabilities": _array(half.probabilities),
-            "row_ids": half.row_ids}
+            "row_ids": half.row_ids, "unseen": half.unseen, "source": half.source}
 
 
 def _plain(value: Any) -> Any:
@@ -174,6 +175,9 @@ def _read_state(value: dict[str, Any]) -> MonitorState:
         last_mmd_at=value["last_mmd_at"], performance=value["performance"],
         performance_history=_read_deque(value["performance_history"]), episodes=value["episodes"],
         alerts=deque((Alert.model_validate(a) for a in alerts["items"]), maxlen=alerts["maxlen"]),
+        # added within format_version 1: a checkpoint written before has none
+        unseen_rows=int(value.get("unseen_rows", 0)),
+        unseen={str(k): int(v) for k, v in (value.get("unseen") or {}).items()},
     )
 
 
@@ -193,4 +197,4 @@ def _read_half(value: dict[str, Any]) -> EventHalf:
     return EventHalf(id=str(value["id"]), role=str(value["role"]), family=str(value["family"]),
                      time=float(value["time"]), model=value["model"], version=value["version"],
                      x=_read_array(value["x"]), probabilities=_read_array(value["probabilities"]),
-                     row_ids=value["row_ids"])
+                     row_ids=value["row_ids"], unseen=value.get("unseen"), source=value.get("source"))

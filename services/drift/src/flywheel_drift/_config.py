@@ -177,6 +177,21 @@ class Settings(BaseSettings):
     pair_timeout_s: float = Field(60.0, gt=0, le=3600)
     """Seconds a half waits for its partner before it is dropped and counted (default 60)."""
 
+    dedup_events: int = Field(100_000, ge=0, le=10_000_000)
+    """CloudEvents remembered by (`ce-source`, `ce-id`, `ce-type`) so a sender's retry of one is acknowledged
+    (202 `duplicate: true`) and counted in `duplicate_events_total` rather than analysed twice (default
+    100000, about 20 MB; about 15 minutes of a 100 events/s logger). 0 turns it off. The oldest is forgotten
+    first; the memory is the process's, rebuilt on start from the events the spool replays."""
+
+    dedup_seconds: float = Field(3600.0, gt=0, le=7 * 86400)
+    """Seconds (by arrival) an event id is remembered for deduplication (default 3600: KServe's logger and the
+    transformer retry within seconds); whichever of this and `DEDUP_EVENTS` is reached first bounds it."""
+
+    report_interval_s: float = Field(1.0, gt=0, le=3600)
+    """Seconds between rebuilds of the report served by `GET /v1/report` (default 1). The analysis thread
+    builds it between items while something changed; reading it never waits for ingestion, and it carries
+    `computed_at` and `age_seconds`."""
+
     checkpoint_interval_s: float = Field(30.0, gt=0, le=3600)
     """Seconds between checkpoints of the analysis state (default 30); a restart replays only the events
     accepted after the last one, so it bounds both replay time and spool size."""

@@ -9,6 +9,8 @@
         ├── Unauthorized             401  a write without its credential (ingest or labels token)
         ├── UnknownModel             404  a model this service does not monitor
         ├── UnknownVersion           404  a batch naming a version the model repository does not publish
+        ├── UnknownRoute             404  no such path
+        ├── MethodNotAllowed         405  the path exists, the method does not (an `Allow` header lists them)
         ├── PayloadTooLarge          413  body over FLYWHEEL_DRIFT_MAX_BODY_BYTES
         ├── UnsupportedMediaType     415  the body is not JSON
         ├── Backlogged               429  too much accepted work not yet analysed; retry later
@@ -73,6 +75,18 @@ class UnknownModel(family.NotFound, RequestError):
 
 class UnknownVersion(family.NotFound, RequestError):
     kind = "unknown_version"
+
+
+class UnknownRoute(family.NotFound, RequestError):
+    kind = "unknown_route"
+
+
+class MethodNotAllowed(family.MethodNotAllowed, RequestError):
+    kind = "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.headers["allow"] = allow
 
 
 class PayloadTooLarge(family.PayloadTooLarge, RequestError):

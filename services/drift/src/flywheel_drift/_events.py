@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +58,10 @@ class EventHalf:
     x: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     row_ids: list[str] | None = None
+    unseen: list[list[str]] | None = None
+    """Per row, the input fields the transformer flagged as never seen in training (responses only; None when
+    the sender does not say, as older transformers and other loggers do)."""
+    source: str | None = None
 
     @property
     def rows(self) -> int:
@@ -112,7 +118,7 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float
         raise InvalidEvent("the event data must be a JSON object", field="body")
     half = EventHalf(id=attributes["ce-id"], role=role, family=family,
                      time=parse_time(attributes.get("ce-time"), received_at),
-                     model=attributes.get("ce-inferenceservicename") or None)
+                     model=attributes.get("ce-inferenceservicename") or None, source=attributes.get("ce-source"))
     if role == "request":
         half.x, half.row_ids = request_rows(payload)
         params = payload.get("parameters")
@@ -121,6 +127,7 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float
     else:
         half.probabilities, ids = response_scores(payload)
         half.row_ids = ids
+        half.unseen = response_unseen(payload, len(half.probabilities))
         if isinstance(payload.get("model_name"), str) and payload["model_name"]:
             half.model = payload["model_name"]
         if isinstance(payload.get("model_version"), str) and payload["model_version"]:
@@ -153,25 +160,43 @@ def _structured(envelope: Any) -> tuple[dict[str, str], Any]:
     return attributes, load_json(data, "data_base64")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def matrix(values: Any, field: str, shape: list[int] | None = None) -> np.ndarray:
-    """A 2-D float32 array from nested or flat JSON numbers, checked."""
+    """A 2-D float32 array from nested or flat JSON numbers, checked: finite and within float32's range
+    (1e300 is refused here, never turned into an infinity further on)."""
     try:
-        array = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError) as e:
+        array = np.asarray(values)
+    except (TypeError, ValueError, OverflowError) as e:
         raise InvalidEvent(f"must hold numbers only, with rows of equal length ({e})", field=field) from e
+    if array.dtype.kind not in "iuf" and array.size:  # strings, booleans, objects: never coerced
+        raise InvalidEvent("must hold numbers only (not strings or booleans, and within float32's range), with rows "
+                           "of equal length", field=field)
+    array = array.astype(np.float64)
     if shape is not None:
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                  for s in shape):
             raise InvalidEvent("shape must be a list of non-negative integers", field=field)
-        if int(np.prod(shape)) != array.size:
-            raise InvalidEvent(f"shape {shape} does not match {array.size} values", field=field)
+        if math.prod(shape) != array.size:
+            raise InvalidEvent(f"shape {_clip(shape)} does not match {array.size} values", field=field)
         array = array.reshape(shape)
     if array.ndim == 1:
         array = array.reshape(-1, 1) if shape is not None and len(shape) == 1 else array.reshape(1, -1)
     if array.ndim != 2:
         raise InvalidEvent(f"must be a [rows, columns] matrix, got {array.ndim} dimensions", field=field)
+    if array.size == 0:
+        raise InvalidEvent("holds no values", field=field)
     if not np.isfinite(array).all():
         raise InvalidEvent("holds NaN or infinite values", field=field)
-    return array
+    if np.abs(array).max() > FLOAT32_MAX:
+        raise InvalidEvent(f"holds a value beyond float32's range (+-{FLOAT32_MAX:.3g})", field=field)
+    return array.astype(np.float32)
+
+
+def _clip(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def _tensor_ids(tensors: list[Any]) -> list[str] | None:
@@ -233,17 +258,53 @@ def response_scores(payload: dict[str, Any]) -> tuple[np.ndarray, list[str] | No
             raise InvalidEvent("predictions must be a non-empty list", field="predictions")
         if isinstance(predictions[0], dict):
             key = "probability" if "probability" in predictions[0] else "score"
-            try:
-                values = [float(p[key]) for p in predictions]
-            except (KeyError, TypeError, ValueError) as e:
-                raise InvalidEvent(f"each prediction object needs a numeric {key!r}", field="predictions") from e
+            if not all(isinstance(p, dict) for p in predictions):
+                raise InvalidEvent("predictions must all be objects or all be numbers", field="predictions")
+            values = [p.get(key) for p in predictions]
+            for i, v in enumerate(values):
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise InvalidEvent(f"each prediction object needs a numeric {key!r}",
+                                       field=f"predictions[{i}].{key}")
+            scores = matrix(values, "predictions", [len(values)])[:, 0]
+            probabilities_in_range(scores, "predictions")
             ids = [str(p["id"]) for p in predictions] if all("id" in p for p in predictions) else None
-            return np.asarray(values, dtype=np.float32), ids
+            return scores, ids
         m = matrix(predictions, "predictions", [len(predictions)] if not isinstance(predictions[0], list) else None)
         return _scores(m, "predictions"), None
     if isinstance(payload.get("data"), dict):
         return _scores(_seldon(payload["data"], "data"), "data"), None
     raise InvalidEvent("response body has none of outputs (V2), predictions (V1) or data (Seldon)", field="body")
+
+
+UNSEEN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+
+
+def response_unseen(payload: dict[str, Any], rows: int) -> list[list[str]] | None:
+    """The transformer's `unseen` flags, one list of field names per row: V1 `predictions[i].unseen`, or a V2
+    BYTES output tensor `unseen` whose data holds a list of names (or a comma-separated string) per row.
+    None when the response does not carry them (nothing is counted then)."""
+    per_row: list[Any] | None = None
+    field = "unseen"
+    predictions = payload.get("predictions")
+    if isinstance(predictions, list) and predictions and all(isinstance(p, dict) for p in predictions):
+        if any("unseen" in p for p in predictions):
+            per_row, field = [p.get("unseen", []) for p in predictions], "predictions[{i}].unseen"
+    for tensor in payload.get("outputs") or []:
+        if isinstance(tensor, dict) and tensor.get("name") == "unseen":
+            per_row, field = tensor.get("data"), "outputs.unseen.data[{i}]"
+            if not isinstance(per_row, list) or len(per_row) != rows:
+                raise InvalidEvent(f"the unseen tensor needs one entry per row ({rows})", field="outputs.unseen.data")
+    if per_row is None:
+        return None
+    out = []
+    for i, names in enumerate(per_row):
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        if not isinstance(names, list) or not all(isinstance(n, str) and UNSEEN_NAME.match(n) for n in names):
+            raise InvalidEvent("unseen must list input field names (letters, digits, _ and ., at most 64)",
+                               field=field.format(i=i))
+        out.append(sorted(set(names)))
+    return out
 
 
 def _seldon(data: dict[str, Any], field: str) -> np.ndarray:
@@ -255,11 +316,19 @@ def _seldon(data: dict[str, Any], field: str) -> np.ndarray:
     raise InvalidEvent("Seldon data needs ndarray or tensor.values", field=field)
 
 
+def probabilities_in_range(p: np.ndarray, field: str) -> None:
+    """Refuse scores outside [0, 1]: a probability is what every detector and the label join assume."""
+    bad = np.flatnonzero(~((p >= 0.0) & (p <= 1.0)))
+    if len(bad):
+        raise InvalidEvent(f"probabilities must be in [0, 1]; value {float(p[bad[0]])!r} at row {int(bad[0])} is not",
+                           field=f"{field}[{int(bad[0])}]")
+
+
 def _scores(m: np.ndarray, field: str) -> np.ndarray:
-    """One score per row: the only column, or column 1 of a two-column predict_proba."""
-    if m.shape[1] == 1:
-        return m[:, 0]
-    if m.shape[1] == 2:
-        return m[:, 1]
+    """One score per row: the only column, or column 1 of a two-column predict_proba; each in [0, 1]."""
+    if m.shape[1] in (1, 2):
+        scores = m[:, m.shape[1] - 1]
+        probabilities_in_range(scores, field)
+        return scores
     raise InvalidEvent(f"expected one score per row (or two class probabilities), got {m.shape[1]} columns",
                        field=field)

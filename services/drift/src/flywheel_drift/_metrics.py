@@ -36,6 +36,13 @@ class Metrics:
                                     "Writes refused with 401: no or the wrong credential (or none configured).")
         self.throttled = counter("throttled_requests_total", "Requests refused with 429 because the backlog was full.")
         self.rows = counter("rows_total", "Rows analysed.", MV)
+        self.duplicate_events = counter(
+            "duplicate_events_total",
+            "CloudEvents delivered again (same ce-source, ce-id and ce-type within DEDUP_SECONDS/DEDUP_EVENTS): "
+            "acknowledged with 202, not analysed again.")
+        self.unseen_inputs = counter(
+            "unseen_inputs_total", "Predictions whose transformer flagged this input field as never seen in training "
+                                   "(`unseen`); feature is the field name.", MVF)
         self.unpaired = counter("unpaired_events_total", "Request or response halves whose partner never came.")
         self.without_reference = counter(
             "rows_without_reference_total", "Rows not analysed: their version has no usable reference.", MV)

@@ -25,6 +25,9 @@ from ._reference import Reference, ReferenceView, feature_matrix
 log = logging.getLogger("flywheel_drift.mmd")
 
 Key = tuple[str, str]
+MIN_ROWS = 2
+"""MMD's unbiased estimate divides by n (n - 1): with fewer rows on a side it is undefined (alibi-detect raised
+ZeroDivisionError), so such a run answers "no test" (p_value, distance, threshold None; drift false)."""
 
 
 def rank_scores(reference: Reference, names: list[str], rows: np.ndarray) -> np.ndarray:
@@ -108,6 +111,9 @@ class MMDRunner:
             ref_rows = ref_rows[rng.choice(len(ref_rows), self.rows, replace=False)]
         if len(rows) > self.rows:
             rows = rows[rng.choice(len(rows), self.rows, replace=False)]
+        if len(rows) < MIN_ROWS or len(ref_rows) < MIN_ROWS:
+            return {"at": at, "rows": int(len(rows)), "reference_rows": int(len(ref_rows)), "columns": names,
+                    "p_value": None, "distance": None, "threshold": None, "drift": False, "seconds": 0.0}
         started = time.perf_counter()
         # A detector per run: its reference is this window's hour-matched sample. Construction is cheap
         # (the kernel bandwidth is the median heuristic on x_ref); the permutations are the cost.

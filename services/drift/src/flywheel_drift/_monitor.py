@@ -63,6 +63,15 @@ class MonitorState:
     episodes: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {c: {"active": False, "last_alert_at": None} for c in CATEGORIES})
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=100))
+    unseen_rows: int = 0
+    """Predictions whose response said which inputs were unseen (the share's denominator)."""
+    unseen: dict[str, int] = field(default_factory=dict)
+    """Per input field, predictions that flagged it unseen; at most MAX_UNSEEN_FIELDS names, the rest `other`."""
+
+
+MAX_UNSEEN_FIELDS = 64
+"""Distinct field names counted per version: they come from the sender, so they must not grow memory."""
+OTHER_FIELD = "other"
 
 
 class VersionMonitor:
@@ -139,6 +148,19 @@ class VersionMonitor:
                 "window": {"index": result["index"], "rows": result["rows"], "drifted": summary,
                            "consecutive": s.consecutive_drift}})
         return []
+
+    def count_unseen(self, per_row: list[list[str]]) -> dict[str, int]:
+        """Count one response's `unseen` flags; returns the increments by (bounded) field name."""
+        s = self.state
+        s.unseen_rows += len(per_row)
+        added: dict[str, int] = {}
+        for names in per_row:
+            for name in names:
+                if name not in s.unseen and len(s.unseen) >= MAX_UNSEEN_FIELDS:
+                    name = OTHER_FIELD
+                s.unseen[name] = s.unseen.get(name, 0) + 1
+                added[name] = added.get(name, 0) + 1
+        return added
 
     def mmd_due(self, now: float, interval_s: float) -> bool:
         return self.state.last_window is not None and (

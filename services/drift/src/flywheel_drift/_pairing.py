@@ -26,6 +26,8 @@ class Record:
     x: np.ndarray | None
     probabilities: np.ndarray | None
     keys: list[str]
+    unseen: list[list[str]] | None = None
+    """Per row, input fields never seen in training (from the response; None when it did not say)."""
 
     @property
     def rows(self) -> int:
@@ -47,14 +49,15 @@ def combine(request: EventHalf | None, response: EventHalf | None) -> Record:
     ids = (request.row_ids if request is not None else None) or (response.row_ids if response else None)
     rows = request.rows if request is not None else response.rows  # type: ignore[union-attr]
     probabilities = response.probabilities if response is not None else None
+    unseen = response.unseen if response is not None else None
     if probabilities is not None and request is not None and len(probabilities) != request.rows:
-        probabilities = None  # a mismatched pair: keep the features, not scores we cannot align
+        probabilities = unseen = None  # a mismatched pair: keep the features, not scores we cannot align
     model = (response.model if response else None) or (request.model if request else None)
     version = (response.version if response else None) or (request.version if request else None)
     return Record(inference_id=first.id, model=model, version=version,
                   time=request.time if request is not None else first.time,
                   x=request.x if request is not None else None, probabilities=probabilities,
-                  keys=row_keys(first.id, rows, ids))
+                  keys=row_keys(first.id, rows, ids), unseen=unseen)
 
 
 class Pairer:

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from ._pairing import Pairer, Record
 from ._payloads import parse_batch
 from ._performance import PerformanceLimits, evaluate
 from ._repo import ReferenceLoader
+from ._report import version_reports
 from ._results import Alert, Detector
 from ._spool import Spool, SpooledEvent
 from ._window import WindowPolicy
@@ -72,11 +74,17 @@ class Processor:
         self._unpaired_seen = 0
         self.labels_waiting = labels.orphans > 0
         self.lock = threading.Lock()
-        """Held while an item is analysed; the report takes it to read a consistent state."""
+        """Held while an item is analysed (tests hold it to stall the analysis)."""
+        self.published: tuple[float, dict[tuple[str, str], dict[str, Any]]] = (time.time(), {})
+        """(when, every monitored version's report): what `GET /v1/report` serves, replaced whole (one
+        reference assignment), so a reader never waits for the analysis nor sees half an update."""
+        self._report_dirty = True
+        self._last_report = 0.0
 
     # ---- start-up -------------------------------------------------------------------------------
-    def restore(self) -> int:
-        """Load the checkpoint and replay the spool after it; returns the number of events replayed."""
+    def restore(self, on_replayed: Callable[[SpooledEvent], None] | None = None) -> int:
+        """Load the checkpoint and replay the spool after it (each event also to `on_replayed`); returns the
+        number of events replayed."""
         saved = self.spool.load_checkpoint()
         if saved is not None:
             self.last_seq, blob = saved
@@ -98,6 +106,8 @@ class Processor:
                 log.warning("spooled event %d cannot be read any more (%s); skipped", event.seq, e)
                 self.last_seq = event.seq
                 continue
+            if on_replayed is not None:
+                on_replayed(event)
             try:
                 self._handle_event(event)
             except Exception:  # as in the loop: one event must not keep the service from starting
@@ -144,9 +154,18 @@ class Processor:
         elif kind == "sync":
             if self.dirty_performance or self.labels_waiting:
                 self.evaluate_performance()
+            self.publish_report()
             item.set()
+        if kind != "tick":
+            self._report_dirty = True
         self.metrics.backlog_rows.set(self.backlog.snapshot().rows)
         self._periodic()
+
+    def publish_report(self) -> None:
+        """Build every monitored version's report now and publish it (the analysis thread, or before start)."""
+        self.published = (time.time(), version_reports(self.monitors, self.labels.totals))
+        self._report_dirty = False
+        self._last_report = time.monotonic()
 
     def _periodic(self) -> None:
         now = time.monotonic()
@@ -155,6 +174,8 @@ class Processor:
             self.evaluate_performance()
         if now - self._last_checkpoint >= self.s.checkpoint_interval_s:
             self.checkpoint()
+        if self._report_dirty and now - self._last_report >= self.s.report_interval_s:
+            self.publish_report()
 
     def _handle_event(self, event: SpooledEvent) -> None:
         started = time.perf_counter()
@@ -183,9 +204,12 @@ class Processor:
             self.metrics.without_reference.labels(model, "unpublished").inc(record.rows)
             return
         self.labels.add_predictions(model, version, record.keys, record.probabilities, record.time)
+        monitor = self.monitor(model, version)
+        if monitor is not None and record.unseen is not None:
+            for name, n in monitor.count_unseen(record.unseen).items():
+                self.metrics.unseen_inputs.labels(model, version, name).inc(n)
         if record.x is None:
             return
-        monitor = self.monitor(model, version)
         if monitor is None or record.x.shape[1] != len(monitor.reference.columns):
             self.metrics.without_reference.labels(model, version).inc(record.rows)
             return
@@ -241,7 +265,8 @@ class Processor:
         monitor = self.monitors.get(key)
         if monitor is None:
             return
-        self.metrics.mmd_p_value.labels(*key).set(result["p_value"])
+        if result["p_value"] is not None:  # None: too few rows to test (`_mmd.MIN_ROWS`)
+            self.metrics.mmd_p_value.labels(*key).set(result["p_value"])
         self.metrics.mmd_seconds.observe(result["seconds"])
         self._raise(monitor.record_mmd(result))
 

@@ -1,6 +1,8 @@
 """The report: what the service knows about each monitored version, as JSON (GET /v1/report) and as the
-data behind the HTML page (GET /report). Built under the processor's lock, so it is consistent; typed and
-versioned by `_results.Report`.
+data behind the HTML page (GET /report). The analysis thread builds the per-version part between items
+(`version_reports`, so it is consistent) and publishes it; a reader combines the latest published part with
+the service's live status (`service_report`) and never waits for the analysis. Typed and versioned by
+`_results.Report`.
 """
 
 from __future__ import annotations
@@ -74,16 +76,23 @@ def version_report(monitor: VersionMonitor, totals: tuple[int, int]) -> dict[str
         "predictions_logged": totals[0],
         "predictions_labelled": totals[1],
         "alerts": [alert.to_json() for alert in s.alerts],
+        "unseen_rows": s.unseen_rows,
+        "unseen": {name: {"count": n, "share": n / s.unseen_rows if s.unseen_rows else None}
+                   for name, n in sorted(s.unseen.items())},
     })
 
 
-def service_report(monitors: dict[tuple[str, str], VersionMonitor], totals: Callable[[str, str], tuple[int, int]],
-                   status: dict[str, Any], model: str | None, version: str | None) -> dict[str, Any]:
-    """The whole report: service `status` plus every monitored version matching the filters, built through
-    the `Report` model (so it is what the README documents) and returned in its JSON form."""
-    versions = []
-    for (m, v), monitor in sorted(monitors.items()):
-        if (model is None or m == model) and (version is None or v == version):
-            versions.append(version_report(monitor, totals(m, v)))
-    report = Report.model_validate(_clean({"schema_version": SCHEMA_VERSION, **status, "versions": versions}))
+def version_reports(monitors: dict[tuple[str, str], VersionMonitor],
+                    totals: Callable[[str, str], tuple[int, int]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every monitored version's report (JSON-ready), by (model, version); the analysis thread calls this."""
+    return {key: version_report(monitor, totals(*key)) for key, monitor in sorted(monitors.items())}
+
+
+def service_report(versions: dict[tuple[str, str], dict[str, Any]], status: dict[str, Any], model: str | None,
+                   version: str | None) -> dict[str, Any]:
+    """The whole report: service `status` plus every published version report matching the filters, built
+    through the `Report` model (so it is what the README documents) and returned in its JSON form."""
+    chosen = [r for (m, v), r in versions.items()
+              if (model is None or m == model) and (version is None or v == version)]
+    report = Report.model_validate(_clean({"schema_version": SCHEMA_VERSION, **status, "versions": chosen}))
     return report.model_dump(mode="json", exclude_unset=True)

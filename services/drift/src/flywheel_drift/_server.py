@@ -23,15 +23,26 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from flywheel_contracts.auth import TokenFile
+from flywheel_contracts.errors import code_of_status
 
 from ._auth import Credential, RequireCredentials
-from ._errors import DriftError, PayloadTooLarge, UnsupportedMediaType, error_body, status_of
+from ._errors import (
+    DriftError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestError,
+    UnknownRoute,
+    UnsupportedMediaType,
+    error_body,
+    status_of,
+)
 from ._events import is_json
 from ._html import render
 from ._service import DriftService
@@ -143,9 +154,29 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(RequireCredentials, guarded=_credentials(service),
-                                            on_refused=service.metrics.unauthorized.inc)])
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(RequireCredentials, guarded=_credentials(service),
+                                           on_refused=service.metrics.unauthorized.inc)])
+    app.add_exception_handler(HTTPException, _routing_error)
+    return app
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no route, wrong method) in the family's JSON shape; 405 keeps `Allow`."""
+    assert isinstance(exc, HTTPException)
+    error: RequestError
+    if exc.status_code == 405:
+        # Starlette builds Allow from a set: sorted here so the header is the same on every answer
+        allow = ", ".join(sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()))
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}; use {allow or 'another path'}", allow=allow)
+    elif exc.status_code == 404:
+        error = UnknownRoute(f"no route {request.url.path[:80]}; see GET /v1/report, POST /v1/batch, POST /v1/labels, "
+                             "POST / (CloudEvents)")
+    else:
+        return JSONResponse({"error": str(exc.detail), "code": code_of_status(exc.status_code)},
+                            status_code=exc.status_code, headers=exc.headers)
+    return _error(error)
 
 
 def _credentials(service: DriftService) -> dict[str, Credential]:

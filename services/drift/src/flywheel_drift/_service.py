@@ -6,7 +6,10 @@ is committed to the spool; the 202 comes after the commit. Everything else happe
 thread. A version the caller names must be published in the model repository: a batch naming another
 gets a 404; a CloudEvent naming another is counted and dropped with a 202 (its senders are loggers that
 cannot change the version and would only log or retry a 4xx), so invented versions leave no state.
-Start-up restores the last checkpoint and replays the spool before the service reports ready.
+A CloudEvent delivered again (same source, id and type: a sender's retry) within the dedup horizon is
+acknowledged with a 202 `duplicate: true` and counted, not persisted or analysed again (`_dedup`).
+Start-up restores the last checkpoint and replays the spool before the service reports ready. Reading the
+report never waits for the analysis: it serves what the analysis thread last published, with its age.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import orjson
 from ._alerts import AlertSender
 from ._backlog import Backlog
 from ._config import Settings
+from ._dedup import RecentIds
 from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel, UnknownVersion
 from ._events import EventHalf, load_json, parse_cloudevent
 from ._labels import LabelStore
@@ -55,6 +59,7 @@ class DriftService:
         self.ready_after_s: float | None = None
         self.replayed = 0
         self._alert_transport = alert_transport
+        self.recent = RecentIds(settings.dedup_events, settings.dedup_seconds)
         self.processor: Processor
         self.spool: Spool
         self.labels: LabelStore
@@ -76,12 +81,13 @@ class DriftService:
         self.processor = Processor(s, self.loader, self.labels, self.spool, self.metrics, self.backlog,
                                    send_alert=self.alerts.send, submit_mmd=self._submit_mmd)
         replay_started = time.perf_counter()
-        self.replayed = self.processor.restore()
+        self.replayed = self.processor.restore(on_replayed=self._remember)
         self.metrics.replay_seconds.set(time.perf_counter() - replay_started)
         for model in s.models:
             version = self.loader.latest(model)
             if version is not None and self.processor.monitor(model, version) is None:
                 log.warning("%s/%s: %s", model, version, self.loader.failure(model, version))
+        self.processor.publish_report()
         self.processor.start()
         self.ready = True
         self.metrics.ready.set(1)
@@ -101,6 +107,11 @@ class DriftService:
     def _submit_mmd(self, reference: Any, view: Any, x: Any, p: Any, at: float) -> None:
         if self.mmd is not None:
             self.mmd.submit(reference, view, x, p, at)
+
+    def _remember(self, event: SpooledEvent) -> None:
+        """A replayed CloudEvent is marked as seen, so a retry that arrives after a restart is still one."""
+        if isinstance(event.parsed, EventHalf):
+            self.recent.check_and_mark(_dedup_key(event.parsed), event.received_at)
 
     def _committed(self, event: SpooledEvent) -> None:
         self.processor.queue.put(("event", event))
@@ -158,10 +169,18 @@ class DriftService:
                     "reason": f"version {_shown(half.version)} of {model} is not published in the model repository"}
         if half.x is not None:
             self._check_width(model, half.version, half.x.shape[1], "inputs")
-        self._admit(half.rows, len(body))
-        kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
-        event = SpooledEvent("ce", received, orjson.dumps(kept), body, parsed=half)
-        seq = await self._persist(event, half.rows)
+        key = _dedup_key(half)
+        if self.recent.check_and_mark(key, received):  # checked and marked in one step of the event loop
+            self.metrics.duplicate_events.inc()
+            return {"accepted": 0, "id": half.id, "duplicate": True}
+        try:
+            self._admit(half.rows, len(body))
+            kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
+            event = SpooledEvent("ce", received, orjson.dumps(kept), body, parsed=half)
+            seq = await self._persist(event, half.rows)
+        except Exception:
+            self.recent.forget(key)  # not kept: the sender's retry must be accepted
+            raise
         self.metrics.events.labels(model).inc()
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
         return {"accepted": half.rows, "id": half.id, "seq": seq}
@@ -216,12 +235,18 @@ class DriftService:
                          "alert_after_windows": s.alert_after_windows, "alert_min_psi": s.alert_min_psi,
                          "alert_cooldown_s": s.alert_cooldown_s},
         }
-        with self.processor.lock:
-            return service_report(self.processor.monitors, self.labels.totals, status, model, version)
+        computed_at, versions = self.processor.published  # never the processor's lock: no waiting for ingestion
+        status["computed_at"] = computed_at
+        status["age_seconds"] = max(0.0, time.time() - computed_at)
+        return service_report(versions, status, model, version)
 
     def sync(self, timeout_s: float = 60.0) -> bool:
         """Block until everything accepted so far is analysed (tests and benchmarks)."""
         return self.processor.sync(timeout_s)
+
+
+def _dedup_key(half: EventHalf) -> tuple[str, str, str]:
+    return half.source or "", half.id, f"{half.family}.{half.role}"
 
 
 def _shown(value: str | None, limit: int = 40) -> str:

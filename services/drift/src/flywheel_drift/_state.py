@@ -9,8 +9,8 @@ What it holds: the reference's sha256 (the service refuses state computed for an
 the online detector's threshold for the configured ERT, k and features, checked by simulating the whole
 detector (`_online.calibrate_threshold`) when that is affordable (ERT <= SIMULATION_MAX_ERT; the cost
 grows with the ERT). Without state the service computes the threshold from Siegmund's approximation,
-which takes microseconds and is within a few percent (docs/benchmarks.md (section "Drift detection")), and says so in its log,
-/ready and report.
+which takes microseconds and is within a few percent (docs/benchmarks.md, section "Drift detection"), and
+says so in its log, /ready and report.
 """
 
 from __future__ import annotations

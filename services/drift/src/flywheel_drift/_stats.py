@@ -3,9 +3,9 @@
 Numeric features: Cramer-von Mises (sensitive to any change of shape) and Mann-Whitney (the most
 powerful rank test for a shift of location), combined per feature with the Cauchy combination test
 (Liu & Xie 2020), which stays valid when the two p-values are dependent. On one shifted feature of
-twenty this gains about 0.15 of power over Kolmogorov-Smirnov (docs/benchmarks.md (section "Drift detection")). Both are rank
-tests, so they hold their level on skewed, heavy-tailed and discrete features (ties make them slightly
-conservative, never liberal).
+twenty this gains about 0.15 of power over Kolmogorov-Smirnov (docs/benchmarks.md, section "Drift
+detection"). Both are rank tests, so they hold their level on skewed, heavy-tailed and discrete
+features (ties make them slightly conservative, never liberal).
 
 Categorical features (hashed bucket ids): chi-square on the 2 x K table of reference and current counts,
 with the rarest categories pooled until Cochran's rule holds. Never a rank test: bucket ids have no
@@ -121,6 +121,8 @@ def numeric_test(ref_sorted: np.ndarray, current: np.ndarray) -> TestResult:
 def category_counts(values: np.ndarray, categories: np.ndarray) -> np.ndarray:
     """Counts of each of `categories` (sorted) in `values`, plus a last cell for values not among them."""
     values = np.asarray(values)
+    if len(categories) == 0:  # a reference without values: everything is "not among them"
+        return np.array([float(values.size)])
     idx = np.searchsorted(categories, values)
     known = (idx < len(categories)) & (categories[np.minimum(idx, len(categories) - 1)] == values)
     counts = np.bincount(idx[known], minlength=len(categories)).astype(np.float64)
