@@ -133,6 +133,8 @@ test-unit: ## unit tests, each project in its own environment
 
 .PHONY: test-integration
 test-integration: ## the local stack: real processes over loopback HTTP
+	@# Debian's redis-server, for the chart's Redis online store test (it fails without it when CI=true).
+	@hack/test/redis-server.sh >/dev/null || true
 	cd tests && .venv/bin/python -m pytest -q
 
 .PHONY: test-cluster
@@ -179,9 +181,10 @@ manifests: cluster-build ## copy manifests/crds/ into the chart and re-render ma
 	mv manifests/flywheel.yaml.tmp manifests/flywheel.yaml
 
 .PHONY: bench-deps
-bench-deps: ## the load tool (wrk), taskset and nginx (bench/router's reference proxy), from Debian's packages
+bench-deps: ## the load tool (wrk), taskset, nginx (bench/router's reference proxy) and redis-server, from Debian's packages
 	@command -v wrk >/dev/null && command -v taskset >/dev/null && command -v nginx >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq wrk util-linux nginx; }
+	@hack/test/redis-server.sh >/dev/null
 
 .PHONY: bench
 bench: install bench-deps train ## benchmarks (figures in bench/results/, summary in docs/benchmarks.md)
@@ -189,6 +192,7 @@ bench: install bench-deps train ## benchmarks (figures in bench/results/, summar
 	$(UV_PYTHON) bench/router/run.py --model-repo $(MODEL_REPO)
 	tests/.venv/bin/python bench/e2e/run.py --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 	services/drift/.venv/bin/python bench/drift/run.py
+	$(UV_PYTHON) bench/features/online_stores.py
 
 # Tool caches the project's tools write inside the checkout (pytest, ruff, hypothesis, import-linter, Python).
 TOOL_CACHES := __pycache__ .pytest_cache .ruff_cache .hypothesis .import_linter_cache
