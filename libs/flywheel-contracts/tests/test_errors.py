@@ -36,6 +36,7 @@ def test_the_public_names_are_the_family_and_its_two_functions():
         *STANDARD,
         "FlywheelError",
         "INTERNAL_BODY",
+        "Overloaded",
         "code_of_status",
         "error_body",
         "status_of",
@@ -111,3 +112,11 @@ def test_a_framework_status_gets_the_standard_code():
     assert errors.code_of_status(404) == "not_found"
     assert errors.code_of_status(418) == "bad_request"
     assert errors.code_of_status(504) == "internal"
+
+
+def test_overloaded_is_a_503_with_its_own_code_that_carries_retry_after():
+    error = errors.Overloaded("shed: retry after 1 s", headers={"Retry-After": "1"})
+    assert isinstance(error, errors.Unavailable)
+    assert (status_of(error), error_body(error)) == (503, {"error": "shed: retry after 1 s", "code": "overloaded"})
+    assert error.headers == {"Retry-After": "1"}
+    assert errors.code_of_status(503) == "unavailable"  # a 503 the family did not raise is not called shedding

@@ -93,3 +93,17 @@ def test_max_loaded_versions_must_hold_the_pinned_versions(monkeypatch: pytest.M
 def test_every_setting_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description and len(field.description) > 20, name
+
+
+def test_the_readme_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"| `{name.upper()}` |" in readme or f"`{name.upper()}` /" in readme or f"/ `{name.upper()}`" in readme, name
+
+
+def test_admission_defaults_are_on_and_a_bad_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.max_in_flight, settings.max_waiting, settings.max_wait_ms, settings.retry_after_s) == (16, 16, 10.0, 1)
+    monkeypatch.setenv("FLYWHEEL_PREDICTOR_SHED_EXEMPT_PATHS", "metrics")
+    with pytest.raises(ConfigError, match="Config 'FLYWHEEL_PREDICTOR_SHED_EXEMPT_PATHS' has value 'metrics'"):
+        load_settings()

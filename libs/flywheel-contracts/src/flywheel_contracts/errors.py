@@ -20,6 +20,8 @@ names stay, and the status and code come from here.
     ├── InternalError           500  internal              this service failed on valid input
     ├── UpstreamFailed          502  upstream_failed       a service this one called answered badly
     └── Unavailable             503  unavailable           not ready, or a dependency is down; retry
+        └── Overloaded          503  overloaded            shed: more requests than the service admits
+                                                           (a `Retry-After` in `headers`); retry
 
 The body of every error answer is `error_body(exc)`: `{"error": "<message>", "code": "<code>", ...extra}`;
 `error` is what a person reads (and what KServe's client reports), `code` is what a program switches on.
@@ -41,6 +43,7 @@ __all__ = [
     "InternalError",
     "MethodNotAllowed",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "TooManyRequests",
     "Unauthorized",
@@ -120,6 +123,14 @@ class UpstreamFailed(FlywheelError):
 
 class Unavailable(FlywheelError):
     status, code = 503, "unavailable"
+
+
+class Overloaded(Unavailable):
+    """Shed by admission control (flywheel_contracts.admission): this replica already holds all the requests it
+    can answer within its latency budget. 503 rather than 429: the limit is the server's, not the caller's
+    quota, so another replica (or the same one after `Retry-After`) may answer at once."""
+
+    code = "overloaded"
 
 
 INTERNAL_BODY: dict[str, Any] = {"error": "internal error: the service logged the details", "code": "internal"}

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from flywheel_contracts.admission import AdmissionSettings
 from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,15 @@ _EXACT_VERSION_RE = re.compile(r"^v\d+$")
 Variant = Literal["auto", "fp32", "fp16", "int8"]
 
 
-class Settings(BaseSettings):
+# Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS), per worker.
+# For single-row requests (the transformer's), which cost the loop 0.1-0.2 ms each on one core: 16 in flight
+# is 2-3 ms of work queued, within the unloaded p99; a waiter waits at most 10 ms more. A request of 500 rows
+# costs ~1.3 ms: there 16 is too many (bench/overload: p99 in seconds at 2x saturation) and 2 holds the p99;
+# set MAX_IN_FLIGHT to (latency budget) / (CPU per request).
+_Admission = AdmissionSettings.with_defaults(max_in_flight=16, max_waiting=16, max_wait_ms=10.0)
+
+
+class Settings(BaseSettings, _Admission):
     """Every knob of the predictor. Provider and variant are chosen here and by detection, never in code."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)

@@ -4,7 +4,8 @@ What is changed from a stock `ModelServer().start([model])`, and why:
 
 - The uvicorn app is `FastPath(kserve_app)` (see _fastpath), in every worker process. With
   FLYWHEEL_PREDICTOR_FAST_PATH=false it passes inference through to KServe and keeps only its route
-  fixes, for comparison.
+  fixes, for comparison. In front of it, admission control (flywheel_contracts.admission, per worker):
+  past MAX_IN_FLIGHT requests and MAX_WAITING waiting, 503 + Retry-After at once rather than a queue.
 - uvicorn's access log and KServe's TimingMiddleware are off: each wrote a log line per request,
   and the Prometheus histograms carry the same information. So is uvicorn's X-Forwarded-* handling,
   which only rewrites the client address nothing here reads.
@@ -38,6 +39,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
+from flywheel_contracts.admission import admission
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import (
@@ -141,7 +143,8 @@ class FlywheelRESTServer(ServedRoutesRESTServer):
         app.add_exception_handler(HTTPException, _http_error_handler)
         for error_class, status in KSERVE_CLIENT_ERRORS.items():
             app.add_exception_handler(error_class, _quiet_handler(status))
-        self.config.app = FastPath(app, versions, self.settings.max_body_bytes, serve_inference=self.settings.fast_path)
+        fast_path = FastPath(app, versions, self.settings.max_body_bytes, serve_inference=self.settings.fast_path)
+        self.config.app = admission(fast_path, self.settings, "predictor")
 
 
 KSERVE_CLIENT_ERRORS: dict[type[Exception], int] = {

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel_contracts.admission import AdmissionSettings
 from flywheel_contracts.settings import describe_setting_errors
 
 from ._errors import ConfigError
@@ -20,7 +21,13 @@ ENV_PREFIX = "FLYWHEEL_ROUTER_"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class Settings(BaseSettings):
+# Admission control of the inference port (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S,
+# SHED_EXEMPT_PATHS). A routed request mostly waits on its upstream, so the router holds many: 256 in flight,
+# as many upstream connections as MAX_CONNECTIONS allows; past that, waiting only lengthens every answer.
+_Admission = AdmissionSettings.with_defaults(max_in_flight=256, max_waiting=256, max_wait_ms=100.0)
+
+
+class Settings(BaseSettings, _Admission):
     """Every knob of the router."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)

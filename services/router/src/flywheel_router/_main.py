@@ -1,6 +1,8 @@
 """Wiring: settings -> route source, upstream client, apps -> two uvicorn servers on one event loop.
 
-The inference port and the admin port are separate servers (so a NetworkPolicy can admit only the
+The inference port (behind admission control: flywheel_contracts.admission sheds what is past MAX_IN_FLIGHT
+and MAX_WAITING with 503 + Retry-After) and the admin port (never shed: the controller must be able to move
+traffic away from an overloaded version) are separate servers (so a NetworkPolicy can admit only the
 controller to the admin port) sharing one process, route table and statistics. Readiness waits for the
 first complete load of the routes: a restarted replica takes no traffic until it routes like the others.
 SIGTERM/SIGINT stop both servers gracefully (in-flight requests finish), then the shadow workers and the
@@ -17,6 +19,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile
 
 from ._admin import AdminApp
@@ -72,8 +75,9 @@ async def serve(settings: Settings) -> None:
     inference, admin, upstreams = build(settings)
     if admin.token.current() is None:
         log.warning("no admin token (FLYWHEEL_ROUTER_TOKEN_FILE): the admin API refuses every request")
+    admitted = admission(inference, settings, "router", inference.metrics.registry)  # the inference port only
     servers = [
-        _Server(_config(inference, settings.http_host, settings.http_port)),
+        _Server(_config(admitted, settings.http_host, settings.http_port)),
         _Server(_config(admin, settings.admin_host, settings.admin_port)),
     ]
     loop = asyncio.get_running_loop()
