@@ -20,8 +20,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(tmp_path, port):
-    env = {**os.environ, "FLYWHEEL_DRIFT_HTTP_HOST": "127.0.0.1", "FLYWHEEL_DRIFT_HTTP_PORT": str(port),
+def start(tmp_path, port, **extra: str):
+    env = {**os.environ, **extra, "FLYWHEEL_DRIFT_HTTP_HOST": "127.0.0.1", "FLYWHEEL_DRIFT_HTTP_PORT": str(port),
            "FLYWHEEL_DRIFT_MODEL_REPO": str(tmp_path / "repo"), "FLYWHEEL_DRIFT_SPOOL_DIR": str(tmp_path / "spool"),
            "FLYWHEEL_DRIFT_MMD_ENABLED": "false",
            "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-ingest")),
@@ -43,11 +43,10 @@ def start(tmp_path, port):
     raise AssertionError("not ready within 60 s")
 
 
-def test_the_process_is_ready_in_seconds_and_keeps_what_it_accepted(tmp_path, repo):
+def test_the_process_keeps_what_it_accepted_across_a_restart(tmp_path, repo):
     port = free_port()
-    process, url, ready_s = start(tmp_path, port)
+    process, url, _ = start(tmp_path, port)
     try:
-        assert ready_s < 30  # typically 2-4 s here; the CI box is shared, so the bound is loose
         writer = TokenFile(tmp_path / "tokens" / "drift-ingest").header()
         labeller = TokenFile(tmp_path / "tokens" / "drift-labels").header()
         for headers in ({}, labeller):  # anyone, or the labels token's holder, cannot write rows

@@ -19,11 +19,14 @@ from ._errors import ConfigError, ReferenceUnavailable
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from flywheel_contracts.admission import admission
+
     from ._server import create_app
     from ._service import DriftService
 
     settings = load_settings()
-    app = create_app(DriftService(settings))
+    service = DriftService(settings)
+    app = admission(create_app(service), settings, "drift", service.metrics.registry)
     # No access log: no log line per request (metrics count them).
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False)
     return 0

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flywheel_contracts.admission import DEFAULT_EXEMPT_PATHS, AdmissionSettings
 from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
@@ -30,7 +31,14 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(str(part) for part in value)  # type: ignore[union-attr]
 
 
-class Settings(BaseSettings):
+# Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS): intake past the
+# limit is answered 503 + Retry-After at once instead of queueing in the event loop (the backlog's 429 bounds the
+# rows waiting for analysis; this bounds the requests being parsed). Reading the report is never shed: an operator
+# looks at it precisely when the service is busy.
+_Admission = AdmissionSettings.with_defaults(shed_exempt_paths=DEFAULT_EXEMPT_PATHS + ",/v1/report,/report")
+
+
+class Settings(BaseSettings, _Admission):
     """Every knob of the drift service; see each field for its unit, default and why."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, protected_namespaces=())
