@@ -12,16 +12,23 @@ from feast.types import Float64, Int64
 
 DATA_DIR = Path(os.environ.get("FLYWHEEL_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 
+# A glob: the batch table (card_activity.parquet, written by `make data`) and the parts the features
+# service's stream step appends beside it (card_activity.stream-<first>-<last>.parquet, one row per live
+# transaction, the same columns), so training reads live transactions' rows as DuckDB unions them. The
+# batch table itself is never rewritten (Feast's PushMode.OFFLINE would rewrite it whole on every push).
+# Feast's apply warns that it cannot validate a glob path; reads are DuckDB's, which expands it.
 card_activity_source = FileSource(
     name="card_activity_source",
-    path=str(DATA_DIR / "card_activity.parquet"),
+    path=str(DATA_DIR / "card_activity*.parquet"),
     timestamp_field="event_timestamp",
-    description="Card state including each transaction, one row per transaction (flywheel_core.feature_pipeline).",
+    description="Card state including each transaction, one row per transaction (flywheel_core.feature_pipeline "
+    "for the history, flywheel_core.card_stream for live transactions).",
     tags={"producer": "flywheel_core.feature_pipeline"},
 )
 
-# Streaming updates of the same view: a scorer that has just seen a transaction pushes the card's new
-# state so the next transaction of that card sees it before the next batch materialization.
+# Streaming updates of the same view: the features service's stream step (POST /stream/transactions, fed by
+# the transformer after scoring) pushes each live transaction's card row here, so the next transaction of
+# that card is served the state the point-in-time join gives training.
 card_activity_push = PushSource(
     name="card_activity_push",
     batch_source=card_activity_source,

@@ -15,7 +15,7 @@ from flywheel_features import Settings, create_app
 from flywheel_features._guard import ROUTES, Access
 
 ONLINE = "/get-online-features"
-WRITES = ["/push", "/write-to-online-store", "/materialize", "/materialize-incremental"]
+WRITES = ["/push", "/write-to-online-store", "/materialize", "/materialize-incremental", "/stream/transactions"]
 LIMIT = Settings.model_fields["max_body_bytes"].default
 WRONG = {"Authorization": "Bearer not-the-token"}
 

@@ -79,6 +79,20 @@ class Settings(BaseSettings):
         "since a lookup repeats only two ids of each transaction. Raise it with those two limits.",
     )
 
+    stream_flush_rows: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="The stream step (POST /stream/transactions) writes its card_activity rows to the offline "
+        "store as one parquet part per this many rows (default 1000), beside card_activity.parquet. Fewer means "
+        "more small files for DuckDB to open; rows not yet written are in the stream log and written at "
+        "shutdown or, after a crash, at the next start.",
+    )
+    stream_flush_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="Seconds (default 60) after which the stream step writes its unwritten rows as a part even "
+        "below STREAM_FLUSH_ROWS, checked when transactions arrive, so training sees a quiet stream's rows "
+        "within about this long.",
+    )
+
     @field_validator("read_token_file", "write_token_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -7,7 +7,9 @@
     └── Refused              the guard turned a request away before Feast saw it (see _guard)
         ├── Unauthorized     401  no or wrong token for the route (with WWW-Authenticate)
         ├── UnknownRoute     404  a path this service does not serve
-        └── BodyTooLarge     413  a body over FLYWHEEL_FEATURES_MAX_BODY_BYTES
+        ├── BodyTooLarge     413  a body over FLYWHEEL_FEATURES_MAX_BODY_BYTES
+        ├── StreamOff        409  /stream/transactions on a server with WORKERS > 1 (one writer only)
+        └── InvalidStream    422  a /stream/transactions body that is not its JSON shape (names the field)
 
 Feast's own feature server raises FeastError subclasses that carry their HTTP status (404 for an
 unknown feature view or service, missing request data), and plain KeyError / ValueError / TypeError for
@@ -79,6 +81,14 @@ class BodyTooLarge(family.PayloadTooLarge, Refused):
 
     def body(self) -> dict[str, Any]:
         return {**super().body(), "limit_bytes": self.limit_bytes}
+
+
+class StreamOff(family.Conflict, Refused):
+    """The stream step keeps its card state in one process; a multi-worker server does not run it."""
+
+
+class InvalidStream(family.Unprocessable, Refused):
+    """A /stream/transactions body the stream step cannot read; `field` names the first bad one."""
 
 
 def status_of(refusal: BaseException) -> int:

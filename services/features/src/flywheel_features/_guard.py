@@ -7,7 +7,8 @@ FastAPI, and it decides from the path alone:
 
 - OPEN    /health, /ready, /metrics: probes and Prometheus (NetworkPolicies restrict who reaches them)
 - READ    /get-online-features: `Authorization: Bearer <features read token>` (the transformer's lookups)
-- WRITE   /push, /write-to-online-store, /materialize, /materialize-incremental: the features write token
+- WRITE   /push, /write-to-online-store, /materialize, /materialize-incremental, and Flywheel's
+          /stream/transactions (see _stream): the features write token
 - any other path: 404. Feast 0.67 also serves /docs, /docs/oauth2-redirect, /redoc, /openapi.json,
   /search, /retrieve-online-documents, /v1/vector_stores[/...], /chat, /ws/chat and /static; nothing in
   Flywheel calls them, so they stay shut rather than guarded.
@@ -52,6 +53,7 @@ ROUTES: Mapping[str, Access] = MappingProxyType({
     "/write-to-online-store": Access.WRITE,
     "/materialize": Access.WRITE,
     "/materialize-incremental": Access.WRITE,
+    "/stream/transactions": Access.WRITE,
 })
 """Every path the service answers, and who may call it; any other path is 404."""
 

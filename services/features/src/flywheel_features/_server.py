@@ -2,7 +2,8 @@
 
 Feast's `get_app` provides /get-online-features, /push, /materialize and the rest, unchanged. This
 module adds /ready (the registry has the feature service and the online store answers a read), a plain
-/health (liveness, replacing Feast's, which reads the registry), /metrics, and handles request errors
+/health (liveness, replacing Feast's, which reads the registry), /metrics, the stream step's
+/stream/transactions (see _stream: live transactions -> card_activity rows, online and offline), and handles request errors
 inside the app, so bad input gets a 4xx naming the problem and the connection stays open (see _errors).
 In front of it all sits the guard (see _guard): the routes Flywheel uses, each behind its token, and a
 body limit; metrics count what the guard refuses too.
@@ -10,7 +11,9 @@ body limit; metrics count what the guard refuses too.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,10 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._config import Settings, load_settings
-from ._errors import HANDLED, NotReady, error_response
+from ._errors import HANDLED, NotReady, Refused, StreamOff, error_response, status_of
 from ._guard import ROUTES, Guard
 from ._metrics import MetricsMiddleware, metrics_response
 from ._store import open_store
+from ._stream import CardStream, parse_body
 
 READY_PROBE_ENTITY = "__flywheel_ready_probe__"
 
@@ -65,11 +69,39 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
             return JSONResponse({"status": "not ready", "reason": str(e)}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    # The stream step keeps card state in this process: one writer, so never in a multi-worker server.
+    stream = CardStream(store, settings.data_dir, settings.stream_flush_rows, settings.stream_flush_s).open() \
+        if settings.workers == 1 else None
+
+    async def stream_transactions(request: Request) -> Response:
+        try:
+            if stream is None:
+                raise StreamOff(f"the stream step runs only in a single-process server (FLYWHEEL_FEATURES_WORKERS="
+                                f"{settings.workers}): its card state and log have one writer; post to that one")
+            transactions = parse_body(await request.body())
+        except Refused as refusal:
+            return JSONResponse(refusal.body(), status_code=status_of(refusal))
+        ingested = await run_in_threadpool(stream.ingest, transactions)
+        return JSONResponse({"accepted": ingested.accepted})
+
+    feast_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with feast_lifespan(app):
+            try:
+                yield
+            finally:
+                if stream is not None:
+                    await run_in_threadpool(stream.flush)  # the rows not yet in an offline part
+
+    app.router.lifespan_context = lifespan
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/health"]
     app.router.routes.extend([
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_response, methods=["GET"]),
+        Route("/stream/transactions", stream_transactions, methods=["POST"]),
     ])
     for kind in HANDLED:
         app.add_exception_handler(kind, error_response)

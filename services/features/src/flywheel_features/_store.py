@@ -7,10 +7,11 @@ the Makefile and tests need no `feast` CLI on the PATH and pick the environment 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import sys
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -71,10 +72,13 @@ def history_end(store: FeatureStore) -> datetime:
         path = Path(view.batch_source.path)
         if not path.is_absolute():
             path = Path(store.repo_path) / path
-        if not path.exists():
+        # A source may be a glob (card_activity: the batch table and the stream's appended parts).
+        paths = sorted(path.parent.glob(path.name)) if glob.has_magic(path.name) else [path]
+        if not paths or not all(p.exists() for p in paths):
             raise StoreError(f"{path} (batch source of '{view.name}') is missing: generate the data first (make data)")
-        column = pq.read_table(path, columns=[view.batch_source.timestamp_field]).column(0)
-        newest.append(pd.Timestamp(column.to_pandas().max()))
+        for part in paths:
+            column = pq.read_table(part, columns=[view.batch_source.timestamp_field]).column(0)
+            newest.append(pd.Timestamp(column.to_pandas().max()))
     return (max(newest) + pd.Timedelta(seconds=1)).to_pydatetime()
 
 

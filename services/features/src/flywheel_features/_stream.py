@@ -1,0 +1,225 @@
+"""The stream step: live transactions in, each card's new card_activity row out to both stores.
+
+Without it the online card_activity rows are what the last materialization computed and never move,
+while training joins each transaction to the card's state just before it (the row of the card's previous
+transaction, which includes that transaction): unchanged traffic then looks drifted. `POST
+/stream/transactions` (features write token; the transformer posts what it has scored) takes transactions,
+computes each one's row with flywheel_core.card_stream (the batch pipeline's windows and rules), and
+
+- online: pushes the rows through Feast's push path (`card_activity_push`, PushMode.ONLINE) before it
+  answers, so the card's next lookup is served the new state;
+- offline: appends them as parquet parts beside the batch table, `card_activity.stream-<first>-<last>.parquet`
+  (log line numbers), which the batch source's glob (feature_repo/sources.py) gives DuckDB, so training
+  sees the same rows. Feast's PushMode.OFFLINE would rewrite card_activity.parquet whole on every push.
+  Parts are written every STREAM_FLUSH_ROWS rows, when STREAM_FLUSH_S has passed since the oldest unwritten
+  row (checked on the next post), and at shutdown;
+- log: before any of that, the transactions are appended to `<data>/stream/transactions.jsonl` (one JSON
+  object a line, flushed per post). At start the card state is rebuilt from transactions.parquet (the
+  history) and this log, and rows the log has but no part covers are computed again and written, so a
+  restart or a crash loses no row.
+
+Single writer: the state is this process's memory and the log its file. One process (WORKERS=1) may run
+the stream step per data directory; `/stream/transactions` is refused (409) in a server started with
+WORKERS > 1. In a cluster that means one replica for the stream step with the log on a persistent volume,
+the online store shared (Redis), and the offline parts on storage the trainer reads (see docs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from feast import FeatureStore
+from feast.data_source import PushMode
+from flywheel_core import card_stream
+from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+
+from ._errors import InvalidStream
+
+PUSH_SOURCE = "card_activity_push"
+LOG_NAME = "transactions.jsonl"
+PART_GLOB = "card_activity.stream-*.parquet"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PART = re.compile(r"^card_activity\.stream-(\d{10})-(\d{10})\.parquet$")
+
+TRANSACTIONS = Counter(
+    "flywheel_features_stream_transactions_total",
+    "Live transactions taken by the stream step (logged, their card rows pushed online).",
+)
+OFFLINE_ROWS = Counter(
+    "flywheel_features_stream_offline_rows_total",
+    "card_activity rows the stream step appended to the offline store (parquet parts).",
+)
+
+log = logging.getLogger("flywheel_features.stream")
+
+
+class StreamTransaction(BaseModel):
+    """What the stream step needs of a scored transaction; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    transaction_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+    card_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+    amount: Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    country: Annotated[str, Strict(), Field(min_length=1, max_length=64)]
+    event_timestamp: datetime
+    """ISO-8601; a naive stamp is UTC, as everywhere in the data contract."""
+
+    def card_transaction(self) -> card_stream.CardTransaction:
+        ts = self.event_timestamp if self.event_timestamp.tzinfo else self.event_timestamp.replace(tzinfo=UTC)
+        event_us = (ts - _EPOCH) // timedelta(microseconds=1)
+        return card_stream.CardTransaction(self.transaction_id, self.card_id, event_us, self.amount, self.country)
+
+
+class StreamBody(BaseModel):
+    """`{"transactions": [...]}`, 1 to 1000 of them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    transactions: Annotated[list[StreamTransaction], Field(min_length=1, max_length=1000)]
+
+
+_BODY = TypeAdapter(StreamBody)
+
+
+def parse_body(raw: bytes) -> list[card_stream.CardTransaction]:
+    """The posted transactions, or InvalidStream (422) naming the first bad field."""
+    try:
+        body = _BODY.validate_json(raw)
+    except ValidationError as e:
+        error = e.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise InvalidStream(
+            f"{where}: {error['msg']} (send {{\"transactions\": [{{transaction_id, card_id, amount, country, "
+            "event_timestamp}, ...]}})",
+            field=where,
+        ) from None
+    return [t.card_transaction() for t in body.transactions]
+
+
+@dataclass(frozen=True)
+class Ingested:
+    accepted: int
+    rows: pd.DataFrame
+
+
+class CardStream:
+    """The card state, its log and the offline parts of one data directory (one writer)."""
+
+    def __init__(self, store: FeatureStore, data_dir: Path, flush_rows: int, flush_s: float) -> None:
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.log_path = self.data_dir / "stream" / LOG_NAME
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self.history = card_stream.CardHistory()
+        self._lock = threading.Lock()
+        self._logged = 0
+        """Lines in the log (the next transaction's line number)."""
+        self._pending: list[card_stream.CardActivityRow] = []
+        self._pending_from = 0
+        """Log line of the first pending row."""
+        self._pending_since = 0.0
+
+    def open(self) -> CardStream:
+        """Rebuild the card state from the history and the log; write the rows no part holds yet."""
+        started = time.monotonic()
+        history = self.data_dir / TRANSACTIONS_FILE
+        if history.exists():
+            frame = pd.read_parquet(history, columns=["transaction_id", "card_id", "event_timestamp", "amount", "country"])
+            self.history.extend(card_stream.transactions_of(frame))
+        covered = max((int(m.group(2)) for p in self.data_dir.glob(PART_GLOB) if (m := _PART.match(p.name))), default=0)
+        logged = self._read_log()
+        self._logged = len(logged)
+        self._pending_from = min(covered, self._logged)
+        for line, txn in enumerate(logged):
+            row = self.history.add(txn)
+            if line >= covered:
+                self._pending.append(row)
+        if self._pending:  # they may not have reached the online store before the stop
+            self.store.push(PUSH_SOURCE, card_stream.rows_frame(self._pending), to=PushMode.ONLINE)
+        self._flush()
+        log.info(
+            "stream step: %d transactions of %d cards from %s and %d logged live ones in %.1f s",
+            len(self.history), self.history.cards, history.name, self._logged, time.monotonic() - started,
+        )
+        return self
+
+    def _read_log(self) -> list[card_stream.CardTransaction]:
+        """The logged transactions; a last line cut by a crash (its post was never answered) is cut off."""
+        if not self.log_path.exists():
+            return []
+        out = []
+        good = 0
+        with self.log_path.open("rb") as handle:
+            for raw in handle:
+                try:
+                    entry = json.loads(raw) if raw.endswith(b"\n") else None
+                    out.append(card_stream.CardTransaction(**entry))
+                except (ValueError, TypeError):
+                    break
+                good += len(raw)
+        if good < self.log_path.stat().st_size:
+            log.warning("stream log %s: dropping %d bytes after the last whole line (a write cut by a crash)",
+                        self.log_path, self.log_path.stat().st_size - good)
+            with self.log_path.open("r+b") as handle:
+                handle.truncate(good)
+        return out
+
+    def ingest(self, transactions: list[card_stream.CardTransaction]) -> Ingested:
+        """Log, compute, push online (under one lock, so a card's pushes never reorder). A transaction already
+        held (a retry) gets its row pushed again but is neither logged nor written offline twice.
+
+        A crash after the log and before the push loses nothing: `open` pushes the rows it recomputes."""
+        with self._lock:
+            fresh = [t for t in transactions if not self.history.knows(t)]
+            if fresh:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.log_path.open("ab") as handle:
+                    handle.write(b"".join(json.dumps(_as_dict(t), separators=(",", ":")).encode() + b"\n"
+                                          for t in fresh))
+            rows = [self.history.add(t) for t in transactions]
+            frame = card_stream.rows_frame(rows)
+            if fresh:
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                    self._pending_from = self._logged
+                self._logged += len(fresh)
+                self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in fresh)
+            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+            TRANSACTIONS.inc(len(transactions))
+            if self._pending and (len(self._pending) >= self.flush_rows
+                                  or time.monotonic() - self._pending_since >= self.flush_s):
+                self._flush()
+        return Ingested(len(transactions), frame)
+
+    def flush(self) -> None:
+        """Write the pending rows as one offline part (at shutdown, and by tests)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        first, last = self._pending_from, self._pending_from + len(self._pending)
+        write_parquet(card_stream.rows_frame(self._pending),
+                      self.data_dir / f"card_activity.stream-{first:010d}-{last:010d}.parquet")
+        OFFLINE_ROWS.inc(len(self._pending))
+        self._pending = []
+        self._pending_from = last
+
+
+def _as_dict(txn: card_stream.CardTransaction) -> dict[str, Any]:
+    return {"transaction_id": txn.transaction_id, "card_id": txn.card_id, "event_us": txn.event_us,
+            "amount": txn.amount, "country": txn.country}
