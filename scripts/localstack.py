@@ -164,6 +164,10 @@ def default_services(
                 "FLYWHEEL_TRANSFORMER_FEATURES_URL": f"http://{host}:{ports.features}",
                 "FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE": str(token(data_dir, "features-read")),
                 "FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE": str(token(data_dir, "drift-ingest")),
+                # Every scored transaction updates its card's online features (the features service's stream
+                # step), so live traffic is served the state training joined; the write token lets it push.
+                "FLYWHEEL_TRANSFORMER_FEATURE_STREAM_URL": f"http://{host}:{ports.features}",
+                "FLYWHEEL_TRANSFORMER_FEATURE_STREAM_TOKEN_FILE": str(token(data_dir, "features-write")),
                 # Locally a developer may see the exact model input (x-flywheel-debug-features), still
                 # only with the debug token; the chart leaves it off.
                 "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,11 @@ V2_DEFAULTS = {name: float(i + 1) * 100.0 for i, name in enumerate(schema.NUMERI
 """Training defaults of the second published version (`two_versions`): every one differs from DEFAULTS."""
 
 
+RECENT_STAMP = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT03:15:00Z")
+"""Yesterday 03:15 UTC (a night hour): the transformer refuses stamps from the future or over a year old, so a
+fixed date in the builders would make the suite fail once it aged."""
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -38,7 +44,7 @@ def transaction(**overrides: Any) -> dict[str, Any]:
         "country": "DE",
         "merchant_category": "grocery",
         "channel": "pos",
-        "event_timestamp": "2026-11-23T03:15:00Z",
+        "event_timestamp": RECENT_STAMP,
     }
     base.update(overrides)
     return base

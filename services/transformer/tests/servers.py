@@ -29,6 +29,9 @@ from flywheel_core import schema
 
 from conftest import ONLINE_NAMES, feast_answer
 
+HOLD_LIMIT_S = 60.0
+"""The longest a held request waits for `release()`: only a test that forgot to release ever reaches it."""
+
 UNKNOWN_CARD = "c-unknown"
 UNKNOWN_MERCHANT = "m-unknown"
 AMOUNT_LOG = schema.NUMERIC_FEATURES.index("amount_log")
@@ -45,6 +48,7 @@ class ThreadedServer:
         config = uvicorn.Config(Starlette(routes=routes), log_level="warning", lifespan="off", ws="none", http="h11")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.released = threading.Event()
 
     def __enter__(self) -> ThreadedServer:
         self.thread.start()
@@ -56,10 +60,20 @@ class ThreadedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()  # a held handler's thread would keep the server's loop from closing
         self.server.should_exit = True
         self.server.force_exit = True  # a handler still sleeping (a hung sink) must not hold the test
         self.thread.join(timeout=5)
         self.sock.close()
+
+    def release(self) -> None:
+        """Let every held request answer now; a request held after this waits for the next release()."""
+        released, self.released = self.released, threading.Event()
+        released.set()
+
+    async def held(self) -> None:
+        """Wait, without blocking the server's loop, until the test calls release()."""
+        await asyncio.to_thread(self.released.wait, HOLD_LIMIT_S)
 
 
 def refused(request: Request, token: str | None) -> Response | None:
@@ -70,13 +84,13 @@ def refused(request: Request, token: str | None) -> Response | None:
 
 
 class FeatureServerStub(ThreadedServer):
-    """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | slow. The card
-    UNKNOWN_CARD and the merchant UNKNOWN_MERCHANT are not in the store: their features are NOT_FOUND.
-    With `token` set, a lookup without `Authorization: Bearer <token>` gets a 401."""
+    """Feast's /get-online-features: card k's features derive from k; `mode` = ok | fail | hang (answers only
+    once the test calls release()). The card UNKNOWN_CARD and the merchant UNKNOWN_MERCHANT are not in the
+    store: their features are NOT_FOUND. With `token` set, a lookup without `Authorization: Bearer <token>`
+    gets a 401."""
 
-    def __init__(self, slow_s: float = 2.0, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self.mode = "ok"
-        self.slow_s = slow_s
         self.token = token
         self.requests: list[dict[str, Any]] = []
         super().__init__([Route("/get-online-features", self.handle, methods=["POST"])])
@@ -89,8 +103,8 @@ class FeatureServerStub(ThreadedServer):
         self.requests.append(body)
         if self.mode == "fail":
             return JSONResponse({"detail": "online store unreachable"}, status_code=500)
-        if self.mode == "slow":
-            await asyncio.sleep(self.slow_s)
+        if self.mode == "hang":
+            await self.held()
         cards, merchants = body["entities"]["card_id"], body["entities"]["merchant_id"]
         known = {
             name: [card != UNKNOWN_CARD for card in cards]
@@ -144,12 +158,15 @@ class PredictorStub(ThreadedServer):
 
 
 class CloudEventSink(ThreadedServer):
-    """Records every posted event's headers and body; answers after `delay_s`. With `token` set, an event
-    without `Authorization: Bearer <token>` gets a 401 and is not recorded."""
+    """Records every posted event's headers and body; answers after `delay_s`, or with `hold` set only once the
+    test calls release(). With `token` set, an event without `Authorization: Bearer <token>` gets a 401 and is
+    not recorded. `arrived` counts the posts that reached the handler, held ones included."""
 
-    def __init__(self, delay_s: float = 0.0, token: str | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, token: str | None = None, hold: bool = False) -> None:
         self.delay_s = delay_s
         self.token = token
+        self.hold = hold
+        self.arrived = 0
         self.events: list[dict[str, Any]] = []
         super().__init__([Route("/", self.handle, methods=["POST"])])
 
@@ -158,7 +175,10 @@ class CloudEventSink(ThreadedServer):
         if denied is not None:
             return denied
         body = await request.body()  # before the delay: a client that gives up must not leave a traceback here
-        if self.delay_s:
+        self.arrived += 1
+        if self.hold:
+            await self.held()
+        elif self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.events.append({"headers": dict(request.headers), "body": body})
         return Response(status_code=202)

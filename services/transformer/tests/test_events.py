@@ -93,9 +93,10 @@ def test_a_record_is_posted_as_a_request_then_a_response_event_sharing_the_id():
 
 
 def test_a_full_queue_drops_the_whole_record_and_counts_both_events():
-    release = asyncio.Event()
+    release, posting = asyncio.Event(), asyncio.Event()
 
     async def handler_async(request):
+        posting.set()
         await release.wait()
         return httpx.Response(200)
 
@@ -109,7 +110,8 @@ def test_a_full_queue_drops_the_whole_record_and_counts_both_events():
             "http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 1, 5.0, senders=1, transport=Blocking()
         )
         accepted = [sink.submit(record("r0"))]
-        await asyncio.sleep(0.05)  # the sender takes r0 and blocks on the sink
+        async with asyncio.timeout(10):  # a bound on the wait, not on how fast the sender is
+            await posting.wait()  # the sender took r0 and is blocked on the sink
         accepted += [sink.submit(record(f"r{i}")) for i in (1, 2, 3)]  # r1 waits in the queue of one
         release.set()
         await sink.drain()

@@ -117,6 +117,21 @@ def test_the_client_posts_to_get_online_features_and_parses_the_answer():
     assert rows[0]["txn_count_1h"] == 1.0
 
 
+def test_every_phase_of_a_lookup_is_bounded_by_the_features_timeout():
+    # The process test (test_server.py) shows a hung feature service ends in a 503; this pins that the bound
+    # is FEATURES_TIMEOUT_S and not httpx's 5 s default, without timing anything.
+    feast = feast_transport(lambda body: feast_answer(body["entities"]["card_id"], body["entities"]["merchant_id"],
+                                                      known_values(1)))
+    seen = []
+
+    def recording(request):
+        seen.append(request.extensions["timeout"])
+        return feast.handle_request(request)
+
+    lookup_with(httpx.MockTransport(recording), timeout_s=0.3)
+    assert seen == [{"connect": 0.3, "read": 0.3, "write": 0.3, "pool": 0.3}]
+
+
 @pytest.mark.parametrize(
     ("error", "reason"),
     [

@@ -66,7 +66,9 @@ def test_metadata_inputs_are_the_raw_transaction_and_outputs_the_prediction_fiel
         "missing_reasons",
         "unknown_entities",
         "degraded",
+        "unseen",
     ]
+    assert {t["name"]: t["shape"] for t in answer["outputs"]}["unseen"] == [-1, -1]  # a list of field names each
 
 
 def test_a_version_that_failed_to_load_is_left_out_until_it_is_looked_at_again(two_versions):

@@ -119,6 +119,7 @@ def test_a_request_is_scored_thresholded_and_answered_in_v1_shape(repo):
         "missing_reasons": {},
         "unknown_entities": [],
         "degraded": False,
+        "unseen": [],
     }
     assert (second["id"], second["decision"]) == ("t2", "decline")  # row 2 has txn_count_1h = 2.0
     assert headers[INFERENCE_ID_HEADER] == body["inference_id"]

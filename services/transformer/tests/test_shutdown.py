@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from servers import CloudEventSink, FeatureServerStub, PredictorStub, Transforme
 RECORDS = 6
 MARGIN_S = 10.0
 """How long past the drain deadline the process may take to exit (interpreter and KServe teardown, on a
-loaded CI machine); a process that waits for a hung sink would take the sink's 60 s."""
+loaded CI machine); a process that waited for a hung sink would take the 30 s post timeout at least."""
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,11 @@ def queue_records(process: TransformerProcess) -> list[str]:
     return ids
 
 
-def terminate(process: TransformerProcess, timeout_s: float) -> tuple[int, str]:
+def terminate(process: TransformerProcess, timeout_s: float, after_sigterm: Callable[[], None]) -> tuple[int, str]:
+    """SIGTERM, then `after_sigterm()`, then wait for the exit: the exit code and the log."""
     assert process.process is not None
     process.process.terminate()
+    after_sigterm()
     try:
         code = process.process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -61,11 +64,18 @@ def terminate(process: TransformerProcess, timeout_s: float) -> tuple[int, str]:
     return code, process.log_path.read_text()
 
 
+def answer_from_now_on(sink: CloudEventSink) -> None:
+    sink.hold = False
+    sink.release()
+
+
 def test_sigterm_drains_the_queued_events_to_a_slow_sink_then_exits_0(upstreams, tmp_path):
-    with CloudEventSink(delay_s=0.2) as sink:  # one sender, 2 events a record: ~2.4 s for the queue
+    # The sink holds the first event until SIGTERM is sent, so SIGTERM always finds the other records queued;
+    # then it answers each event after 0.2 s: one sender, 2 events a record, ~2.4 s to drain.
+    with CloudEventSink(delay_s=0.2, hold=True) as sink:
         with start(upstreams, sink, tmp_path / "drain.log", event_drain_timeout_s="20") as process:
             ids = queue_records(process)
-            code, log = terminate(process, timeout_s=20 + MARGIN_S)
+            code, log = terminate(process, 20 + MARGIN_S, after_sigterm=lambda: answer_from_now_on(sink))
         received = [e["headers"]["ce-id"] for e in sink.events]
     assert code == 0, log
     assert sorted(received) == sorted(ids * 2)  # every record: its request and its response event
@@ -73,13 +83,14 @@ def test_sigterm_drains_the_queued_events_to_a_slow_sink_then_exits_0(upstreams,
 
 
 def test_sigterm_with_a_hung_sink_exits_after_the_deadline_and_logs_what_it_dropped(upstreams, tmp_path):
-    # The sink never answers within the post timeout (30 s): only the drain deadline (1 s) ends the wait.
-    with CloudEventSink(delay_s=60) as sink:
+    # The sink answers nothing until the test is over, and the post timeout is 30 s: only the drain deadline
+    # (1 s) can end the wait.
+    with CloudEventSink(hold=True) as sink:
         with start(
             upstreams, sink, tmp_path / "hung.log", event_drain_timeout_s="1", event_timeout_s="30"
         ) as process:
             queue_records(process)
-            code, log = terminate(process, timeout_s=1 + MARGIN_S)
+            code, log = terminate(process, 1 + MARGIN_S, after_sigterm=lambda: None)
         assert sink.events == []
     assert code == 0, log
     lost = re.search(r"shutdown: .*\b(\d+) events could not be sent", log)

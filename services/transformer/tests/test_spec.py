@@ -1,4 +1,6 @@
+import logging
 import threading
+import time
 
 import pytest
 
@@ -55,13 +57,18 @@ def test_metadata_that_does_not_fit_this_transformer_is_refused(overrides, words
     assert words in str(caught.value)
 
 
-def test_the_watcher_hands_over_the_version_once_it_is_published(tmp_path):
+def test_the_watcher_hands_over_the_version_once_it_is_published(tmp_path, caplog):
     loaded = []
     done = threading.Event()
     watcher = SpecWatcher(tmp_path, "fraud", "latest", 0.05, lambda spec: (loaded.append(spec), done.set()))
+    caplog.set_level(logging.WARNING, "flywheel_transformer")
     watcher.start()
     try:
-        assert not done.wait(0.2)
+        deadline = time.monotonic() + 10  # a bound on a stuck watcher, not a claim about speed
+        while "not loadable yet" not in caplog.text:  # a poll found nothing to load...
+            assert time.monotonic() < deadline, "the watcher never looked at the repository"
+            time.sleep(0.01)
+        assert not done.is_set()  # ...and handed nothing over
         publish_version(tmp_path)
         assert done.wait(5)
     finally:

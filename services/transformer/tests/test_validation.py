@@ -3,9 +3,9 @@ from datetime import datetime, timezone
 import pytest
 
 from flywheel_transformer._errors import InvalidRequest, TooManyInstances, UnsupportedMediaType, error_body, status_of
-from flywheel_transformer._validation import decode_body, parse_instances
+from flywheel_transformer._validation import decode_body, explain_undecodable, parse_instances
 
-from conftest import transaction
+from conftest import RECENT_STAMP, transaction
 
 
 def parse(body, max_instances=10):
@@ -18,7 +18,7 @@ def test_a_valid_request_becomes_typed_transactions_in_order():
     assert first.amount == 42.5
     assert second.transaction_id == "t2"
     assert second.amount == 3.0 and isinstance(second.amount, float)
-    assert first.event_timestamp == datetime(2026, 11, 23, 3, 15, tzinfo=timezone.utc)
+    assert first.event_timestamp == datetime.fromisoformat(RECENT_STAMP.replace("Z", "+00:00"))
     assert first.event_hour == 3
 
 
@@ -221,3 +221,26 @@ def test_the_validators_are_built_once_not_per_request(monkeypatch):
     monkeypatch.setattr(pydantic.TypeAdapter, "__init__", no_new_adapter)
     assert isinstance(_validation._INSTANCES, pydantic.TypeAdapter)
     assert [t.transaction_id for t in parse({"instances": [transaction()]})] == ["t0000000001"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "index"),
+    [
+        (b'{"instances": [{"amount": NaN}]}', "amount", 0),
+        (b'{"instances": [{"amount": 1}, {"card_id": "c", "amount": -1e400}]}', "amount", 1),
+        (b'{"instances": [{"meta": {"scores": [0.5, Infinity]}}]}', "meta.scores[1]", 0),
+        (b'{"batch": 1e999, "instances": []}', "batch", None),
+        (b'{"instances": [{"amount": ' + b"9" * 5000 + b"}]}", "amount", 0),  # more digits than Python converts
+    ],
+)
+def test_a_body_the_json_decoder_refused_for_a_number_names_that_number(body, field, index):
+    error = explain_undecodable(body, "number is infinity")
+    assert (error.field, error.index) == (field, index)
+    assert "must be a finite number" in str(error)
+
+
+@pytest.mark.parametrize("body", [b'{"instances": [', b"\xff\xfe", b"[" * 100_000])
+def test_a_body_that_is_not_json_at_all_says_so_with_the_decoders_words(body):
+    error = explain_undecodable(body, "unexpected end of data: line 1 column 16")
+    assert error.field is None
+    assert str(error) == "request: the body is not valid JSON (unexpected end of data: line 1 column 16)"

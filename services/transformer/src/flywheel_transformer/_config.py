@@ -76,6 +76,27 @@ class Settings(BaseSettings):
     transaction is about 250 bytes of JSON (300 with the simulator's extra fields), so 1 MiB holds
     MAX_INSTANCES=1000 of them with 3x room for longer ids, while parsing never holds more than 1 MiB."""
 
+    max_amount: float = Field(10_000_000.0, gt=0, le=1e12)
+    """Largest `amount` a transaction may carry, in its own currency's units (default 10,000,000); above it the
+    request is a 422 naming the field, not scored. No card authorization is that large in any currency the
+    network carries; such a value is a bug upstream (minor units sent as major, a test value). At most 1e12,
+    so every amount-derived model input stays a finite FP32 number."""
+
+    max_future_skew_s: float = Field(300.0, ge=0, le=30 * 86_400)
+    """Seconds an `event_timestamp` may lie ahead of this server's clock (default 300: clock skew between the
+    card network and here); further ahead is a 422 naming the field. A stack that replays simulated traffic
+    stamped ahead of the wall clock raises it (at most 30 days)."""
+
+    max_event_age_s: float = Field(366 * 86_400.0, gt=0, le=100 * 366 * 86_400)
+    """Seconds an `event_timestamp` may lie behind this server's clock (default 31,622,400 = 366 days); older
+    is a 422 naming the field. A transaction scored a year after it happened is a broken stamp (epoch zero,
+    year 1), not a late authorization; replays of recent history stay within it."""
+
+    unseen_amount_margin: float = Field(0.1, ge=0, le=100)
+    """How far outside the training range an `amount` must lie to be flagged `unseen` (default 0.1 = 10%):
+    below min / (1 + margin) or above max * (1 + margin), the range being the model version's metadata
+    `training_domain.ranges.amount`. Multiplicative, because amounts spread over orders of magnitude."""
+
     debug_features: bool = False
     """Whether the `x-flywheel-debug-features` header may return each prediction's model input (default
     false: the header is ignored). On, only a request with `Authorization: Bearer <debug token>` gets the
@@ -124,6 +145,36 @@ class Settings(BaseSettings):
 
     event_endpoint: str = "default"
     """`ce-endpoint` extension (default `default`; KServe uses `default` or `canary`)."""
+
+    feature_stream_url: str = ""
+    """Base URL of the features service whose stream step (`POST /stream/transactions`) gets every scored
+    transaction, so the card's online features move with live traffic (default empty = off; the local stack
+    sets it to FEATURES_URL). Off the request path: a full queue or a failed post is counted, never felt."""
+
+    feature_stream_token_file: Path | None = None
+    """File holding the features write token sent with each stream post (default unset = no header, and the
+    features service answers 401, counted in `feature_stream_failed_total`). Re-read when it changes."""
+
+    feature_stream_queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    """Scored transactions that may wait for the stream step (default 10,000, about a minute of peak traffic);
+    when full, new ones are dropped and counted, so a slow features service never slows scoring."""
+
+    feature_stream_timeout_s: float = Field(2.0, gt=0, le=30)
+    """Timeout in seconds of one stream post (default 2.0; a post carries up to 200 transactions); a failed post
+    is counted, not retried."""
+
+    @field_validator("feature_stream_token_file", mode="before")
+    @classmethod
+    def _empty_stream_token_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("feature_stream_url")
+    @classmethod
+    def _stream_is_http(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL, or empty to turn the feature stream off")
+        return value
 
     @field_validator("debug_token_file", "features_token_file", "event_token_file", mode="before")
     @classmethod

@@ -4,8 +4,12 @@
     ├── ConfigError             a setting is invalid (start-up, never HTTP)
     ├── ModelMetadataError      the published metadata does not fit this transformer (start-up)
     └── RequestError            anything that ends one request (500 unless a subclass below)
-        ├── InvalidRequest          400  a field is missing or mistyped (names field and instance)
+        ├── InvalidRequest          400  a field is missing, mistyped or not a representable number (names
+        │   │                            the field and instance)
+        │   ├── ImpossibleValue     422  well-formed but impossible: a negative amount, one over MAX_AMOUNT,
+        │   │                            an event_timestamp in the future or absurdly old (names the field)
         │   └── TooManyInstances    413  more transactions than FLYWHEEL_TRANSFORMER_MAX_INSTANCES
+        ├── MethodNotAllowed        405  a served path asked with a method it does not take (`Allow` header)
         ├── BodyTooLarge            413  the body is over FLYWHEEL_TRANSFORMER_MAX_BODY_BYTES (refused unread)
         ├── Unauthorized            401  x-flywheel-debug-features without the transformer debug token
         ├── InvalidHeader           400  a request header has a bad value (names the header)
@@ -87,6 +91,26 @@ class InvalidRequest(family.BadRequest, RequestError):
 
 class TooManyInstances(family.PayloadTooLarge, InvalidRequest):
     kind = "too_many_instances"
+
+
+class ImpossibleValue(family.Unprocessable, InvalidRequest):
+    """A transaction that parses but cannot be a real card authorization (the domain policy in _policy)."""
+
+    kind = "impossible_value"
+
+
+class MethodNotAllowed(family.MethodNotAllowed, RequestError):
+    """A served path asked with another method; `allow` lists the ones it takes (the `Allow` header)."""
+
+    kind = "method_not_allowed"
+
+    def __init__(self, message: str, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+        self.headers = {"Allow": ", ".join(allow)}
+
+    def details(self) -> dict[str, Any]:
+        return {"allow": self.allow}
 
 
 class BodyTooLarge(family.PayloadTooLarge, RequestError):

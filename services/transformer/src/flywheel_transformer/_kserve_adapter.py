@@ -12,6 +12,10 @@ Used here:
 - `ModelServer._serve()`: awaits every server in `ModelServer.servers`.
 - `RESTServer._register_endpoints(app)`: registers KServe's routes on the app; overridden to keep only
   the served ones (`_routes.ServedRoutesOnly`).
+
+And one of FastAPI's: since 0.13x `include_router` keeps each included router as one entry whose
+`original_router` holds its routes; `served_routes` reads them (for the 405 check, _methods) and refuses to
+start if it cannot find every served route that way.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from fastapi import FastAPI
 from kserve import ModelServer
 from kserve.protocol.rest.server import RESTServer
 
-from ._routes import ServedRoutesOnly
+from ._routes import SERVED_ROUTES, ServedRoutesOnly
 
 PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
     ModelServer: ("_register_and_check_atleast_one_model_is_ready", "_serve"),
@@ -73,3 +77,24 @@ class ServedRoutesRESTServer(RESTServer):
         served = ServedRoutesOnly(app)
         super()._register_endpoints(served)  # type: ignore[arg-type]  # it only calls include_router
         served.finish()
+
+
+def served_routes(app: FastAPI) -> list[Any]:
+    """The app's routes (with `path`, `path_regex`, `methods`), included routers flattened; raises RuntimeError
+    when a served route cannot be found this way (a FastAPI upgrade changed how routers are included)."""
+    found: list[Any] = []
+    pending = list(app.router.routes)
+    while pending:
+        route = pending.pop(0)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending.extend(included.routes)
+        elif getattr(route, "path_regex", None) is not None and getattr(route, "methods", None):
+            found.append(route)
+    missing = SERVED_ROUTES - {route.path for route in found}
+    if missing:
+        raise RuntimeError(
+            f"cannot find the served routes {sorted(missing)} in the FastAPI app: FastAPI changed how it keeps "
+            "included routers; review _kserve_adapter.served_routes"
+        )
+    return found

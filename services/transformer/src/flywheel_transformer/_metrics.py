@@ -1,7 +1,7 @@
 """Prometheus metrics of the transformer, served by KServe's `/metrics` on the HTTP port.
 
 Labels stay bounded: `model`, `version` (published versions), `feature` (the fixed online features),
-`entity` (card, merchant).
+`entity` (card, merchant), `field` (the raw fields flywheel_core.schema records a training domain for).
 Every failure mode a dashboard or the rollout controller needs has its own counter, so no label carries
 free text.
 """
@@ -40,6 +40,11 @@ class Metrics:
             "unknown_entities_total",
             "Transactions whose card or merchant the online store has no row for (all its features defaulted).",
             ("model", "entity"),
+        )
+        self.unseen_values = counter(
+            "unseen_values_total",
+            "Transactions with a value the model never saw in training, by field (scored, flagged `unseen`).",
+            ("model", "field"),
         )
         self.feature_lookup_failures = counter(
             "feature_lookup_failures_total", "Online feature lookups that failed (timeouts included)."

@@ -7,7 +7,8 @@ KServe's `Model.__call__` runs preprocess -> predict -> postprocess; this class 
   the whole batch in one call, add the on-demand features, vectorise (flywheel_core, as in training);
 - predict: one V2 call to the predictor with the FP32 batch, versioned when the request named a version;
 - postprocess: threshold the scores (configuration, not model), build the V1 body and the response
-  headers (`_headers`), queue the inference record for the CloudEvent sink.
+  headers (`_headers`), queue the inference record for the CloudEvent sink and the transactions for the
+  features service's stream step (`_stream`), both off the request path.
 
 Readiness is the default version's metadata being loaded (`use`), never a disk read per request.
 
@@ -22,7 +23,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kserve import Model
@@ -46,10 +47,12 @@ from ._events import EventSink, InferenceRecord
 from ._features import FeatureClient
 from ._headers import DEBUG_FEATURES_HEADER, answer_headers, debug_features_requested, is_version, requested_version
 from ._metrics import Metrics
+from ._policy import Limits, check_possible, unseen_fields
 from ._predictor import PredictorClient, Scores, infer_body
 from ._repo import SpecCache
 from ._scoring import ONLINE_FEATURES, Assembled, OnlineLookup, assemble, decide, named_features
 from ._spec import ModelSpec
+from ._stream import FeatureStream
 from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
 
 log = logging.getLogger("flywheel_transformer")
@@ -78,6 +81,8 @@ class _Prepared:
     transactions: list[Transaction]
     assembled: Assembled
     debug: bool
+    unseen: list[list[str]]
+    """Per instance, the fields whose value the model never saw in training (sorted; see _policy)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class FraudTransformer(Model):
         predictor: PredictorClient,
         events: EventSink | None = None,
         specs: SpecCache | None = None,
+        stream: FeatureStream | None = None,
     ) -> None:
         super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
@@ -105,9 +111,16 @@ class FraudTransformer(Model):
         self.features = features
         self.predictor = predictor
         self.events = events
+        self.stream = stream
+        """Where scored transactions go so their cards' online features move (None: FEATURE_STREAM_URL unset)."""
         self.specs = specs or SpecCache(settings.model_repo, settings.model_name, settings.model_poll_interval_s)
         self.spec: ModelSpec | None = None
         self.ready = False
+        self.limits = Limits(
+            max_amount=settings.max_amount,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_event_age=timedelta(seconds=settings.max_event_age_s),
+        )
         self.debug_token = (
             TokenFile(settings.debug_token_file, name="transformer debug token") if settings.debug_features else None
         )
@@ -157,8 +170,18 @@ class FraudTransformer(Model):
                 deadline,
             )
         finally:
+            if self.stream is not None:  # the same deadline again: Kubernetes' grace period must cover both
+                unsent = await self.stream.close(self.settings.event_drain_timeout_s)
+                if unsent:
+                    log.warning("shutdown: %d scored transactions not streamed to the features service (counted in "
+                                "flywheel_transformer_feature_stream_unsent_total)", unsent)
             await self.features.aclose()
             await self.predictor.aclose()
+
+    def count_undecodable(self) -> None:
+        """Count a predict request whose body KServe's JSON decoder refused (it never reaches `__call__`)."""
+        self.metrics.requests.labels(self.name).inc()
+        self.metrics.invalid_requests.labels(self.name).inc()
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": f, "datatype": "FP64" if f == "amount" else "BYTES", "shape": [-1]} for f in REQUIRED_FIELDS]
@@ -176,6 +199,7 @@ class FraudTransformer(Model):
             {"name": "missing_reasons", "datatype": "BYTES", "shape": [-1]},
             {"name": "unknown_entities", "datatype": "BYTES", "shape": [-1, -1]},
             {"name": "degraded", "datatype": "BOOL", "shape": [-1]},
+            {"name": "unseen", "datatype": "BYTES", "shape": [-1, -1]},
         ]
 
     async def describe(self) -> dict[str, Any]:
@@ -229,6 +253,8 @@ class FraudTransformer(Model):
             spec = await self.specs.get(version)
         received_at = datetime.now(timezone.utc)
         transactions = parse_instances(decode_body(payload, headers.get("content-type")), self.settings.max_instances)
+        check_possible(transactions, self.limits, received_at)
+        unseen = [unseen_fields(t, spec.seen, self.settings.unseen_amount_margin) for t in transactions]
         online = await self._lookup(transactions)
         assembled = assemble(transactions, online, spec.defaults)
         if not assembled.degraded:
@@ -238,7 +264,7 @@ class FraudTransformer(Model):
             for entities in assembled.unknown_entities:
                 for entity in entities:
                     self.metrics.unknown_entities.labels(self.name, entity).inc()
-        return _Prepared(str(uuid.uuid4()), received_at, spec, version, transactions, assembled, debug)
+        return _Prepared(str(uuid.uuid4()), received_at, spec, version, transactions, assembled, debug, unseen)
 
     def _debug_features(self, headers: dict[str, str]) -> bool:
         """Whether to return the model input: never while DEBUG_FEATURES is off (the header is ignored); when on,
@@ -306,6 +332,7 @@ class FraudTransformer(Model):
                 "missing_reasons": prepared.assembled.reasons[i],
                 "unknown_entities": prepared.assembled.unknown_entities[i],
                 "degraded": prepared.assembled.degraded,
+                "unseen": prepared.unseen[i],
             }
             if prepared.debug:
                 prediction["features"] = named_features(prepared.spec.column_names, prepared.assembled.vectors[i])
@@ -315,10 +342,15 @@ class FraudTransformer(Model):
         version_label = version if is_version(version) else "unknown"
         self.metrics.predictions.labels(self.name, version_label).inc(len(predictions))
         self.metrics.declines.labels(self.name, version_label).inc(decisions.count("decline"))
+        for fields in prepared.unseen:  # counted once scored: a refused or failed request flags nothing
+            for field in fields:
+                self.metrics.unseen_values.labels(self.name, field).inc()
         if response_headers is not None:
             response_headers.update(answer_headers(prepared.inference_id, version, scores.probabilities, decisions))
         if self.events is not None:
             self.events.submit(self._record(result, decisions))
+        if self.stream is not None:
+            self.stream.submit(prepared.transactions)
         return {"predictions": predictions, "inference_id": prepared.inference_id}
 
     def _record(self, result: _Scored, decisions: list[str]) -> InferenceRecord:
@@ -343,6 +375,8 @@ class FraudTransformer(Model):
             "outputs": [
                 {"name": prepared.spec.output_name, "shape": [n, 1], "datatype": "FP32", "data": scores.probabilities},
                 {"name": "decision", "shape": [n], "datatype": "BYTES", "data": decisions},
+                # V2 has no ragged tensors: each instance's unseen fields, comma-joined ("" when none).
+                {"name": "unseen", "shape": [n], "datatype": "BYTES", "data": [",".join(u) for u in prepared.unseen]},
                 ids,
             ],
         }

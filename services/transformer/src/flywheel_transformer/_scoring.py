@@ -76,6 +76,9 @@ class OnlineLookup:
         }
 
 
+FP32_MAX = float(np.finfo(np.float32).max)
+"""The largest finite FP32 number: model input values are clipped to +-FP32_MAX."""
+
 DECLINE = "decline"
 APPROVE = "approve"
 
@@ -127,7 +130,12 @@ def assemble(
     values = online.values
     rows = [build_row(t, v) for t, v in zip(transactions, values, strict=True)]
     reasons = [online.reasons_of(i) for i in range(len(values))]
-    vectors = np.asarray(vectorize(rows, defaults), dtype=np.float32).tolist()
+    # Clipped to FP32's finite range before the cast: an amount far above a card's 30-day mean would otherwise
+    # overflow `amount_to_card_mean` to inf, which no JSON body (the predictor call, the debug features, the
+    # inference log) can carry. Every input is finite (validation, finite online values and defaults), so
+    # the only non-finite value a row could hold is that overflow, and the vectors are finite by construction.
+    vectors = np.clip(np.asarray(vectorize(rows, defaults), dtype=np.float64), -FP32_MAX, FP32_MAX)
+    vectors = vectors.astype(np.float32).tolist()
     return Assembled(
         vectors=vectors,
         missing=[list(r) for r in reasons],

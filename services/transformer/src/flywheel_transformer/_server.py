@@ -15,6 +15,10 @@ What differs from a stock KServe transformer, each on purpose:
   repository extension, whose unload would let any caller take the model out of service, nor
   `:explain`, `/openapi.json` or `/docs`. Anything else is a JSON 404; `GET /v2` lists no extensions.
 - Request bodies over MAX_BODY_BYTES are refused before they are parsed (see _limits).
+- A served path asked with a method it does not take is a JSON 405 with `Allow`, decided before routing
+  (see _methods): KServe's GET `/v1/models/{model_name}` would otherwise take `GET /v1/models/fraud:predict`.
+- A body KServe's JSON decoder refuses is a 400 naming the field when a number in it is not representable
+  (NaN, Infinity, 1e400; `_TransformerDataPlane.decode`), not KServe's "Unrecognized request format".
 - It listens on HTTP_HOST: KServe's ModelServer builds its REST server with 0.0.0.0 hard-coded (0.21),
   so this one builds its own (`_TransformerModelServer.start`; KServe's private names it needs for that
   are in _kserve_adapter).
@@ -40,6 +44,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotR
 from kserve.model_server import app
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.dataplane import DataPlane
+from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.exceptions import HTTPException
 
 from flywheel_contracts.auth import TokenFile, www_authenticate
@@ -50,12 +55,21 @@ from ._config import Settings
 from ._errors import RequestError, Unauthorized, error_body, status_of
 from ._events import EventAttributes, EventSink
 from ._features import FeatureClient
-from ._kserve_adapter import ServedRoutesRESTServer, check_private_names, register_models, serve_all
+from ._kserve_adapter import (
+    ServedRoutesRESTServer,
+    check_private_names,
+    register_models,
+    serve_all,
+    served_routes,
+)
 from ._limits import BodyLimit
+from ._methods import MethodCheck
 from ._metrics import Metrics
 from ._model import FraudTransformer
 from ._predictor import PredictorClient
 from ._repo import SpecWatcher, load_spec
+from ._stream import FeatureStream, StreamMetrics
+from ._validation import explain_undecodable
 
 log = logging.getLogger("flywheel_transformer")
 
@@ -74,6 +88,17 @@ class _TransformerDataPlane(DataPlane):
         if isinstance(model, FraudTransformer):
             metadata.update(await model.describe())
         return metadata
+
+    def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput as e:
+            if not isinstance(body, (bytes, bytearray)) or not str(e).startswith("Unrecognized request format"):
+                raise
+            for model in self.model_registry.get_models().values():
+                if isinstance(model, FraudTransformer):
+                    model.count_undecodable()
+            raise explain_undecodable(bytes(body), str(e).removeprefix("Unrecognized request format: ")) from e
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models()
@@ -106,7 +131,7 @@ class _TransformerRESTServer(ServedRoutesRESTServer):
     def create_application(self) -> None:
         super().create_application()
         app.add_exception_handler(HTTPException, _http_error_handler)
-        self.config.app = BodyLimit(app, self.settings.max_body_bytes)
+        self.config.app = MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app))
 
 
 class _TransformerModelServer(ModelServer):
@@ -137,7 +162,7 @@ class _TransformerModelServer(ModelServer):
 
 async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    headers = None
+    headers = dict(exc.headers) or None
     if isinstance(exc, Unauthorized):
         name, value = www_authenticate("flywheel-transformer")
         headers = {name.decode(): value.decode()}
@@ -213,6 +238,21 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
         ),
         PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s),
         events,
+        stream=build_stream(settings),
+    )
+
+
+def build_stream(settings: Settings, registry: CollectorRegistry = REGISTRY) -> FeatureStream | None:
+    """The client of the features service's stream step, or None when FEATURE_STREAM_URL is unset."""
+    if not settings.feature_stream_url:
+        return None
+    return FeatureStream(
+        settings.feature_stream_url,
+        StreamMetrics.of(registry),
+        settings.model_name,
+        queue_size=settings.feature_stream_queue_size,
+        timeout_s=settings.feature_stream_timeout_s,
+        token=TokenFile(settings.feature_stream_token_file, name="features write token"),
     )
 
 

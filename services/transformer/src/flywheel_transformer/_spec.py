@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from flywheel_core.model_repo import TrainingDomain
 from flywheel_core.schema import COLUMNS, FEATURE_SERVICE, INPUT_DIM, INPUT_NAME, OUTPUT_NAME
 
 from ._errors import ModelMetadataError
+from ._policy import SeenValues
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class ModelSpec:
     feature_service: str = FEATURE_SERVICE
     predictor_platform: str = ""
     """The V2 platform that serves this version's model files ("onnxruntime_onnx" for ONNX), "" if unknown."""
+    seen: SeenValues | None = None
+    """What the model saw in training (metadata `training_domain`); None for a version published before the
+    trainer recorded it: no unseen checks for it."""
 
 
 PLATFORMS = {".onnx": "onnxruntime_onnx"}
@@ -93,6 +100,13 @@ def spec_from_metadata(metadata: Mapping[str, Any], where: str = "metadata.json"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ModelMetadataError(f"{where}: defaults.{name} must be a finite number, got {value!r}")
         defaults[str(name)] = float(value)
+    seen = None
+    if metadata.get("training_domain") is not None:
+        try:
+            seen = SeenValues.of(TrainingDomain.model_validate(metadata["training_domain"]))
+        except ValidationError as e:
+            raise ModelMetadataError(f"{where}: training_domain does not fit the contract ({e.errors()[0]['msg']} at "
+                                     f"{'.'.join(str(p) for p in e.errors()[0]['loc'])}): republish the version") from e
     output = metadata.get("output") or {}
     return ModelSpec(
         model=model,
@@ -103,4 +117,5 @@ def spec_from_metadata(metadata: Mapping[str, Any], where: str = "metadata.json"
         column_names=tuple(str(c["name"]) for c in columns),
         feature_service=str(service),
         predictor_platform=_platform(metadata),
+        seen=seen,
     )

@@ -8,13 +8,15 @@ naive stamp is read as UTC, as everywhere in the data contract). Unknown fields 
 live feed carries labels the transformer must not look at), and every problem of a request (up to
 MAX_REPORTED_PROBLEMS) is listed with its location at once, so a client can fix them in one go. Pydantic's
 error types are turned into this service's messages in `_message`, so the 400 reads the same whatever
-pydantic's wording.
+pydantic's wording. A number no 64-bit float holds (NaN, Infinity, 1e400) makes KServe's JSON decoder refuse
+the body before this module sees it; `explain_undecodable` then names the field (a 400 like any other).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -116,6 +118,69 @@ def decode_body(payload: Any, content_type: str | None) -> Any:
         raise InvalidRequest(f"the body is not valid JSON ({e})") from e
     except RecursionError as e:
         raise InvalidRequest("the body is nested too deeply to be a transaction request") from e
+
+
+class _Unrepresentable:
+    """A JSON number no 64-bit float holds (NaN, Infinity, 1e400, a 400-digit integer), as written."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _float_or_mark(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrepresentable(text)
+
+
+def _int_or_mark(text: str) -> int | _Unrepresentable:
+    try:
+        value = int(text)
+        float(value)  # what KServe's decoder makes of an integer beyond 64 bits; OverflowError beyond ~1.8e308
+    except (ValueError, OverflowError):  # ValueError: more digits than Python converts
+        return _Unrepresentable(text)
+    return value
+
+
+def explain_undecodable(body: bytes, decoder_error: str) -> InvalidRequest:
+    """Why KServe's JSON decoder (orjson) refused a body, as a 400 naming the field: the first number in it
+    that no 64-bit float holds (NaN and Infinity literals, 1e400, huge integers), found by reading the body
+    again with Python's lenient parser; else the body is simply not JSON and the decoder's message says where.
+    Only called for a body the decoder refused, so valid requests are parsed once."""
+    try:
+        value = json.loads(
+            body, parse_float=_float_or_mark, parse_int=_int_or_mark, parse_constant=_Unrepresentable
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        value = None
+    found = _first_unrepresentable(value)
+    if found is None:
+        return InvalidRequest(f"the body is not valid JSON ({decoder_error})")
+    path, number = found
+    message = f"must be a finite number within the range of a 64-bit float, got {number.text[:40]}"
+    if len(path) >= 3 and path[0] == "instances" and isinstance(path[1], int):
+        return InvalidRequest(message, field=_dotted(path[2:]), index=path[1])
+    return InvalidRequest(message, field=_dotted(path))
+
+
+def _first_unrepresentable(value: Any) -> tuple[tuple[str | int, ...], _Unrepresentable] | None:
+    """The path of the first unrepresentable number in document order (iterative: bodies may nest deeply)."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, _Unrepresentable):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend(((*path, key), child) for key, child in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
 
 
 def parse_instances(body: Any, max_instances: int) -> list[Transaction]:
