@@ -172,6 +172,10 @@ def default_services(
                 # only with the debug token; the chart leaves it off.
                 "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",
                 "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE": str(token(data_dir, "transformer-debug")),
+                # The simulator's live traffic continues the history from its last midnight and replays simulated
+                # time faster than the clock (4,000 transactions span about three days), so its timestamps run ahead
+                # of the wall clock; the production default (300 s) would refuse them as impossible.
+                "FLYWHEEL_TRANSFORMER_MAX_FUTURE_SKEW_S": str(30 * 24 * 3600),
                 **(extra_env or {}),
             },
             f"http://{host}:{ports.transformer}/v2/health/ready",
