@@ -255,3 +255,19 @@ def test_every_setting_is_documented_and_the_default_exempts_every_probe():
         assert field.description and len(field.description) > 30, name
     assert "/metrics" in DEFAULT_EXEMPT_PATHS.split(",")
     assert module.__all__ == ["DEFAULT_EXEMPT_PATHS", "Admission", "AdmissionSettings", "admission"]
+
+
+def test_an_app_built_twice_in_one_process_shares_its_series_and_the_newest_middleware_reports() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from flywheel_contracts.admission import Admission, AdmissionSettings
+
+    registry = CollectorRegistry()
+
+    async def app(scope, receive, send) -> None:  # never called
+        raise AssertionError
+
+    Admission(app, AdmissionSettings(), "twice", registry)
+    newest = Admission(app, AdmissionSettings(), "twice", registry)
+    newest.in_flight = 3
+    assert registry.get_sample_value("flywheel_twice_admission_in_flight") == 3

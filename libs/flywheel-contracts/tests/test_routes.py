@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from flywheel_contracts import Route
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
+from flywheel_contracts import Route
 
 
 def route(**fields: object) -> Route:

@@ -39,6 +39,7 @@ import copy
 import json
 import os
 import re
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from fnmatch import translate
@@ -145,7 +146,7 @@ class Admission:
         self, app: ASGIApp, settings: AdmissionSettings, service: str, registry: CollectorRegistry | None = None
     ) -> None:
         # Imported here so that a Settings class can inherit AdmissionSettings without importing a metrics library.
-        from prometheus_client import REGISTRY, Counter, Gauge
+        from prometheus_client import REGISTRY
 
         if settings.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1 (0, off, is admission() returning the app itself)")
@@ -171,22 +172,9 @@ class Admission:
         self._bodies = {_ADMITTED: b"", "queue_full": _encode(full), _EXPIRED: _encode(late)}
         self._headers = [(b"content-type", b"application/json"), (b"retry-after", str(retry).encode())]
 
-        prefix = f"flywheel_{service}_admission"
-        shed = Counter(
-            f"{prefix}_shed_total",
-            "Requests not served because of admission control, by reason: queue_full and wait_timeout (answered "
-            "503 + Retry-After), client_gone (disconnected while waiting).",
-            ["reason"],
-            registry=registry or REGISTRY,
-        )
+        shed, in_flight, waiting = _collectors(registry or REGISTRY, f"flywheel_{service}_admission")
         self._shed = {reason: shed.labels(reason) for reason in ("queue_full", _EXPIRED, _GONE)}
-        in_flight = Gauge(
-            f"{prefix}_in_flight", "Requests being served now.", registry=registry or REGISTRY, multiprocess_mode="livesum"
-        )
-        waiting = Gauge(
-            f"{prefix}_waiting", "Requests waiting for a slot now.", registry=registry or REGISTRY, multiprocess_mode="livesum"
-        )
-        self._gauges: tuple[Gauge, Gauge] | None = None
+        self._gauges: tuple[Any, Any] | None = None
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # no callbacks across processes: write the values
             self._gauges = (in_flight, waiting)
         else:
@@ -318,3 +306,30 @@ def _replay(early: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+# Per registry (weakly: a registry dropped with its test or app takes its entries along; an id() key could be
+# reused by the next registry and hand it collectors registered elsewhere).
+_COLLECTORS: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, tuple[Any, Any, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _collectors(registry: CollectorRegistry, prefix: str) -> tuple[Any, Any, Any]:
+    """The shed counter and the two gauges of `prefix` in `registry`, made once: an app built twice in one process
+    (tests, a reloaded worker) reuses them instead of failing on a duplicate series; the gauges then read the
+    newest middleware, the one serving."""
+    made = _COLLECTORS.setdefault(registry, {})
+    if prefix not in made:
+        from prometheus_client import Counter, Gauge
+
+        made[prefix] = (
+            Counter(
+                f"{prefix}_shed_total",
+                "Requests not served because of admission control, by reason: queue_full and wait_timeout (answered "
+                "503 + Retry-After), client_gone (disconnected while waiting).",
+                ["reason"],
+                registry=registry,
+            ),
+            Gauge(f"{prefix}_in_flight", "Requests being served now.", registry=registry, multiprocess_mode="livesum"),
+            Gauge(f"{prefix}_waiting", "Requests waiting for a slot now.", registry=registry, multiprocess_mode="livesum"),
+        )
+    return made[prefix]

@@ -10,8 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flywheel_contracts.admission import AdmissionSettings
 from flywheel_core.settings import describe_setting_errors
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -19,7 +26,13 @@ from ._errors import ConfigError
 ENV_PREFIX = "FLYWHEEL_FEATURES_"
 
 
-class Settings(BaseSettings):
+# Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS), per worker: a lookup
+# costs Feast's server about 1.2 ms of CPU (docs/benchmarks.md, online stores), so 32 in flight is ~40 ms of work;
+# past 32 in flight and 32 waiting (for at most 50 ms) a request is answered 503 overloaded + Retry-After at once.
+_Admission = AdmissionSettings.with_defaults(max_in_flight=32, max_waiting=32, max_wait_ms=50.0)
+
+
+class Settings(BaseSettings, _Admission):
     """Every field: meaning, unit, default and why."""
 
     model_config = SettingsConfigDict(

@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from feast import FeatureStore
 from feast.feature_server import get_app
+from flywheel_contracts.admission import Admission
 from flywheel_contracts.auth import TokenFile
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -112,6 +113,8 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
         max_body_bytes=settings.max_body_bytes,
     )
     app.add_middleware(MetricsMiddleware, endpoints=ROUTES)  # added last: outside the guard
+    if settings.max_in_flight:  # outermost: past the limit, answered before anything parses the request
+        app.add_middleware(Admission, settings=settings, service="features")
     return app
 
 

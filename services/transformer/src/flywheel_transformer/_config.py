@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel_contracts.admission import AdmissionSettings
 from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
@@ -19,7 +20,13 @@ from ._errors import ConfigError
 ENV_PREFIX = "FLYWHEEL_TRANSFORMER_"
 
 
-class Settings(BaseSettings):
+# Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS): a request costs this
+# service about 10 ms of CPU (docs/benchmarks.md), so 8 in flight is ~80 ms of work queued behind the newest; past 8
+# in flight and 8 waiting (for at most 50 ms) a request is answered 503 overloaded + Retry-After at once.
+_Admission = AdmissionSettings.with_defaults(max_in_flight=8, max_waiting=8, max_wait_ms=50.0)
+
+
+class Settings(BaseSettings, _Admission):
     """Every knob of the transformer; see each field for its unit, default and why."""
 
     # `model_*` fields name the served model, not pydantic internals.

@@ -47,6 +47,7 @@ from kserve.protocol.dataplane import DataPlane
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.exceptions import HTTPException
 
+from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile, www_authenticate
 from flywheel_contracts.errors import code_of_status
 from flywheel_core import model_repo
@@ -131,7 +132,10 @@ class _TransformerRESTServer(ServedRoutesRESTServer):
     def create_application(self) -> None:
         super().create_application()
         app.add_exception_handler(HTTPException, _http_error_handler)
-        self.config.app = MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app))
+        # Outermost: a request past the admission limit is answered before anything parses it.
+        self.config.app = admission(
+            MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app)), self.settings, "transformer"
+        )
 
 
 class _TransformerModelServer(ModelServer):
