@@ -120,12 +120,13 @@ def test_the_route_source_follows_and_writes_the_configmap_as_the_routers_servic
     assert seen["first"] == {"fraud": {"schemaVersion": 1, "model": "fraud", "generation": 0,
                                        "stable": {"version": "v1"}, "candidateWeight": 0.0, "shadowPercent": 0.0}}
     assert seen["put"]["generation"] == 1 and seen["put"]["updatedAt"]
-    assert seen["put_seen_after_s"] < 1.0, seen
     assert seen["stale_put"] == ("Conflict: route 'fraud' is at generation 1, the write was based on 0: "
                                  "read it again and re-apply the change")
-    assert seen["patch_seen_after_s"] < 1.0, seen
     assert seen["last"]["chargeback"]["stable"] == {"version": "v7"}
     assert "lacks the RBAC verb 'get' on configmaps 'not-the-routes'" in seen["other_configmap"]
+    # Both changes came on the one watch opened after the first list: pushed by the API server, not found by
+    # polling (the README's "within a second" rests on that; how soon is a bench figure, not a test).
+    assert seen["follower_requests"] == ["list", "watch"], seen
     assert seen["follower_ended"] == "cancelled", "run() raised instead of retrying"
     data = _routes_data(tools, ns)
     assert json.loads(data["fraud.json"]) == seen["put"]

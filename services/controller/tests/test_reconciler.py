@@ -158,7 +158,15 @@ async def test_an_ended_rollout_leaves_a_newer_rollouts_route_alone(rig):
 
 async def test_only_the_leader_acts_and_a_new_leader_looks_at_everything(rig):
     class Switch:
-        is_leader = False
+        """An elector the test flips; `looks` counts how often the loop asked whether it leads."""
+
+        leading = False
+        looks = 0
+
+        @property
+        def is_leader(self) -> bool:
+            self.looks += 1
+            return self.leading
 
         async def run(self) -> None:
             await asyncio.Event().wait()
@@ -172,17 +180,26 @@ async def test_only_the_leader_acts_and_a_new_leader_looks_at_everything(rig):
     rig.apply()
     task = asyncio.create_task(rig.reconciler.run())
     try:
-        await asyncio.sleep(0.3)
+        # The rollout is listed and due before the loop first asks; asking again means a whole pass as a
+        # standby went by with it due.
+        await until(lambda: switch.looks >= 2)
         assert (await rig.store.get(NS, "fraud-v2")).status.started_at is None, "a standby acted"
-        switch.is_leader = True
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if (await rig.store.get(NS, "fraud-v2")).status.phase is Phase.PAUSED:
-                break
-        assert (await rig.store.get(NS, "fraud-v2")).status.phase is Phase.PAUSED
+        switch.leading = True
+        phase = None
+        async with asyncio.timeout(10):  # a bound on a stuck loop, not a claim about speed
+            while phase is not Phase.PAUSED:
+                await asyncio.sleep(0.05)
+                phase = (await rig.store.get(NS, "fraud-v2")).status.phase
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """Poll until `condition()`; the timeout is a bound on a stuck test, not a claim about speed."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_an_unreachable_router_holds_the_rollout_and_says_why(rig):
