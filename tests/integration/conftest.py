@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +130,12 @@ def live_transactions(workdir: Path, data_env: dict[str, str]) -> list[dict]:
     run([venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", "none", "--n", "50",
          "--out", str(out)], data_env)
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def applied(client: httpx.Client, admin: str, auth: dict, generation: int) -> None:
+    """Wait until the router serves the route it stored: its admin GET answers from the routes it has loaded
+    (it reads the routes file every 0.25 s), so this ends when predictions follow the new route."""
+    deadline = time.monotonic() + 10  # a bound for a stuck router, not the assertion
+    while client.get(f"{admin}/v1/routes/fraud", headers=auth).json().get("generation") != generation:
+        assert time.monotonic() < deadline, f"the router never applied route generation {generation}"
+        time.sleep(0.02)

@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import applied
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -61,6 +61,7 @@ class Controller:
         answer = self.client.put(f"{self.admin}/v1/routes/fraud", headers=self.auth,
                                  json={"stable": {"version": stable}, "generation": generation})
         assert answer.status_code in (200, 201), answer.text
+        applied(self.client, self.admin, self.auth, answer.json()["generation"])
 
     def roll_out(self, stable: str, candidate: str, traffic: Traffic) -> tuple[subprocess.CompletedProcess, dict]:
         warm(self.predict_url, candidate, traffic.transactions)
@@ -124,8 +125,7 @@ def test_a_harmful_candidate_is_rolled_back_to_the_stable_within_seconds(control
              "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": PRE_PUBLISH},
     )
     (harmful,) = [v for v in versions(model_repo) if v not in before]
-    controller.reset_route("v1")
-    time.sleep(0.5)  # the router applies a route change within its 0.25 s poll
+    controller.reset_route("v1")  # returns once the router serves it
 
     done, status = controller.roll_out("v1", harmful, traffic)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import applied
 
 from flywheel_core import schema
 
@@ -22,6 +23,7 @@ from localstack import Service, Stack, default_services, free_port  # noqa: E402
 
 def raw(transaction: dict) -> dict:
     return {key: transaction[key] for key in schema.RAW_TRANSACTION_FIELDS}
+
 
 
 class Router:
@@ -39,7 +41,7 @@ class Router:
         body = {"stable": {"version": "v1"}, **fields, "generation": generation}
         answer = self.client.put(f"{self.admin}/v1/routes/fraud", json=body, headers=self.auth)
         assert answer.status_code in (200, 201), answer.text
-        time.sleep(0.5)  # every replica applies a change within a second; this one polls every 0.25 s
+        applied(self.client, self.admin, self.auth, answer.json()["generation"])
         return answer.json()
 
     def predict(self, transaction: dict, headers: dict | None = None) -> httpx.Response:
