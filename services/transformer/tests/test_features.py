@@ -53,6 +53,19 @@ def test_not_found_null_and_expired_values_are_missing():
     ]
 
 
+def test_redis_stores_unknown_entity_present_null_at_the_epoch_is_not_found():
+    # Feast 0.67's Redis online store answers an entity it has no row for with PRESENT, a null value and a 1970
+    # timestamp (SQLite says NOT_FOUND); a written null (a real timestamp) stays a null value.
+    values = known_values(2)
+    values["txn_count_1h"] = [None, None]
+    answer = feast_answer(["a", "b"], ["x", "y"], values, {"txn_count_1h": ["PRESENT", "PRESENT"]})
+    column = answer["results"][answer["metadata"]["feature_names"].index("txn_count_1h")]
+    column["event_timestamps"] = ["1970-01-01T00:00:00Z", "2026-11-30T10:00:00Z"]
+    lookup = parse_lookup(answer, 2)
+    assert lookup.reasons[0]["txn_count_1h"] is MissingReason.NOT_FOUND
+    assert lookup.reasons[1]["txn_count_1h"] is MissingReason.NULL_VALUE
+
+
 def test_a_null_or_unusable_present_value_and_a_left_out_feature_are_null_values():
     values = known_values(2)
     values["txn_count_24h"] = [None, "not a number"]
