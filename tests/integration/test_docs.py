@@ -31,6 +31,10 @@ EXTERNAL = {
     "FLYWHEEL_TEST_EXISTING_CLUSTER": "tests/cluster/conftest.py",
     "FLYWHEEL_REGISTRY_PATH": "feature_repo/feature_store.cluster.yaml",
     "FLYWHEEL_MODEL_SIGNING_KEY_FILE": "libs/flywheel-core/src/flywheel_core/model_repo.py",
+    "FLYWHEEL_TLS_CERT_FILE": "libs/flywheel-contracts/src/flywheel_contracts/tls.py",
+    "FLYWHEEL_TLS_KEY_FILE": "libs/flywheel-contracts/src/flywheel_contracts/tls.py",
+    "FLYWHEEL_TLS_CA_FILE": "libs/flywheel-contracts/src/flywheel_contracts/tls.py",
+    "FLYWHEEL_TLS_CLIENT_AUTH": "libs/flywheel-contracts/src/flywheel_contracts/tls.py",
 }
 
 # Run by each service's own interpreter: its one BaseSettings class in flywheel_<service>._config, as JSON.

@@ -99,3 +99,13 @@ def test_an_error_answer_keeps_the_keep_alive_connection_usable(client):
     for _ in range(3):
         assert client.post(ONLINE, json=bad).status_code == 404
     assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("GET", ONLINE, "POST"), ("DELETE", "/health", "HEAD, GET"), ("POST", "/ready", "HEAD, GET"),
+    ("PUT", "/metrics", "HEAD, GET"),
+])
+def test_a_wrong_method_is_a_json_405_with_allow(client, method, path, allow):
+    answer = client.request(method, path)
+    assert answer.status_code == 405 and set(answer.headers["allow"].split(", ")) == set(allow.split(", "))
+    assert answer.json() == {"error": f"{method} is not allowed on {path}", "code": "method_not_allowed"}

@@ -13,8 +13,8 @@ cert-manager writes it). Locally nothing is set: plain HTTP on 127.0.0.1. Half a
 without its key, a file that is not there, client auth without a CA) is refused at start-up with a message
 naming the variable, never served as plain HTTP by mistake.
 
-Certificates are read when a server starts or a client is built: a rotated Secret reaches a service at its next
-restart (the chart rolls pods when the Secret's checksum changes).
+Certificates are read when a server starts or a client is built: a renewed certificate reaches a service at its
+next restart (`kubectl rollout restart`; docs/security.md, "TLS between services").
 
     tls = TLS.from_env()
     uvicorn.Config(app, **tls.uvicorn_options())       # server: {} when TLS is off

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from flywheel_contracts.tls import TLS, TLSConfigError
+
 from ._config import ConfigError, load_settings
 from ._ports import StoreError
 
@@ -32,15 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("flywheel.controller")
     try:
         settings = load_settings()
-    except ConfigError as e:
+        tls = TLS.from_env()  # HTTPS and verified peers when FLYWHEEL_TLS_* are set (the chart's tls.enabled)
+    except (ConfigError, TLSConfigError) as e:
         log.error("refusing to start: %s", e)
         return 2
     from ._main import run_local, serve
 
     try:
         if args.local:
-            return asyncio.run(run_local(settings, args.local, args.state_dir, args.keep_running))
-        asyncio.run(serve(settings))
+            return asyncio.run(run_local(settings, args.local, args.state_dir, args.keep_running, tls))
+        asyncio.run(serve(settings, tls))
     except (ConfigError, StoreError) as e:
         log.error("refusing to start: %s", e)
         return 2

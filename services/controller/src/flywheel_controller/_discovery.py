@@ -15,11 +15,12 @@ from ._kube import KubeClient
 
 
 async def router_replicas(
-    client: KubeClient, namespace: str, service: str, port_name: str | None, port: int
+    client: KubeClient, namespace: str, service: str, port_name: str | None, port: int, scheme: str = "http"
 ) -> list[tuple[str, str]]:
     """(replica name, base URL) of every ready endpoint of `service`, sorted by name. The replica name is the
     pod's (targetRef) or else the address; the port is the slice's port named `port_name` when there is one,
-    else `port`. StoreError when the slices cannot be listed (naming the RBAC verb when that is why)."""
+    else `port`; `scheme` is the admin URL's (https when the router serves TLS). StoreError when the slices
+    cannot be listed (naming the RBAC verb when that is why)."""
     body = await client.request(
         "GET",
         f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
@@ -38,7 +39,7 @@ async def router_replicas(
             address = addresses[0]  # the API: all addresses of an endpoint are fungible
             name = (endpoint.get("targetRef") or {}).get("name") or address
             host = f"[{address}]" if ":" in address else address
-            replicas.setdefault(name, f"http://{host}:{slice_port}")
+            replicas.setdefault(name, f"{scheme}://{host}:{slice_port}")
     return sorted(replicas.items())
 
 

@@ -15,10 +15,12 @@ import logging
 import signal
 from collections.abc import Generator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
 from flywheel_contracts import ModelRollout
+from flywheel_contracts.tls import TLS
 
 from ._config import ConfigError, Settings
 from ._discovery import router_replicas
@@ -31,6 +33,9 @@ from ._reconciler import Reconciler
 from ._store_file import FileRolloutStore
 from ._store_kube import KubeRolloutStore
 from ._traffic import RouterAdminTraffic
+
+PLAIN = TLS()
+"""No TLS settings: plain HTTP served, https peers checked with the system's trust store (tests, local runs)."""
 
 log = logging.getLogger("flywheel.controller")
 
@@ -69,20 +74,25 @@ def _static_replicas(url: str):
     return replicas
 
 
-def build_cluster(settings: Settings, metrics: Metrics) -> tuple[Reconciler, LeaseElector | AlwaysLeader, KubeClient]:
+def build_cluster(settings: Settings, metrics: Metrics,
+                  tls: TLS = PLAIN) -> tuple[Reconciler, LeaseElector | AlwaysLeader, KubeClient]:
     client = _kube_client(settings)
     namespace = _namespace(settings)
     store = KubeRolloutStore(client, namespace)
+    verify = tls.client_context()  # made once: every https peer (router, drift, Prometheus) checked with the CA
+    admin = urlsplit(settings.router_admin_url)
     if settings.router_service:
         service, port = settings.router_service, settings.router_admin_port
 
         async def replicas() -> list[tuple[str, str]]:
-            return await router_replicas(client, namespace, service, "admin", port)
+            return await router_replicas(client, namespace, service, "admin", port, scheme=admin.scheme)
     else:
         replicas = _static_replicas(settings.router_admin_url)
     providers = make_providers(
         router_replicas=replicas, router_token_file=settings.router_token_file,
         drift_url=settings.drift_url, prometheus_url=settings.prometheus_url,
+        # Replicas are reached by pod IP; their certificate names the Service, as ROUTER_ADMIN_URL's host does.
+        verify=verify, router_server_name=admin.hostname if admin.scheme == "https" else None,
     )
     elector: LeaseElector | AlwaysLeader
     if settings.leader_election:
@@ -90,36 +100,38 @@ def build_cluster(settings: Settings, metrics: Metrics) -> tuple[Reconciler, Lea
                                lease_seconds=settings.lease_seconds, renew_seconds=settings.renew_seconds)
     else:
         elector = AlwaysLeader()
-    traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file)
+    traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file, verify=verify)
     reconciler = Reconciler(store=store, traffic=traffic, providers=providers, elector=elector, metrics=metrics,
                             max_concurrent=settings.max_concurrent, resync_seconds=settings.resync_seconds)
     return reconciler, elector, client
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, tls: TLS = PLAIN) -> None:
     metrics = Metrics()
-    reconciler, elector, client = build_cluster(settings, metrics)
+    reconciler, elector, client = build_cluster(settings, metrics, tls)
     log.info("controller for namespace %s as %s; router %s", _namespace(settings), settings.identity,
              settings.router_service or settings.router_admin_url)
     try:
-        await run_until_signal(reconciler, elector, settings, metrics)
+        await run_until_signal(reconciler, elector, settings, metrics, tls=tls)
     finally:
         await client.aclose()
 
 
 async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, metrics: Metrics,
-                           done: asyncio.Future | None = None) -> None:
+                           done: asyncio.Future | None = None, tls: TLS = PLAIN) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
              asyncio.create_task(elector.run(), name="elector")]
-    server = None
+    server = health = None
     if settings.http_port:
         server = _Server(uvicorn.Config(HealthApp(metrics.registry, lambda: reconciler.ready), host=settings.http_host,
-                                        port=settings.http_port, lifespan="off", access_log=False, log_config=None))
-        tasks.append(asyncio.create_task(server.serve(), name="health"))
+                                        port=settings.http_port, lifespan="off", access_log=False, log_config=None,
+                                        **tls.uvicorn_options()))  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE set
+        health = asyncio.create_task(server.serve(), name="health")
+        tasks.append(health)
     waiters = [asyncio.create_task(stop.wait())] + ([done] if done is not None else [])
     try:
         finished, _ = await asyncio.wait([*tasks, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -127,8 +139,9 @@ async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, 
             if task in tasks and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        if server is not None:
+        if server is not None and health is not None:
             server.should_exit = True
+            await asyncio.wait([health], timeout=5)  # let uvicorn close its socket rather than cancel it mid-loop
         await elector.release()
         for task in [*tasks, *waiters]:
             task.cancel()
@@ -136,14 +149,16 @@ async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, 
         log.info("controller stopped")
 
 
-async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep_running: bool) -> int:
+async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep_running: bool,
+                    tls: TLS = PLAIN) -> int:
     """The engine against the local router, rollouts from files; returns 0 when every rollout ended
     Succeeded, 1 when one ended otherwise."""
     metrics = Metrics()
     store = FileRolloutStore(files, state_dir)
+    verify = tls.client_context()
     providers = make_providers(
         router_replicas=_static_replicas(settings.router_admin_url), router_token_file=settings.router_token_file,
-        drift_url=settings.drift_url, prometheus_url=settings.prometheus_url,
+        drift_url=settings.drift_url, prometheus_url=settings.prometheus_url, verify=verify,
     )
     done: asyncio.Future = asyncio.get_running_loop().create_future()
     ended: dict[str, ModelRollout] = {}
@@ -157,7 +172,7 @@ async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep
                 done.set_result(None)
 
     reconciler = Reconciler(store=store, traffic=RouterAdminTraffic(settings.router_admin_url,
-                                                                   settings.router_token_file),
+                                                                   settings.router_token_file, verify=verify),
                             providers=providers, elector=AlwaysLeader(), metrics=metrics,
                             resync_seconds=min(settings.resync_seconds, 5.0), on_outcome=progress)
     for rollout in await store.list():

@@ -23,6 +23,7 @@ KeyError deep in the analysis, and a schema_version this controller does not kno
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -102,14 +103,18 @@ class _Unavailable(Exception):
 
 class DriftProvider:
     def __init__(
-        self, base_url: str, transport: httpx.AsyncBaseTransport | None = None, timeout: float = REPORT_TIMEOUT_S
+        self,
+        base_url: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = REPORT_TIMEOUT_S,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"drift service URL {base_url!r}: expected http[s]://host:port")
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.timeout = timeout
-        self._kept = KeptClient(transport, timeout)
+        self._kept = KeptClient(transport, timeout, verify)
 
     def _client(self) -> httpx.AsyncClient:
         return self._kept.client()

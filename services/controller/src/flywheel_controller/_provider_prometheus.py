@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from datetime import datetime
 from typing import Any, Literal
 
@@ -54,14 +55,18 @@ class QueryError(Exception):
 
 class PrometheusProvider:
     def __init__(
-        self, base_url: str, transport: httpx.AsyncBaseTransport | None = None, timeout: float = QUERY_TIMEOUT_S
+        self,
+        base_url: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = QUERY_TIMEOUT_S,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus URL {base_url!r}: expected http[s]://host:port")
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.timeout = timeout
-        self._kept = KeptClient(transport, timeout)
+        self._kept = KeptClient(transport, timeout, verify)
 
     def _client(self) -> httpx.AsyncClient:
         return self._kept.client()

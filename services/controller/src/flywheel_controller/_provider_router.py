@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,15 +69,20 @@ class RouterStatsProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
         timeout: float = STATS_TIMEOUT_S,
+        verify: ssl.SSLContext | bool = True,
+        tls_server_name: str | None = None,
     ) -> None:
         self.replicas = replicas
         self.token_file = token_file
         self.transport = transport
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.timeout = timeout
+        # Replicas are reached by pod IP (EndpointSlices) but certified for the router's Service name: with https
+        # each one is verified (SNI and hostname check, httpcore's `sni_hostname`) against this name.
+        self._extensions = {"sni_hostname": tls_server_name} if tls_server_name else None
         self.replica_failures = 0  # replicas left out of an interval, since start (for /metrics)
         self._baselines: dict[str, _Baseline] = {}
-        self._kept = KeptClient(transport, timeout)
+        self._kept = KeptClient(transport, timeout, verify)
 
     async def aclose(self) -> None:
         await self._kept.aclose()
@@ -147,7 +153,8 @@ class RouterStatsProvider:
     async def _one(self, client: httpx.AsyncClient, url: str, model: str, token: str) -> RouterStats | str:
         try:
             response = await client.get(
-                f"{url.rstrip('/')}/v1/stats/{model}", headers={"authorization": f"Bearer {token}"}
+                f"{url.rstrip('/')}/v1/stats/{model}", headers={"authorization": f"Bearer {token}"},
+                extensions=self._extensions,
             )
         except httpx.HTTPError as e:
             return f"unreachable: {describe_failure(e)}"

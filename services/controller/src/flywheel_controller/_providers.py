@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -100,18 +101,24 @@ def make_providers(
     prometheus_url: str | None,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], datetime] | None = None,
+    verify: ssl.SSLContext | bool = True,
+    router_server_name: str | None = None,
 ) -> MetricProviders:
     """The providers the settings configure (None: that provider is off; its metrics are Inconclusive with a
     message naming the setting). ValueError on settings that cannot work. A missing router token file is not
-    refused here: like the traffic client, the router provider says so on every measurement."""
+    refused here: like the traffic client, the router provider says so on every measurement. `verify` checks
+    https peers (one context for all, made once); `router_server_name` is the name the router replicas'
+    certificate carries when they are reached by address."""
     router = None
     if router_replicas is not None:
         if not callable(router_replicas):
             raise ValueError(f"router replicas {router_replicas!r}: expected an async callable giving "
                              "(name, admin URL) pairs")
-        router = RouterStatsProvider(router_replicas, router_token_file, transport, clock)
-    drift = DriftProvider(_url(SETTINGS["drift"], drift_url), transport) if drift_url is not None else None
-    prometheus = (PrometheusProvider(_url(SETTINGS["prometheus"], prometheus_url), transport)
+        router = RouterStatsProvider(router_replicas, router_token_file, transport, clock, verify=verify,
+                                     tls_server_name=router_server_name)
+    drift = (DriftProvider(_url(SETTINGS["drift"], drift_url), transport, verify=verify)
+             if drift_url is not None else None)
+    prometheus = (PrometheusProvider(_url(SETTINGS["prometheus"], prometheus_url), transport, verify=verify)
                   if prometheus_url is not None else None)
     return MetricProviders(router, drift, prometheus)
 

@@ -20,6 +20,7 @@ so an unchanged route costs one GET per reconcile, not two.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,6 +133,7 @@ class RouterAdminTraffic:
         timeout: float = 5.0,
         *,
         conflict_delay: float = CONFLICT_DELAY_S,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"router admin URL {base_url!r}: expected http[s]://host:port")
@@ -140,7 +142,7 @@ class RouterAdminTraffic:
         self.transport = transport
         self.timeout = timeout
         self.conflict_delay = conflict_delay
-        self._kept = KeptClient(transport, timeout)
+        self._kept = KeptClient(transport, timeout, verify)
         self._recent: dict[str, tuple[float, Route | None]] = {}
 
     async def aclose(self) -> None:

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from flywheel_contracts.tls import TLS, TLSConfigError
+
 from ._config import load_settings
 from ._errors import ConfigError, ReferenceUnavailable
 
@@ -25,10 +27,12 @@ def _serve(args: argparse.Namespace) -> int:
     from ._service import DriftService
 
     settings = load_settings()
+    tls = TLS.from_env()  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set (the chart's tls.enabled)
     service = DriftService(settings)
     app = admission(create_app(service), settings, "drift", service.metrics.registry)
     # No access log: no log line per request (metrics count them).
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False,
+                **tls.uvicorn_options())
     return 0
 
 
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as e:
+    except (ConfigError, TLSConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ReferenceUnavailable as e:

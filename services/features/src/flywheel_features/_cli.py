@@ -15,6 +15,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 
 import pandas as pd
+from flywheel_contracts.tls import TLS, TLSConfigError
 
 from . import _store
 from ._config import Settings, load_settings
@@ -24,7 +25,12 @@ from ._errors import FeaturesError
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
     from ._server import serve
 
-    serve(settings)
+    try:
+        tls = TLS.from_env()  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set (the chart's tls.enabled)
+    except TLSConfigError as e:
+        print(f"flywheel_features: {e}", file=sys.stderr)
+        return 2
+    serve(settings, tls)
     return 0
 
 

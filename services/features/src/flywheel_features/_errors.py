@@ -30,6 +30,7 @@ from typing import Any
 
 from feast.errors import FeastError
 from flywheel_contracts import errors as family
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -130,3 +131,12 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=status, content=family.error_body(exc))  # the text went to the log only
     body = {"error": _message(exc), "code": family.code_of_status(status), "type": type(exc).__name__}
     return JSONResponse(status_code=status, content=body)
+
+
+async def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own answers (a wrong method on a Feast route: 405 with its Allow header) in the family's body,
+    not FastAPI's `{"detail": ...}`."""
+    status = exc.status_code
+    message = f"{request.method} is not allowed on {request.url.path}" if status == 405 else str(exc.detail)
+    return JSONResponse(status_code=status, headers=dict(exc.headers or {}),
+                        content={"error": message, "code": family.code_of_status(status)})

@@ -21,19 +21,31 @@ from feast import FeatureStore
 from feast.feature_server import get_app
 from flywheel_contracts.admission import Admission
 from flywheel_contracts.auth import TokenFile
+from flywheel_contracts.tls import TLS
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._config import Settings, load_settings
-from ._errors import HANDLED, NotReady, Refused, StreamOff, error_response, status_of
+from ._errors import (
+    HANDLED,
+    NotReady,
+    Refused,
+    StreamOff,
+    error_response,
+    http_error_response,
+    status_of,
+)
 from ._guard import ROUTES, Guard
 from ._metrics import MetricsMiddleware, metrics_response
 from ._store import open_store
 from ._stream import CardStream, parse_body
 
 READY_PROBE_ENTITY = "__flywheel_ready_probe__"
+PLAIN = TLS()
+"""No TLS settings: plain HTTP (tests, local runs)."""
 
 
 def check_ready(store: FeatureStore, feature_service: str) -> None:
@@ -106,6 +118,7 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
     ])
     for kind in HANDLED:
         app.add_exception_handler(kind, error_response)
+    app.add_exception_handler(HTTPException, http_error_response)
     app.add_middleware(
         Guard,
         read=TokenFile(settings.read_token_file, name="features read token"),
@@ -129,8 +142,9 @@ def _exit(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def serve(settings: Settings) -> None:
-    """Run the server until stopped: SIGINT (exit 0) or SIGTERM (exit 143, 128 + the signal).
+def serve(settings: Settings, tls: TLS = PLAIN) -> None:
+    """Run the server until stopped: SIGINT (exit 0) or SIGTERM (exit 143, 128 + the signal). HTTPS when `tls`
+    has a certificate (FLYWHEEL_TLS_*), in every worker: each loads the same files.
 
     uvicorn shuts down gracefully on either signal, then raises it again for the handler it found. With
     Python's default, SIGTERM then killed the process outright, skipping atexit: the metrics directory
@@ -139,7 +153,8 @@ def serve(settings: Settings) -> None:
     """
     signal.signal(signal.SIGTERM, _exit)
     settings.export_data_dir()
-    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False}
+    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level, "access_log": False,
+              **tls.uvicorn_options()}
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return

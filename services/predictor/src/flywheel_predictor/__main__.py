@@ -13,6 +13,8 @@ import shutil
 import sys
 import tempfile
 
+from flywheel_contracts.tls import TLS, TLSConfigError
+
 from ._config import load_settings
 from ._errors import ConfigError, PredictorError
 from ._logging import LOGGER, configure_logging
@@ -37,7 +39,8 @@ def main() -> int:
     configure_logging()
     try:
         settings = load_settings()
-    except ConfigError as e:
+        tls = TLS.from_env()  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set (the chart's tls.enabled)
+    except (ConfigError, TLSConfigError) as e:
         log.error("refusing to start: %s", e)
         return 2
     if settings.workers > 1:
@@ -45,7 +48,7 @@ def main() -> int:
     from ._server import serve
 
     try:
-        serve(settings)
+        serve(settings, tls)
     except PredictorError as e:
         log.error("refusing to start: %s", e)
         return 1

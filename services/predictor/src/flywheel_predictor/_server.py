@@ -40,6 +40,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
 from flywheel_contracts.admission import admission
+from flywheel_contracts.tls import TLS
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import (
@@ -76,6 +77,9 @@ from ._logging import configure_logging
 from ._model import OnnxModel
 from ._versions import VERSION_HEADER, VersionSet, requested_version
 
+PLAIN = TLS()
+"""No TLS settings: plain HTTP served, https peers checked with the system's trust store (tests, local runs)."""
+
 log = logging.getLogger("flywheel_predictor")
 
 GRACE_PERIOD_SECONDS = 10
@@ -109,7 +113,7 @@ class FlywheelDataPlane(DataPlane):
 
 
 class FlywheelRESTServer(ServedRoutesRESTServer):
-    def __init__(self, settings: Settings, dataplane: DataPlane, repository_extension: Any) -> None:
+    def __init__(self, settings: Settings, dataplane: DataPlane, repository_extension: Any, tls: TLS = PLAIN) -> None:
         super().__init__(
             FASTAPI_APP_IMPORT_STRING,
             dataplane,
@@ -122,6 +126,10 @@ class FlywheelRESTServer(ServedRoutesRESTServer):
         self.config.host = settings.http_host
         # X-Forwarded-* only rewrite the client address, which nothing here reads (no access log).
         self.config.proxy_headers = False
+        # HTTPS (and client certificates) when FLYWHEEL_TLS_* say so; the config is loaded in the process that
+        # serves (each worker when WORKERS > 1), so every worker wraps its socket in the same context.
+        for name, value in tls.uvicorn_options().items():
+            setattr(self.config, name, value)
 
     def create_application(self) -> None:
         configure_logging()  # in a spawned worker, for the first time
@@ -214,7 +222,7 @@ class FlywheelModelServer(ModelServer):
     """`start([default_model])` serves the default and, through `versions` (built around the default when
     not given), every other version of the model."""
 
-    def __init__(self, settings: Settings, versions: VersionSet | None = None) -> None:
+    def __init__(self, settings: Settings, versions: VersionSet | None = None, tls: TLS = PLAIN) -> None:
         check_private_names()
         super().__init__(
             http_port=settings.http_port,
@@ -226,12 +234,13 @@ class FlywheelModelServer(ModelServer):
         )
         self.settings = settings
         self.versions = versions
+        self.tls = tls
         self.dataplane = FlywheelDataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[OnnxModel]) -> None:
         register_models(self, models)
         self.dataplane.versions = self.versions or VersionSet(self.settings, models[0])
-        rest = FlywheelRESTServer(self.settings, self.dataplane, self.model_repository_extension)
+        rest = FlywheelRESTServer(self.settings, self.dataplane, self.model_repository_extension, self.tls)
         if self.workers > 1:
             self.dataplane.versions.hand_over()
             server = RESTServerMultiProcess(
@@ -259,12 +268,12 @@ def _run(main: Any) -> None:
         uvloop.run(main)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, tls: TLS = PLAIN) -> None:
     """Load the default version and those VERSIONS asks for (refusing a bad one with ModelLoadError) and
-    serve until signalled."""
+    serve until signalled (HTTPS when `tls` has a certificate)."""
     model = OnnxModel(settings)
     model.load()
     log.info(model.describe())
     versions = VersionSet(settings, model)
     versions.load_at_start()
-    FlywheelModelServer(settings, versions).start([model])
+    FlywheelModelServer(settings, versions, tls).start([model])

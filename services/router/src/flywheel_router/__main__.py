@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from flywheel_contracts.tls import TLS, TLSConfigError
+
 from ._config import load_settings
 from ._errors import ConfigError
 
@@ -15,14 +17,15 @@ def main() -> int:
     log = logging.getLogger("flywheel_router")
     try:
         settings = load_settings()
-    except ConfigError as e:
+        tls = TLS.from_env()  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set (the chart's tls.enabled)
+    except (ConfigError, TLSConfigError) as e:
         log.error("refusing to start: %s", e)
         return 2
     import uvloop
 
     from ._main import serve
 
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, tls))
     return 0
 
 

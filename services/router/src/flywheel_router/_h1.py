@@ -10,7 +10,8 @@ Guarantees kept (the same as the httpx client, which tests can still inject): co
 timeouts; typed failures ("connect" for refused/reset/closed, "timeout"); a connection that died while
 idle in the pool is retried once on a fresh one before counting as a failure (the request never reached
 the server); chunked and content-length bodies; a response the server marks `Connection: close`, or one
-that timed out, never returns to the pool; https upstreams through the default SSL context.
+that timed out, never returns to the pool; https upstreams verified with the context `_main.build` makes once
+from FLYWHEEL_TLS_* (the CA file when set, else the system's trust store); a failed handshake is a `connect`.
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Idle keep-alive connections to one upstream origin, at most `limit` open at once."""
 
-    def __init__(self, scheme: str, host: str, port: int, limit: int) -> None:
+    def __init__(self, scheme: str, host: str, port: int, limit: int, ssl_context: ssl.SSLContext | None) -> None:
         self.host, self.port = host, port
-        self.ssl = ssl.create_default_context() if scheme == "https" else None
+        self.ssl = (ssl_context or ssl.create_default_context()) if scheme == "https" else None
         self.host_header = f"{host}:{port}".encode()
         self.idle: deque[_Connection] = deque()
         self.slots = asyncio.Semaphore(limit)
@@ -137,8 +138,15 @@ def _expire(waiter: asyncio.Future) -> None:
 class H1Upstreams:
     """`Upstreams` on the lean client: same `send` contract, a fraction of the cost per request."""
 
-    def __init__(self, connect_timeout_s: float, timeout_s: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        connect_timeout_s: float,
+        timeout_s: float,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
+        self.ssl_context = ssl_context  # https upstreams: built once (the CA bundle), shared by every pool
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self._pools: dict[str, _Pool] = {}
@@ -153,7 +161,9 @@ class H1Upstreams:
         pool = self._pools.get(origin)
         if pool is None:
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            pool = self._pools[origin] = _Pool(parts.scheme, parts.hostname or "", port, self.max_connections)
+            pool = self._pools[origin] = _Pool(
+                parts.scheme, parts.hostname or "", port, self.max_connections, self.ssl_context
+            )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         found = (pool, target.encode("latin-1"))
         if len(self._targets) < 4096:  # paths are few (a handful per model); never grow without bound

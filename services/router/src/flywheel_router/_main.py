@@ -21,6 +21,7 @@ import uvicorn
 
 from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile
+from flywheel_contracts.tls import TLS
 
 from ._admin import AdminApp
 from ._config import Settings
@@ -30,6 +31,9 @@ from ._proxy import InferenceApp
 from ._sources import make_source
 from ._table import RouteTable
 from ._upstream import Upstreams
+
+PLAIN = TLS()
+"""No TLS settings: plain HTTP served, https peers checked with the system's trust store (tests, local runs)."""
 
 log = logging.getLogger("flywheel_router")
 
@@ -42,7 +46,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: object, host: str, port: int) -> uvicorn.Config:
+def _config(app: object, host: str, port: int, tls: TLS) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -57,28 +61,33 @@ def _config(app: object, host: str, port: int) -> uvicorn.Config:
         log_config=None,
         timeout_keep_alive=75,  # longer than typical client/load-balancer idle timeouts, so we never close first
         timeout_graceful_shutdown=10,
+        **tls.uvicorn_options(),  # HTTPS on both ports when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set
     )
 
 
-def build(settings: Settings) -> tuple[InferenceApp, AdminApp, Upstreams | H1Upstreams]:
+def build(settings: Settings, tls: TLS = PLAIN) -> tuple[InferenceApp, AdminApp, Upstreams | H1Upstreams]:
     metrics = Metrics()
+    # Built once: https upstreams are verified with FLYWHEEL_TLS_CA_FILE (else the system's trust store).
+    verify = tls.client_context()
     if settings.upstream_client == "h1":
-        upstreams = H1Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
+        upstreams = H1Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections,
+                                ssl_context=verify)
     else:
-        upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections)
+        upstreams = Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections,
+                              verify=verify)
     inference = InferenceApp(settings, RouteTable(), upstreams, metrics)
     admin = AdminApp(TokenFile(settings.token_file, name="router admin token"), make_source(settings), inference)
     return inference, admin, upstreams
 
 
-async def serve(settings: Settings) -> None:
-    inference, admin, upstreams = build(settings)
+async def serve(settings: Settings, tls: TLS = PLAIN) -> None:
+    inference, admin, upstreams = build(settings, tls)
     if admin.token.current() is None:
         log.warning("no admin token (FLYWHEEL_ROUTER_TOKEN_FILE): the admin API refuses every request")
     admitted = admission(inference, settings, "router", inference.metrics.registry)  # the inference port only
     servers = [
-        _Server(_config(admitted, settings.http_host, settings.http_port)),
-        _Server(_config(admin, settings.admin_host, settings.admin_port)),
+        _Server(_config(admitted, settings.http_host, settings.http_port, tls)),
+        _Server(_config(admin, settings.admin_host, settings.admin_port, tls)),
     ]
     loop = asyncio.get_running_loop()
 

@@ -25,6 +25,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 from flywheel_contracts import Backend, Route
 from flywheel_contracts.routes import VERSION_PATTERN
@@ -178,7 +179,7 @@ class InferenceApp:
             choice = choose(route, *_routing_facts(route, headers), self.rng)
         request_id = headers.get(REQUEST_ID) or os.urandom(16).hex().encode()
         forward = _forward_headers(headers, request_id)
-        suffix = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+        suffix = _wire_path(scope) + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
 
         if choice is None:  # no route: the default upstream's default version
             answer = await self._send_stable(
@@ -379,7 +380,7 @@ class InferenceApp:
             forward.append((VERSION_HEADER, backend.version.encode()))
         base = backend.endpoint if backend is not None and backend.endpoint else self.settings.default_upstream
         try:
-            answer = await self.upstreams.send("GET", base + scope["path"], forward, b"")
+            answer = await self.upstreams.send("GET", base + _wire_path(scope), forward, b"")
         except UpstreamFailure as failure:
             self._failures.note(f"{model} metadata", failure)
             raise UpstreamUnavailable(
@@ -426,6 +427,13 @@ def _version(value: str, where: str) -> str:
         source = "the versioned path" if where == "path" else "header x-flywheel-model-version"
         raise BadRequest(f"{source} names version {value[:80]!r}; expected a version such as v2")
     return value
+
+
+def _wire_path(scope: dict) -> str:
+    """The path as the caller sent it (percent-encoded, so ASCII), for the upstream: `scope["path"]` is decoded,
+    and a model name outside latin-1 (`/v2/models/%F0%9F%98%80/infer`) could not be written on the wire (a 500)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
 
 
 def _only(method: str, allowed: str, path: str) -> None:

@@ -10,6 +10,7 @@ failed candidate can be retried on the stable and counted. HTTP error answers ar
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -50,9 +51,11 @@ class Upstreams:
         timeout_s: float,
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
+            verify=verify,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,

@@ -181,6 +181,13 @@ class VersionUnusable(family.Unavailable, VersionError):
     kind = "version_unusable"
 
 
+class VersionRouteNotServed(family.NotFound, RequestError):
+    """KServe's versioned V2 routes (`/v2/models/<m>/versions/<v>[/ready|/infer]`), which KServe itself answers
+    501 "not supported yet": here a 404 that says how to name a version."""
+
+    kind = "version_route_not_served"
+
+
 class ModelNotLoaded(family.Unavailable, RequestError):
     kind = "model_not_loaded"
 

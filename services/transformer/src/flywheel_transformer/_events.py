@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -115,6 +116,7 @@ class EventSink:
         senders: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         token: TokenFile | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url
         self.token = token or TokenFile(None)
@@ -125,7 +127,7 @@ class EventSink:
         self._queue: asyncio.Queue[InferenceRecord] = asyncio.Queue(maxsize=queue_size)
         self._senders = senders
         self._tasks: list[asyncio.Task[None]] = []
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=verify)
         self._failing = False
         self._in_flight = 0
         """Events taken off the queue by a sender and not yet posted (or failed)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,6 +131,7 @@ class FeatureClient:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
         token: TokenFile | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -137,7 +139,7 @@ class FeatureClient:
         """The features read token sent with every lookup (re-read when its file changes); none when unset."""
         self._outage = OutageLog(log, f"feature lookups at {self.base_url}")
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
+            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport, verify=verify
         )
 
     async def lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:

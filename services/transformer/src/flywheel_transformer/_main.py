@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from flywheel_contracts.tls import TLS, TLSConfigError
 from flywheel_core.model_repo import ModelRepoError
 
 from ._config import load_settings
@@ -14,11 +15,12 @@ from ._server import serve
 def main() -> int:
     try:
         settings = load_settings()
-    except ConfigError as e:
+        tls = TLS.from_env()  # HTTPS and verified peers when FLYWHEEL_TLS_* are set (the chart's tls.enabled)
+    except (ConfigError, TLSConfigError) as e:
         print(f"flywheel-transformer: {e}", file=sys.stderr)
         return 2
     try:
-        serve(settings)
+        serve(settings, tls)
     except (ModelRepoError, ModelMetadataError) as e:
         print(f"flywheel-transformer: cannot serve model '{settings.model_name}': {e}", file=sys.stderr)
         return 2

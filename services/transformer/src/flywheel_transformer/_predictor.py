@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -100,14 +101,19 @@ class PredictorClient:
     """Shared keep-alive client to the predictor's V2 endpoint."""
 
     def __init__(
-        self, base_url: str, model_name: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        model_name: str,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.path = f"/v2/models/{model_name}/infer"
         self.timeout_s = timeout_s
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport
+            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport, verify=verify
         )
         self._outage = OutageLog(log, f"predictor calls to {self.base_url}")
 

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from fastapi.exceptions import FastAPIDeprecationWarning
+from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
@@ -50,10 +51,11 @@ from starlette.exceptions import HTTPException
 from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile, www_authenticate
 from flywheel_contracts.errors import code_of_status
+from flywheel_contracts.tls import TLS
 from flywheel_core import model_repo
 
 from ._config import Settings
-from ._errors import RequestError, Unauthorized, error_body, status_of
+from ._errors import InvalidRequest, RequestError, Unauthorized, VersionRouteNotServed, error_body, status_of
 from ._events import EventAttributes, EventSink
 from ._features import FeatureClient
 from ._kserve_adapter import (
@@ -73,6 +75,9 @@ from ._stream import FeatureStream, StreamMetrics
 from ._validation import explain_undecodable
 
 log = logging.getLogger("flywheel_transformer")
+
+PLAIN = TLS()
+"""No TLS settings: plain HTTP served, https peers checked with the system's trust store (tests, local runs)."""
 
 
 class _TransformerDataPlane(DataPlane):
@@ -115,7 +120,7 @@ class _TransformerRESTServer(ServedRoutesRESTServer):
     """KServe's REST server on HTTP_HOST, with only the served routes (_routes, through _kserve_adapter), JSON
     404s and the body limit in front."""
 
-    def __init__(self, settings: Settings, server: ModelServer) -> None:
+    def __init__(self, settings: Settings, server: ModelServer, tls: TLS) -> None:
         super().__init__(
             FASTAPI_APP_IMPORT_STRING,
             server.dataplane,
@@ -128,10 +133,14 @@ class _TransformerRESTServer(ServedRoutesRESTServer):
         )
         self.settings = settings
         self.config.host = settings.http_host
+        for name, value in tls.uvicorn_options().items():  # HTTPS when FLYWHEEL_TLS_CERT_FILE/KEY_FILE are set
+            setattr(self.config, name, value)
 
     def create_application(self) -> None:
         super().create_application()
         app.add_exception_handler(HTTPException, _http_error_handler)
+        app.add_exception_handler(NotImplementedError, _not_implemented_handler)
+        app.add_exception_handler(RequestValidationError, _validation_error_handler)
         # Outermost: a request past the admission limit is answered before anything parses it.
         self.config.app = admission(
             MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app)), self.settings, "transformer"
@@ -142,16 +151,17 @@ class _TransformerModelServer(ModelServer):
     """KServe's ModelServer, one process, serving through _TransformerRESTServer (its own start() builds a stock
     RESTServer listening on 0.0.0.0)."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, tls: TLS = PLAIN, **kwargs: Any) -> None:
         check_private_names()
         super().__init__(http_port=settings.http_port, workers=1, **kwargs)
         self.settings = settings
+        self.tls = tls
         self.on_shutdown: Callable[[], Awaitable[None]] | None = None
         """Awaited once the HTTP server has stopped (no request in flight): drains and closes the model."""
 
     def start(self, models: list[Any]) -> None:
         register_models(self, models)
-        self.servers.append(_TransformerRESTServer(self.settings, self).start())
+        self.servers.append(_TransformerRESTServer(self.settings, self, self.tls).start())
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve_then_shut_down())
@@ -171,6 +181,32 @@ async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
         name, value = www_authenticate("flywheel-transformer")
         headers = {name.decode(): value.decode()}
     return JSONResponse(status_code=int(status_of(exc)), content=error_body(exc), headers=headers)
+
+
+async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own answer to a body KServe's V2 model refuses is a 422 `{"detail": [...]}` that echoes the input
+    back; here it is this service's 400 naming the first field."""
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    first = problems[0] if problems else {}
+    where = [str(part) for part in first.get("loc", ()) if part not in ("body", "InferenceRequest")]
+    message = f"{first.get('msg', 'is invalid')} (not a V2 inference request)"
+    error = InvalidRequest(message, field=".".join(where) or None)
+    return JSONResponse(status_code=int(status_of(error)), content=error_body(error))
+
+
+async def _not_implemented_handler(request: Request, exc: Exception) -> JSONResponse:
+    """KServe answers its versioned V2 routes with NotImplementedError (a 501, a server error the client cannot
+    act on); here they are a 404 naming the way to score with a version. Other NotImplementedErrors keep
+    KServe's 501."""
+    if "model_version" not in request.path_params:
+        return JSONResponse(status_code=501, content={"error": str(exc), "code": code_of_status(501)})
+    error = VersionRouteNotServed(
+        f"{request.method} {request.url.path}: the transformer has no versioned routes; send "
+        "POST /v1/models/fraud:predict with the header x-flywheel-model-version: <version> (versioned V2 routes "
+        "are the predictor's)"
+    )
+    return JSONResponse(status_code=int(status_of(error)), content=error_body(error))
 
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -213,7 +249,10 @@ def _quiet_per_request_logs() -> None:
         ours.propagate = False
 
 
-def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
+def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> FraudTransformer:
+    """The model and its clients; https peers (features, predictor, drift) are verified with the one context
+    made here from FLYWHEEL_TLS_* (the CA file when set, else the system's trust store)."""
+    verify = tls.client_context()
     events = None
     if settings.event_sink_url:
         attributes = EventAttributes(
@@ -231,6 +270,7 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
             timeout_s=settings.event_timeout_s,
             senders=settings.event_senders,
             token=TokenFile(settings.event_token_file, name="drift ingest token"),
+            verify=verify,
         )
     return FraudTransformer(
         settings,
@@ -239,14 +279,17 @@ def build_model(settings: Settings, metrics: Metrics) -> FraudTransformer:
             settings.features_base,
             settings.features_timeout_s,
             token=TokenFile(settings.features_token_file, name="features read token"),
+            verify=verify,
         ),
-        PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s),
+        PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s, verify=verify),
         events,
-        stream=build_stream(settings),
+        stream=build_stream(settings, verify=verify),
     )
 
 
-def build_stream(settings: Settings, registry: CollectorRegistry = REGISTRY) -> FeatureStream | None:
+def build_stream(
+    settings: Settings, registry: CollectorRegistry = REGISTRY, verify: ssl.SSLContext | bool = True
+) -> FeatureStream | None:
     """The client of the features service's stream step, or None when FEATURE_STREAM_URL is unset."""
     if not settings.feature_stream_url:
         return None
@@ -257,13 +300,16 @@ def build_stream(settings: Settings, registry: CollectorRegistry = REGISTRY) -> 
         queue_size=settings.feature_stream_queue_size,
         timeout_s=settings.feature_stream_timeout_s,
         token=TokenFile(settings.feature_stream_token_file, name="features write token"),
+        verify=verify,
     )
 
 
-def serve(settings: Settings) -> None:
-    """Run the transformer until SIGTERM/SIGINT. Raises ModelRepoError/ModelMetadataError for a broken version."""
+def serve(settings: Settings, tls: TLS = PLAIN) -> None:
+    """Run the transformer until SIGTERM/SIGINT (HTTPS when `tls` has a certificate; in kserve mode it has only
+    the CA, to verify the services it calls). Raises ModelRepoError/ModelMetadataError for a broken version."""
     server = _TransformerModelServer(
         settings,
+        tls,
         enable_grpc=False,  # V1/V2 REST only; KServe's default gRPC port would collide with the predictor's
         enable_latency_logging=False,
         predictor_config=PredictorConfig(
@@ -274,7 +320,7 @@ def serve(settings: Settings) -> None:
         ),
     )
     _quiet_per_request_logs()
-    model = build_model(settings, Metrics())
+    model = build_model(settings, Metrics(), tls)
     try:
         model.use(load_spec(settings.model_repo, settings.model_name, settings.model_version))
         log.info("loaded metadata of model %s %s", model.name, model.spec.version if model.spec else "?")

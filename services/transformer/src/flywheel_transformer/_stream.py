@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,7 @@ class FeatureStream:
         timeout_s: float,
         token: TokenFile | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = base_url.rstrip("/") + PATH
         self.token = token or TokenFile(None)
@@ -91,7 +93,7 @@ class FeatureStream:
         self._model = model
         self._queue: asyncio.Queue[Transaction] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=verify)
         self._failing = False
         self._in_flight = 0
 
