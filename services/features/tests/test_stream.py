@@ -140,6 +140,20 @@ def test_a_retried_transaction_is_not_counted_twice(stream_url, stream_settings,
     assert _served(stream_url, read_header, card)["txn_count_1h"] == once["txn_count_1h"] + 1
 
 
+def test_a_late_or_retried_older_transaction_does_not_put_the_cards_served_state_back_in_time(
+        stream_url, stream_settings, read_header, write_header):
+    card = "c000127"
+    older, newer, late = (_live(stream_settings, card, m) for m in (30, 32, 31))
+    for body in ([older], [newer]):
+        httpx.post(f"{stream_url}/stream/transactions", headers=write_header, json={"transactions": body})
+    current = _served(stream_url, read_header, card)
+    # A retry of the older one and a late arrival between the two: both are history, the newest row stays served.
+    for body in ([older], [late], [late, older]):
+        answer = httpx.post(f"{stream_url}/stream/transactions", headers=write_header, json={"transactions": body})
+        assert answer.status_code == 200, answer.text
+        assert _served(stream_url, read_header, card) == current
+
+
 def test_streamed_rows_reach_the_offline_store_for_training(stream_url, stream_settings, write_header):
     card = "c000125"
     txns = [_live(stream_settings, card, m) for m in (10, 11, 12)]  # FLUSH_ROWS=3: one part at the latest

@@ -135,6 +135,12 @@ class CardHistory:
         at = bisect.bisect_left(card.keys, key)
         return at < len(card.keys) and card.keys[at] == key
 
+    def is_newest(self, txn: CardTransaction) -> bool:
+        """Whether this is its card's newest transaction held: only the newest row is the card's current state
+        (the one to serve); a late arrival's or an old retry's row is history."""
+        card = self._cards.get(txn.card_id)
+        return card is not None and card.keys[-1] == (txn.event_us, txn.transaction_id)
+
     def add(self, txn: CardTransaction) -> CardActivityRow:
         card = self._cards.get(txn.card_id)
         if card is None:

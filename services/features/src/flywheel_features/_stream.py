@@ -143,12 +143,16 @@ class CardStream:
         logged = self._read_log()
         self._logged = len(logged)
         self._pending_from = min(covered, self._logged)
+        unpushed: list[card_stream.CardTransaction] = []
         for line, txn in enumerate(logged):
             row = self.history.add(txn)
             if line >= covered:
                 self._pending.append(row)
-        if self._pending:  # they may not have reached the online store before the stop
-            self.store.push(PUSH_SOURCE, card_stream.rows_frame(self._pending), to=PushMode.ONLINE)
+                unpushed.append(txn)
+        # They may not have reached the online store before the stop: each card's current state goes there.
+        current = [row for txn, row in zip(unpushed, self._pending, strict=True) if self.history.is_newest(txn)]
+        if current:
+            self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
         self._flush()
         log.info(
             "stream step: %d transactions of %d cards from %s and %d logged live ones in %.1f s",
@@ -191,13 +195,17 @@ class CardStream:
                                           for t in fresh))
             rows = [self.history.add(t) for t in transactions]
             frame = card_stream.rows_frame(rows)
+            # Online holds each card's current state: a late arrival's or an old retry's row would put the card
+            # back in time (Feast's SQLite store overwrites whatever it is given), so only newest rows go there.
+            current = [row for t, row in zip(transactions, rows, strict=True) if self.history.is_newest(t)]
             if fresh:
                 if not self._pending:
                     self._pending_since = time.monotonic()
                     self._pending_from = self._logged
                 self._logged += len(fresh)
                 self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in fresh)
-            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+            if current:
+                self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
             TRANSACTIONS.inc(len(transactions))
             if self._pending and (len(self._pending) >= self.flush_rows
                                   or time.monotonic() - self._pending_since >= self.flush_s):
