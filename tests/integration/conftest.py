@@ -117,7 +117,9 @@ def ports() -> Ports:
 
 @pytest.fixture(scope="session")
 def stack(workdir: Path, data_env: dict[str, str], model_repo: Path, ports: Ports, event_sink: EventSink) -> Stack:
-    extra = {"FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": event_sink.url}
+    # Stream rows reach the offline store a second after they arrive, so tests comparing with training's join
+    # (test_training_serving_parity) need not wait the default minute.
+    extra = {"FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": event_sink.url, "FLYWHEEL_FEATURES_STREAM_FLUSH_S": "1"}
     services = default_services(model_repo, Path(data_env["FLYWHEEL_DATA_DIR"]), ports, extra_env=extra)
     with Stack(services, log_dir=workdir / "logs") as running:
         yield running

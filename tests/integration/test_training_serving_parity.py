@@ -3,9 +3,21 @@
 For sampled live transactions, the model input the transformer served (online features, on-demand
 features, hashing, defaults) must equal the model input built from Feast's point-in-time
 `get_historical_features` at the same instant, the way the trainer builds it.
+
+The online store serves each card's current state, which the point-in-time join gives only to a transaction
+newer than everything the card has seen. Other tests have streamed live traffic through this stack (the
+rollout test, days of it), so the sample is the session's live transactions moved past everything the stream
+step holds, under new ids, one per card, and the stream's rows are in the offline store (the stack writes
+its parts after STREAM_FLUSH_S) before training's join is asked.
 """
 
 from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,13 +25,71 @@ import pandas as pd
 
 from conftest import run
 from flywheel_core import model_repo as repo
-from flywheel_core import schema
+from flywheel_core import feature_pipeline, schema
 from localstack import bearer, token, venv_python
 
 
 
+STREAM_PART = re.compile(r"^card_activity\.stream-\d{10}-(\d{10})\.parquet$")
+
+
+def _streamed(ports) -> float:
+    text = httpx.get(f"http://127.0.0.1:{ports.features}/metrics", timeout=5).text
+    match = re.search(r"^flywheel_features_stream_transactions_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _quiet_stream(ports) -> None:
+    """Until the stream step has taken what the transformer still had queued (bounded)."""
+    deadline = time.monotonic() + 60
+    before = _streamed(ports)
+    while True:
+        time.sleep(1.0)
+        now = _streamed(ports)
+        if now == before:
+            return
+        assert time.monotonic() < deadline, "the stream step never went quiet"
+        before = now
+
+
+def _stream_log(data_dir: Path) -> list[dict]:
+    log = data_dir / "stream" / "transactions.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _offline_lines(data_dir: Path) -> int:
+    """Log lines whose rows are in the offline store (the parts are named by the log lines they cover)."""
+    return max((int(m.group(1)) for p in data_dir.glob("card_activity.stream-*.parquet")
+                if (m := STREAM_PART.match(p.name))), default=0)
+
+
+def fresh_sample(live: list[dict], data_dir: Path, n: int = 20) -> list[dict]:
+    """n live transactions of distinct cards, moved (spacing kept) to just after the newest transaction the
+    history and the stream step hold, under new ids."""
+    history = pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
+    newest = pd.Timestamp(history["event_timestamp"].max())
+    newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
+    streamed = _stream_log(data_dir)
+    if streamed:
+        newest = max(newest, pd.Timestamp(max(t["event_us"] for t in streamed), unit="us", tz="UTC"))
+    picked, cards = [], set()
+    for t in live:
+        if t["card_id"] not in cards:
+            cards.add(t["card_id"])
+            picked.append(t)
+    picked = picked[:n]
+    start = min(pd.Timestamp(t["event_timestamp"]) for t in picked)
+    shift = newest - start + timedelta(minutes=1)
+    return [{**t, "transaction_id": f"parity-{t['transaction_id']}",
+             "event_timestamp": (pd.Timestamp(t["event_timestamp"]) + shift).isoformat()} for t in picked]
+
+
 def test_served_model_input_equals_point_in_time_training_input(stack, ports, live_transactions, model_repo, data_env, workdir):
-    sample = live_transactions[:20]
+    data_dir = Path(data_env["FLYWHEEL_DATA_DIR"])
+    _quiet_stream(ports)
+    logged = len(_stream_log(data_dir))
+    sample = fresh_sample(live_transactions, data_dir)
+    assert len(sample) >= 10, "too few distinct cards in the live sample"
     response = httpx.post(
         f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict",
         json={"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS} for t in sample]},
@@ -28,6 +98,11 @@ def test_served_model_input_equals_point_in_time_training_input(stack, ports, li
     )
     assert response.status_code == 200, response.text
     served = pd.DataFrame([p["features"] for p in response.json()["predictions"]])
+    # The post that streams the sample finds rows older than STREAM_FLUSH_S unwritten, and writes them.
+    deadline = time.monotonic() + 60  # a bound for a stuck stack, not the assertion
+    while _offline_lines(data_dir) < logged:
+        assert time.monotonic() < deadline, f"stream rows never reached the offline store ({logged} logged)"
+        time.sleep(0.1)
 
     timestamps = pd.to_datetime(pd.Series([t["event_timestamp"] for t in sample]), utc=True)
     entities = pd.DataFrame({

@@ -107,3 +107,10 @@ def test_a_push_to_card_activity_push_is_read_online_at_once(store):
     store.push("card_activity_push", row, to=PushMode.ONLINE)
     got = online(store, [f"card_activity:{n}" for n in CARD_FEATURES], [{"card_id": "c900001"}])
     assert got.loc[0, CARD_FEATURES].tolist() == [4, 9, 321.5, 45.25, 3]
+
+
+def test_the_views_ttls_are_the_ones_serving_judges_staleness_by(store: FeatureStore):
+    # The transformer marks an online value older than its view's ttl (before the transaction) missing, as the
+    # point-in-time join does; it reads the ttls from flywheel_core.schema, so they must be the repo's.
+    declared = {name: int(store.get_feature_view(name).ttl.total_seconds()) for name in schema.FEATURE_VIEW_TTL_S}
+    assert declared == schema.FEATURE_VIEW_TTL_S

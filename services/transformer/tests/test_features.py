@@ -66,6 +66,26 @@ def test_redis_stores_unknown_entity_present_null_at_the_epoch_is_not_found():
     assert lookup.reasons[1]["txn_count_1h"] is MissingReason.NULL_VALUE
 
 
+def test_a_value_older_than_its_views_ttl_before_the_transaction_is_outside_max_age_as_in_training():
+    # merchant_risk's ttl is 2 days, card_activity's 30: judged against each transaction's time, not the clock.
+    from datetime import UTC, datetime
+
+    values = known_values(3)
+    answer = feast_answer(["a", "b", "c"], ["x", "y", "z"], values)
+    for column, name in zip(answer["results"][2:], ONLINE_NAMES, strict=True):
+        column["event_timestamps"] = ["2026-11-01T00:00:00Z"] * 3
+    at = [datetime(2026, 11, 2, 23, 59, tzinfo=UTC),  # within both ttls
+          datetime(2026, 11, 3, 0, 0, 1, tzinfo=UTC),  # merchant snapshot over 2 days old
+          datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)]  # the card row over 30 days old too
+    lookup = parse_lookup(answer, 3, at)
+    assert lookup.reasons[0] == {}
+    assert lookup.reasons[1] == {name: MissingReason.OUTSIDE_MAX_AGE for name in ONLINE_NAMES
+                                 if name.startswith("merchant_")}
+    assert lookup.reasons[2] == {name: MissingReason.OUTSIDE_MAX_AGE for name in ONLINE_NAMES}
+    assert lookup.values[1]["txn_count_1h"] == values["txn_count_1h"][1]
+    assert parse_lookup(answer, 3).reasons == [{}, {}, {}]  # without the times nothing is judged
+
+
 def test_a_null_or_unusable_present_value_and_a_left_out_feature_are_null_values():
     values = known_values(2)
     values["txn_count_24h"] = [None, "not a number"]

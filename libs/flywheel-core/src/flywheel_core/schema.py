@@ -60,6 +60,18 @@ everyday traffic, reported as `unknown_entities` by the online store, not as an 
 DOMAIN_NUMERICS: tuple[str, ...] = ("amount",)
 """Raw numeric fields whose training range (min, max) a model version records in `training_domain`."""
 
+FEATURE_VIEW_TTL_S: dict[str, int] = {"card_activity": 30 * 86_400, "merchant_risk": 2 * 86_400}
+"""Each online view's ttl in seconds, as feature_repo/views.py declares it (the features service's tests compare
+them). Training's point-in-time join treats a row older than this before the transaction as missing; serving
+must do the same from the event timestamp the online store returns, against the transaction's time (not the
+wall clock, which is what the online store itself would judge by)."""
+
+FEATURE_TTL_S: dict[str, int] = {
+    **{name: FEATURE_VIEW_TTL_S["card_activity"] for name in CARD_FEATURES},
+    **{name: FEATURE_VIEW_TTL_S["merchant_risk"] for name in MERCHANT_FEATURES},
+}
+"""The ttl of each online feature's view."""
+
 ONLINE_FEATURE_REFS: tuple[str, ...] = tuple(f"card_activity:{name}" for name in CARD_FEATURES) + tuple(
     f"merchant_risk:{name}" for name in MERCHANT_FEATURES
 )

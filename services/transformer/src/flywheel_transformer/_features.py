@@ -4,7 +4,11 @@ Feast (0.67, `feast serve`) answers column-wise: `metadata.feature_names` lists 
 features, and `results[j]` holds, for feature j, `values[i]` and `statuses[i]` for entity row i. A value
 is usable only when its status is PRESENT and it is a number; anything else (NOT_FOUND for an unknown
 card, OUTSIDE_MAX_AGE past the view's ttl, null) is reported as missing with its reason
-(`MissingReason`), and the caller substitutes the model's training default. Any failure of the lookup
+(`MissingReason`), and the caller substitutes the model's training default. A value stamped more than its
+view's ttl before the transaction is OUTSIDE_MAX_AGE here too, judged against the transaction's time as
+training's point-in-time join judges it (`flywheel_core.schema.FEATURE_TTL_S`): the online store keeps the
+last row it was given however old, so a merchant snapshot the batch job stopped refreshing would otherwise be
+served as current while training reads it as missing. Any failure of the lookup
 itself becomes FeaturesUnavailable with a bounded `reason` (timeout, unreachable, http_error,
 unauthorized, bad_response) for metrics. Its message, which the caller gets, names neither the feature
 service's address nor its reply; those go to the log, once per outage (the metrics count every failure).
@@ -16,12 +20,13 @@ import logging
 import math
 import ssl
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from flywheel_contracts.auth import TokenFile
-from flywheel_core.schema import ONLINE_FEATURE_REFS
+from flywheel_core.schema import FEATURE_TTL_S, ONLINE_FEATURE_REFS
 
 from ._errors import FeaturesUnavailable
 from ._outage import OutageLog
@@ -49,9 +54,10 @@ def lookup_body(transactions: Sequence[Transaction]) -> dict[str, Any]:
     }
 
 
-def parse_lookup(body: Any, rows: int) -> OnlineLookup:
+def parse_lookup(body: Any, rows: int, event_times: Sequence[datetime] | None = None) -> OnlineLookup:
     """Per-instance online values (and why any is missing) from Feast's column-wise answer; raises
-    FeaturesUnavailable if unusable."""
+    FeaturesUnavailable if unusable. With `event_times` (row i's transaction time, timezone-aware), values older
+    than their view's ttl before it are missing as OUTSIDE_MAX_AGE."""
     try:
         names = body["metadata"]["feature_names"]
         if isinstance(names, dict):  # protobuf's JSON form without Feast's patch: {"val": [...]}
@@ -72,6 +78,8 @@ def parse_lookup(body: Any, rows: int) -> OnlineLookup:
             columns[bare] = result
     out: list[OnlineValues] = [{} for _ in range(rows)]
     reasons: list[MissingReasons] = [{} for _ in range(rows)]
+    stamps: dict[str, float | None] = {}
+    """Parsed event timestamps (a batch's rows share a few: one per card or merchant row)."""
     for name in ONLINE_FEATURES:
         column = columns.get(name)
         statuses = column.get("statuses") if column else None
@@ -83,6 +91,9 @@ def parse_lookup(body: Any, rows: int) -> OnlineLookup:
             status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else PRESENT
             if status == PRESENT and column["values"][i] is None and _epoch(column, i):
                 status = "NOT_FOUND"  # Feast 0.67's Redis store: an unknown entity comes back PRESENT, null, at 1970
+            if status == PRESENT and event_times is not None and _expired(column, i, event_times[i], FEATURE_TTL_S[name],
+                                                                          stamps):
+                status = "OUTSIDE_MAX_AGE"
             value = _number(column["values"][i]) if status == PRESENT else None
             out[i][name] = value
             if value is None:
@@ -96,6 +107,22 @@ def _epoch(column: dict[str, Any], i: int) -> bool:
     tests/integration/test_redis_online_store.py pins that difference.)"""
     stamps = column.get("event_timestamps")
     return isinstance(stamps, list) and i < len(stamps) and str(stamps[i]).startswith("1970-01-01T00:00:00")
+
+
+def _expired(column: dict[str, Any], i: int, event_time: datetime, ttl_s: int, parsed: dict[str, float | None]) -> bool:
+    """Whether row i's value is stamped more than `ttl_s` before `event_time` (an unreadable stamp is not)."""
+    stamps = column.get("event_timestamps")
+    if not isinstance(stamps, list) or i >= len(stamps) or not isinstance(stamps[i], str):
+        return False
+    text = stamps[i]
+    if text not in parsed:
+        try:
+            stamp = datetime.fromisoformat(text)
+            parsed[text] = stamp.timestamp() if stamp.tzinfo else None
+        except ValueError:
+            parsed[text] = None
+    stamp_s = parsed[text]
+    return stamp_s is not None and stamp_s < event_time.timestamp() - ttl_s
 
 
 def _number(value: Any) -> float | None:
@@ -185,7 +212,7 @@ class FeatureClient:
             body = response.json()
         except ValueError as e:
             raise _bad_response("not JSON") from e
-        return parse_lookup(body, len(transactions))
+        return parse_lookup(body, len(transactions), [t.event_timestamp for t in transactions])
 
     async def aclose(self) -> None:
         await self._client.aclose()
