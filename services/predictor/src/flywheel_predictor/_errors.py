@@ -4,6 +4,7 @@
     ├── ConfigError          a setting is invalid (start-up only)
     ├── ModelLoadError       the model cannot be served: missing, tampered, or not what metadata says (start-up)
     ├── InvalidRequest       400: the body is not a valid request for this model
+    ├── ModelNotServed       404: a versioned route names a model other than the one served
     ├── VersionNotServed     404: the request names a version of the model that is not published
     ├── MethodNotAllowed     405: an inference route was called with something other than POST
     ├── PayloadTooLarge      413: the body is larger than FLYWHEEL_PREDICTOR_MAX_BODY_BYTES
@@ -39,6 +40,10 @@ class ModelLoadError(PredictorError):
 
 class InvalidRequest(family.BadRequest, PredictorError):
     """The request body is not a valid inference request for the hosted model."""
+
+
+class ModelNotServed(family.NotFound, PredictorError):
+    """A versioned route names a model this server does not serve (unversioned ones get KServe's 404)."""
 
 
 class VersionNotServed(family.NotFound, PredictorError):

@@ -27,6 +27,7 @@ import orjson
 from ._errors import (
     InvalidRequest,
     MethodNotAllowed,
+    ModelNotServed,
     PayloadTooLarge,
     PredictorError,
     UnsupportedMediaType,
@@ -48,6 +49,7 @@ _OCTET_STREAM = b"application/octet-stream"
 _CLOUDEVENT = b"application/cloudevents"
 _BINARY_HEADER = b"inference-header-content-length"
 _VERSION_HEADER = VERSION_HEADER.encode()
+_MODELS_PREFIX = "/v2/models/"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _JSON_HEADERS = [(b"content-type", _JSON)]
 _PLATFORM = "onnxruntime_onnx"
@@ -91,6 +93,12 @@ class FastPath:
                 version, _, route = path[len(self.versions_prefix) :].partition("/")
                 if route in ("", "ready", "infer"):
                     return await self._versioned(version, route, scope, receive, send)
+            elif path.startswith(_MODELS_PREFIX):
+                name, versioned, rest = path[len(_MODELS_PREFIX) :].partition("/versions/")
+                version, _, route = rest.partition("/")
+                if versioned and name and "/" not in name and version and route in ("", "ready", "infer"):
+                    # KServe answers another model's versioned routes 501 "Model versioning not supported yet".
+                    return await self._other_model(name, route, scope, send)
         elif kind == "lifespan":
             receive = self._watch_lifespan(receive)
         await self.app(scope, receive, send)
@@ -133,6 +141,14 @@ class FastPath:
                 "outputs": model.get_output_types(),
             }
         await _respond(send, 200, orjson.dumps(body), self._headers(model))
+
+    async def _other_model(self, name: str, route: str, scope: dict, send: Callable) -> None:
+        """A versioned route of a model this server does not serve: 405 for a wrong method, else 404."""
+        method, allowed = scope["method"], "POST" if route == "infer" else "GET"
+        if method != allowed:
+            return await _refuse(send, MethodNotAllowed(f"{scope['path']} takes {allowed}, not {method}"))
+        error = ModelNotServed(f"model {name!r} is not served here; this predictor serves {self.versions.name!r}")
+        return await _refuse(send, error)
 
     def _as_unversioned(self, scope: dict, version: str | None) -> dict:
         """A versioned V2 infer call as KServe's unversioned route plus the version header (the data plane
