@@ -138,3 +138,23 @@ def test_cli_writes_history_tables_and_live_lines_that_continue_it(tmp_path, cap
     assert {"transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category",
             "channel", "event_timestamp", "is_fraud"} <= rows[0].keys()
     capsys.readouterr()
+
+
+def test_the_default_data_set_depends_on_its_seed_not_on_the_day_it_is_made():
+    """`make data` dates the history to end today; what it holds must not move with the date (only the
+    timestamps shift). Pinned figures of the default world (seed 7): a change here changes every figure in
+    docs/benchmarks.md and every model trained on the default data, so it must be deliberate."""
+    frames = []
+    for start in ("2026-10-31", "2025-03-01", "2027-02-27"):
+        history = sim.generate_history(sim.preset("default", start=start))
+        offset = history["event_timestamp"] - pd.Timestamp(start, tz="UTC")
+        frames.append(history.drop(columns=["event_timestamp", "label_timestamp"]).assign(
+            offset=offset, label_offset=history["label_timestamp"] - pd.Timestamp(start, tz="UTC")))
+    for other in frames[1:]:
+        pd.testing.assert_frame_equal(frames[0], other)
+    history = frames[0]
+    assert (len(history), int(history["is_fraud"].sum())) == (40923, 719)
+    assert round(float(history["amount"].sum()), 2) == 9133865.15
+    assert (history["card_id"].nunique(), history["merchant_id"].nunique()) == (1965, 498)
+    live = sim.generate_live(sim.preset("default", start="2026-10-31"), "none", 100)
+    assert (live["transaction_id"].iloc[0], round(float(live["amount"].sum()), 2)) == ("t3361228796", 31532.66)
