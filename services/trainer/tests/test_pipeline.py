@@ -9,6 +9,9 @@ import pytest
 
 from flywheel_core import model_repo, schema
 from flywheel_trainer import load_settings, main, train_and_publish
+from flywheel_trainer._baseline import fit_baseline, predict_baseline
+from flywheel_trainer._pipeline import select
+from flywheel_trainer._split import time_split
 from flywheel_trainer._variants import run_onnx
 
 from conftest import FEATURE_REPO, TEST_EPOCHS
@@ -22,7 +25,8 @@ def test_metadata_follows_the_contract(version_dir):
     assert meta["input"] == {"name": "input", "datatype": "FP32", "shape": [-1, schema.INPUT_DIM], "columns": schema.COLUMNS}
     assert meta["output"] == {"name": "probability", "datatype": "FP32", "shape": [-1, 1]}
     assert set(meta["defaults"]) == set(schema.NUMERIC_FEATURES)  # publish writes keys sorted
-    assert set(meta["variants"]) == {"fp32", "fp16", "int8"}
+    # A linear baseline that wins is served as fp32 alone (reduced precision saves nothing on it).
+    assert set(meta["variants"]) == ({"fp32", "fp16", "int8"} if meta["metrics"]["selected"] == "torch" else {"fp32"})
     for name, variant in meta["variants"].items():
         assert variant["file"] == f"model.{name}.onnx"
         assert isinstance(variant["published"], bool) and "reason" in variant["gate"]
@@ -88,11 +92,12 @@ def test_the_training_domain_is_what_the_train_split_holds(version_dir, training
     assert (domain.ranges["amount"].min, domain.ranges["amount"].max) == (train["amount"].min(), train["amount"].max())
 
 
-def test_model_card_states_whether_torch_beat_the_baseline(version_dir):
+def test_model_card_states_which_model_is_served_and_why(version_dir):
     meta = model_repo.load_version(version_dir).metadata
     card = (version_dir / "MODEL_CARD.md").read_text()
-    verdict = "**beats**" if meta["metrics"]["torch_beats_baseline_pr_auc"] else "**does not beat**"
-    assert verdict in card
+    served = {"torch": "**torch model**", "baseline": "**logistic-regression baseline**"}[meta["metrics"]["selected"]]
+    assert f"This version serves the {served}, chosen on validation PR-AUC" in card
+    assert ("The choice held on test." in card) == meta["metrics"]["baseline_gate"]["passed"]
     for heading in ("## Intended use", "## Data", "## Metrics by slice", "## Variants", "## Limits"):
         assert heading in card
 
@@ -126,7 +131,7 @@ def test_republishing_creates_v2_and_leaves_v1_untouched(published_repo, trainin
     shutil.copytree(published_repo, repo)
     v1 = {p.name: p.read_bytes() for p in (repo / "fraud" / "v1").iterdir()}
     # An impossible gate: fp16 and int8 must fail it and stay unpublished, with the reason recorded.
-    settings = load_settings(epochs=2, gate_max_probability_diff=1e-12, latency_repeats=5)
+    settings = load_settings(epochs=2, gate_max_probability_diff=1e-12, latency_repeats=5, serve="torch")
     target = train_and_publish(training_set, repo, "fraud", settings)
     assert target == repo / "fraud" / "v2"
     assert model_repo.list_versions(repo, "fraud") == ["v1", "v2"]
@@ -138,3 +143,38 @@ def test_republishing_creates_v2_and_leaves_v1_untouched(published_repo, trainin
         assert "max abs probability difference" in meta["variants"][name]["gate"]["reason"]
         assert not (target / f"model.{name}.onnx").exists()
     assert not [p for p in (repo / "fraud").iterdir() if p.name.startswith(".staging")]
+
+
+def _metrics(validation: float, test: float) -> dict:
+    return {"validation": {"pr_auc": validation}, "test": {"pr_auc": test}}
+
+
+@pytest.mark.parametrize(("baseline", "torch", "selected", "held"), [
+    (_metrics(0.60, 0.64), _metrics(0.70, 0.66), "torch", True),
+    (_metrics(0.60, 0.64), _metrics(0.70, 0.62), "torch", False),  # won on validation, lost on test: said so
+    (_metrics(0.70, 0.64), _metrics(0.60, 0.70), "baseline", True),  # the baseline never fails its own gate
+    (_metrics(0.65, 0.64), _metrics(0.65, 0.70), "baseline", True),  # a tie goes to the simpler model
+    (_metrics(None, None), _metrics(0.10, 0.10), "torch", True),  # no positives for the baseline to rank: 0
+])
+def test_the_version_serves_the_model_better_on_validation_and_says_whether_it_held_on_test(baseline, torch, selected, held):
+    choice = select(baseline, torch)
+    assert choice["selected"] == selected
+    assert choice["baseline_gate"]["passed"] is held
+    assert choice["selection"]["split"] == "validation" and choice["baseline_gate"]["split"] == "test"
+
+
+def test_a_run_whose_baseline_wins_publishes_the_baseline_as_fp32_onnx(training_set, tmp_path):
+    """One epoch of the torch model on the small history loses to logistic regression on validation."""
+    settings = load_settings(epochs=1, latency_repeats=5, latency_warmup=1)
+    target = train_and_publish(training_set, tmp_path / "repo", "fraud", settings)
+    version = model_repo.load_version(target)
+    meta = version.metadata
+    if meta["metrics"]["selected"] != "baseline":
+        pytest.fail(f"the torch model won after one epoch; pick a weaker setting: {meta['metrics']['selection']}")
+    assert set(meta["variants"]) == {"fp32"} and meta["variants"]["fp32"]["published"]
+    x = schema.vectorize_frame(training_set.frame.iloc[-50:], meta["defaults"])
+    served = run_onnx(target / meta["variants"]["fp32"]["file"], x)
+    split = time_split(training_set.frame["event_timestamp"], settings.validation_fraction, settings.test_fraction)
+    baseline = fit_baseline(schema.vectorize_frame(training_set.frame, meta["defaults"])[split.train],
+                            training_set.labels[split.train], settings.seed)
+    assert np.max(np.abs(served - predict_baseline(baseline, x))) <= 1e-5

@@ -8,7 +8,7 @@ the environment later. With every path in the environment, `python -m flywheel_t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, model_validator
@@ -31,6 +31,7 @@ class TrainerSettings(BaseSettings):
     seed: int = Field(20261123, description="Seed of every random choice (init, batches, samples); same seed and data, same model.")
     threads: int = Field(2, ge=1, description="Torch intra-op threads. Default 2: the target machine has 2 cores.")
     epochs: int = Field(25, ge=1, description="Most training epochs; early stopping usually ends sooner. Default 25.")
+    serve: Literal["auto", "torch", "baseline"] = Field("auto", description="Which model the version serves: auto (the better on validation PR-AUC, a tie to the baseline), or torch / baseline whatever the metrics say (metrics.baseline_gate still records how it compares). Default auto.")
     patience: int = Field(4, ge=1, description="Epochs without a better validation PR-AUC before stopping. Default 4.")
     batch_size: int = Field(512, ge=16, description="Rows per optimiser step. Default 512: large enough for stable gradients at ~1% fraud.")
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate. Default 3e-3.")

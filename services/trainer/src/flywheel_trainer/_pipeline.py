@@ -1,7 +1,12 @@
 """From a point-in-time training set to a published model version.
 
-Stages, each logged: split by time -> baseline -> torch model -> evaluation by slice -> ONNX variants
-behind the accuracy gate, with measured latency -> publish. Retrieval (Feast) happens before this, in
+Stages, each logged: split by time -> baseline -> torch model -> evaluation by slice -> selection -> ONNX
+variants behind the accuracy gate, with measured latency -> publish.
+
+Selection: the version serves whichever model is better on the validation split (PR-AUC): the torch model
+only when it beats the logistic-regression baseline there, otherwise the baseline itself (exported to ONNX as
+`LinearBaseline`). The test split then says whether the choice held up (`metrics.baseline_gate`), so a
+version is never worse than its own baseline without its metadata and card saying so. Retrieval (Feast) happens before this, in
 `_dataset`, so the stages here run the same on any `TrainingSet`.
 """
 
@@ -16,7 +21,7 @@ import numpy as np
 from flywheel_core import model_repo, schema
 
 from . import _export as export
-from ._baseline import fit_baseline, predict_baseline
+from ._baseline import baseline_module, fit_baseline, predict_baseline
 from ._config import TrainerSettings
 from ._dataset import TrainingSet
 from ._errors import ExportError
@@ -62,24 +67,77 @@ def _evaluate(training_set: TrainingSet, split: TimeSplit, y: np.ndarray, p_val:
     return metrics, slices
 
 
-def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, s: TrainerSettings) -> dict[str, Any]:
-    """Export fp32 (parity-checked against torch), fp16 and int8 (gated against fp32), and time each."""
+MODELS = ("baseline", "torch")
+"""The candidates of one run, in the order a tie goes: the simpler model wins it."""
+
+
+def select(base_metrics: dict[str, Any], torch_metrics: dict[str, Any], serve: str = "auto") -> dict[str, Any]:
+    """Which model the version serves: the better on validation PR-AUC (a tie goes to the baseline) unless `serve`
+    names one, and whether that choice is at least as good as the baseline on test (`baseline_gate`)."""
+    validation = {"baseline": base_metrics["validation"]["pr_auc"] or 0.0, "torch": torch_metrics["validation"]["pr_auc"] or 0.0}
+    test = {"baseline": base_metrics["test"]["pr_auc"] or 0.0, "torch": torch_metrics["test"]["pr_auc"] or 0.0}
+    if serve != "auto":
+        selected = serve
+    else:
+        selected = "torch" if validation["torch"] > validation["baseline"] else "baseline"
+    held = test[selected] >= test["baseline"]
+    return {
+        "selected": selected,
+        "selection": {
+            "split": "validation", "metric": "pr_auc", "values": validation,
+            "rule": "the torch model only if its validation PR-AUC is above the baseline's; otherwise the baseline"
+            if serve == "auto" else f"set by FLYWHEEL_TRAINER_SERVE={serve}",
+        },
+        "baseline_gate": {
+            "split": "test", "metric": "pr_auc", "values": test, "passed": held,
+            "reason": (f"{selected} test PR-AUC {test[selected]:.4f} >= baseline {test['baseline']:.4f}" if held else
+                       f"{selected} test PR-AUC {test[selected]:.4f} < baseline {test['baseline']:.4f}: chosen on "
+                       "validation, worse than its own baseline on test"),
+        },
+    }
+
+
+def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, s: TrainerSettings,
+                   reduced_precision: bool = True) -> dict[str, Any]:
+    """Export fp32 (parity-checked against the trained module), fp16 and int8 (gated against fp32) unless
+    `reduced_precision` is off, and time each."""
     fp32 = export.export_fp32(model, staging / VARIANT_FILES["fp32"], x_test)
     reference = run_onnx(fp32, x_test)
     parity = float(np.max(np.abs(reference - predict_probability(model, x_test))))
     if parity > s.parity_atol:
-        raise ExportError(f"fp32 ONNX differs from torch by {parity:.2e} > {s.parity_atol} on the test split; the export is wrong")
-    log.info("fp32 ONNX parity with torch on %d test rows: max abs diff %.2e (tolerance %.0e)", len(x_test), parity, s.parity_atol)
+        raise ExportError(f"fp32 ONNX differs from the trained module by {parity:.2e} > {s.parity_atol} on the test split; "
+                          "the export is wrong")
+    log.info("fp32 ONNX parity with the trained module on %d test rows: max abs diff %.2e (tolerance %.0e)", len(x_test), parity, s.parity_atol)
     variants: dict[str, Any] = {
         "fp32": {
             "file": fp32.name,
             "published": True,
-            "gate": {"split": "test", "check": "parity with torch", "atol": s.parity_atol, "probability_diff": parity,
+            "gate": {"split": "test", "check": "parity with the trained module", "atol": s.parity_atol, "probability_diff": parity,
                      "passed": True, "reason": f"max abs diff {parity:.2e} <= {s.parity_atol}"},
         }
     }
     thresholds = GateThresholds(s.gate_max_auc_diff, s.gate_max_probability_diff)
+    if reduced_precision:
+        variants.update(_reduced_variants(fp32, reference, staging, x_cal, x_test, y_test, thresholds))
+    for name, variant in variants.items():
+        variant["published"] = bool(variant["gate"]["passed"])
+        path = staging / variant["file"]
+        latency = measure_latency(path, x_test, threads=s.latency_threads, warmup=s.latency_warmup, repeats=s.latency_repeats)
+        variant["cpu_latency_us"] = latency["batch_1_us"]
+        variant["cpu_latency"] = latency
+        variant["bytes"] = path.stat().st_size
+        log.info(
+            "variant %s: %s (%s); CPU latency batch 1 %.1f us, batch 256 %.1f us",
+            name, "published" if variant["published"] else "NOT published", variant["gate"]["reason"],
+            latency["batch_1_us"], latency["batch_256_us"],
+        )
+    return variants
 
+
+def _reduced_variants(fp32: Path, reference: np.ndarray, staging: Path, x_cal: np.ndarray, x_test: np.ndarray,
+                      y_test: np.ndarray, thresholds: GateThresholds) -> dict[str, Any]:
+    """fp16 and int8, each gated against fp32's probabilities (`reference`) on test."""
+    variants: dict[str, Any] = {}
     fp16 = export.convert_fp16(fp32, staging / VARIANT_FILES["fp16"])
     variants["fp16"] = {"file": fp16.name, "gate": gate(reference, run_onnx(fp16, x_test), y_test, thresholds)}
 
@@ -101,18 +159,6 @@ def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, 
                          "calibration": f"{len(x_cal)} training rows, MinMax", "weights_per_channel": True, "quantized_ops": ["Gemm", "MatMul"],
                          "float_nodes": exclude, "embeddings": "float"},
     }
-    for name, variant in variants.items():
-        variant["published"] = bool(variant["gate"]["passed"])
-        path = staging / variant["file"]
-        latency = measure_latency(path, x_test, threads=s.latency_threads, warmup=s.latency_warmup, repeats=s.latency_repeats)
-        variant["cpu_latency_us"] = latency["batch_1_us"]
-        variant["cpu_latency"] = latency
-        variant["bytes"] = path.stat().st_size
-        log.info(
-            "variant %s: %s (%s); CPU latency batch 1 %.1f us, batch 256 %.1f us",
-            name, "published" if variant["published"] else "NOT published", variant["gate"]["reason"],
-            latency["batch_1_us"], latency["batch_256_us"],
-        )
     return variants
 
 
@@ -143,16 +189,26 @@ def train_and_publish(
     net = result.model
     torch_metrics, torch_slices = _evaluate(training_set, split, y, predict_probability(net, x_val), predict_probability(net, x_test), s)
     beats = (torch_metrics["test"]["pr_auc"] or 0.0) > (base_metrics["test"]["pr_auc"] or 0.0)
-    log.info("stage 4/5 evaluation on test: torch PR-AUC %.4f vs baseline %.4f -> torch %s the baseline (%.1fs)",
-             torch_metrics["test"]["pr_auc"] or 0.0, base_metrics["test"]["pr_auc"] or 0.0,
-             "beats" if beats else "does NOT beat", time.perf_counter() - stage)
+    choice = select(base_metrics, torch_metrics, s.serve)
+    selected = choice["selected"]
+    log.info("stage 4/5 selection on validation: torch PR-AUC %.4f vs baseline %.4f -> serving the %s; on test: %s (%.1fs)",
+             choice["selection"]["values"]["torch"], choice["selection"]["values"]["baseline"], selected,
+             choice["baseline_gate"]["reason"], time.perf_counter() - stage)
+    if selected == "baseline":
+        served = baseline_module(baseline)
+        drift = float(np.max(np.abs(predict_probability(served, x_test) - predict_baseline(baseline, x_test)))) if len(x_test) else 0.0
+        if drift > s.parity_atol:
+            raise ExportError(f"the baseline's graph differs from scikit-learn by {drift:.2e} > {s.parity_atol} on the test split")
+    else:
+        served = net
 
     staging = model_repo.staging_path(repo, model_name)
     try:
         stage = time.perf_counter()
         rng = np.random.default_rng(s.seed)
         x_cal = x_train[np.sort(rng.choice(len(x_train), min(s.int8_calibration_rows, len(x_train)), replace=False))]
-        variants = build_variants(net, staging, x_cal, x_test, y_test, s)
+        # A linear model is a few hundred multiply-adds: fp16 and int8 would save nothing, only fp32 is built.
+        variants = build_variants(served, staging, x_cal, x_test, y_test, s, reduced_precision=selected == "torch")
         for name, variant in variants.items():
             variant["metrics"] = classification_metrics(y_test, run_onnx(staging / VARIANT_FILES[name], x_test), s.ece_bins) \
                 if variant["published"] else None
@@ -174,6 +230,7 @@ def train_and_publish(
                 "torch": torch_metrics,
                 "primary": "pr_auc",
                 "torch_beats_baseline_pr_auc": beats,
+                **choice,
                 "pr_auc": "average precision (scikit-learn average_precision_score)",
                 "ece_bins": s.ece_bins,
                 "ece_binning": f"{s.ece_bins} equal-width bins on [0, 1], weighted by rows per bin",
