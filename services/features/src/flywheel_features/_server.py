@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from feast import FeatureStore
 from feast.feature_server import get_app
 from flywheel_contracts.admission import Admission
@@ -37,6 +38,7 @@ from ._errors import (
     error_response,
     http_error_response,
     status_of,
+    validation_error_response,
 )
 from ._guard import ROUTES, Guard
 from ._metrics import MetricsMiddleware, metrics_response
@@ -119,6 +121,7 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
     for kind in HANDLED:
         app.add_exception_handler(kind, error_response)
     app.add_exception_handler(HTTPException, http_error_response)
+    app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_middleware(
         Guard,
         read=TokenFile(settings.read_token_file, name="features read token"),
