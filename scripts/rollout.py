@@ -5,7 +5,10 @@ The Makefile has installed every project and trained v1. This script:
    validation split so small (FLYWHEEL_TRAINER_VALIDATION_FRACTION=0.001: a few dozen rows, usually without a
    single fraud) that Platt calibration has nothing to fit on, so the version serves the raw scores of the
    class-weighted network and declines many times as many transactions as v1 (measured on the default data:
-   about 15% of live traffic against v1's 0.5%) -- a real mistake a router can see, not a fake server;
+   about 15% of live traffic against v1's 0.5%) -- a real mistake a router can see, not a fake server. The
+   trainer would not serve that network on its own (it loses to the logistic-regression baseline on
+   validation, or ties with it on a split without fraud), so `harmful` also forces it
+   (FLYWHEEL_TRAINER_SERVE=torch), as a person overriding the trainer's choice would;
 2. starts its own stack on free loopback ports (so a running `make up` is never in the way), sharing
    `<data>/router/routes.json` with `make up`: the route the rollout leaves is the one the next `make up` serves
    (and a `make up` running now follows it too, as a second router replica would);
@@ -47,8 +50,9 @@ PRE_PUBLISH = f"{ROOT}/services/drift/.venv/bin/python -m flywheel_drift precomp
 """The Makefile's FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND: each version ships with its drift detector state."""
 TERMINAL = ("Succeeded", "RolledBack", "Aborted", "Failed")
 EXIT_GRACE_S = 15.0
-HARMFUL_ENV = {"FLYWHEEL_TRAINER_VALIDATION_FRACTION": "0.001"}
-"""A validation split of ~0.1% of the rows: too few (and usually no fraud) to calibrate on, see the docstring."""
+HARMFUL_ENV = {"FLYWHEEL_TRAINER_VALIDATION_FRACTION": "0.001", "FLYWHEEL_TRAINER_SERVE": "torch"}
+"""A validation split of ~0.1% of the rows: too few (and usually no fraud) to calibrate on, and the torch model
+served whatever the selection says, see the docstring."""
 
 ROLLOUT_TEMPLATE = """\
 # Written by scripts/rollout.py (make rollout): a short canary of {model} {candidate} against {stable} on the
@@ -155,6 +159,8 @@ class Traffic(threading.Thread):
         self.url, self.transactions, self.rps, self.concurrency = url, transactions, rps, concurrency
         self.stopping = threading.Event()
         self.sent = self.errors = 0
+        self.error_statuses: dict[int, int] = {}
+        """Answers other than 200 by status (0: no answer: refused, timed out, unreadable)."""
         self.versions: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -167,6 +173,8 @@ class Traffic(threading.Thread):
         with self.lock:
             self.sent += 1
             self.errors += status != 200
+            if status != 200:
+                self.error_statuses[status] = self.error_statuses.get(status, 0) + 1
             if version:
                 self.versions[version] = self.versions.get(version, 0) + 1
 

@@ -110,7 +110,7 @@ def test_a_good_candidate_is_promoted_and_becomes_the_routes_stable(controller, 
     route = controller.route()
     assert route["stable"]["version"] == second_version
     assert not route.get("candidate") and not route.get("candidateWeight"), route
-    assert traffic.sent > 0 and traffic.errors == 0
+    assert traffic.sent > 0 and traffic.errors == 0, f"{traffic.errors} of {traffic.sent} failed: {traffic.error_statuses}"
 
 
 def test_a_harmful_candidate_is_rolled_back_to_the_stable_within_seconds(controller, traffic, model_repo, data_env,
