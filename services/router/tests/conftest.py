@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +18,20 @@ from flywheel_router._metrics import Metrics
 from flywheel_router._upstream import Upstreams
 
 DEFAULT = "http://transformer.test"
+WAIT_S = 5.0
+"""How long `eventually` waits for a condition before failing: far past what any of these waits take."""
+
+
+async def eventually(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    """Return once `condition()` is true; fail naming `what` (the thing that never happened) past `timeout_s`.
+
+    For a test that must wait for something another task does (a source loading, a worker taking a copy, a
+    server closing a connection): it waits on that state, never for a guessed time."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(0.005)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import client, route
+from conftest import client, eventually, route
 
 from flywheel_router import AdminApp, TokenFile
 from flywheel_router._store_file import FileRouteSource
@@ -31,9 +31,21 @@ def admin(make_app, tmp_path: Path):
 
 
 async def follow(admin: AdminApp) -> asyncio.Task:
-    task = asyncio.create_task(admin.source.run(admin.inference.apply))
-    await asyncio.sleep(0.01)
+    """The source applying its routes to the inference app, as the router runs it; returns once it has loaded."""
+    loads: list[int] = []
+
+    def apply(routes) -> None:
+        admin.inference.apply(routes)
+        loads.append(len(routes))
+
+    task = asyncio.create_task(admin.source.run(apply))
+    await eventually(lambda: loads, "the route source never loaded")
     return task
+
+
+def generation_in_force(admin: AdminApp, model: str) -> int | None:
+    compiled = admin.inference.table.get(model)
+    return None if compiled is None else compiled.route.generation
 
 
 @pytest.mark.parametrize(
@@ -75,7 +87,7 @@ async def test_put_creates_then_updates_with_the_generation_read_and_refuses_a_s
         assert updated.status_code == 200 and updated.json()["generation"] == 2
         stale = await c.put("/v1/routes/fraud", headers=AUTH, json=canary)
         assert stale.status_code == 409 and "generation 2" in stale.json()["error"]
-        await asyncio.sleep(0.1)
+        await eventually(lambda: generation_in_force(admin, "fraud") == 2, "generation 2 never came into force")
         got = await c.get("/v1/routes/fraud", headers=AUTH)
         assert got.json()["candidateWeight"] == 12.5 and got.json()["generation"] == 2
         assert (await c.get("/v1/routes", headers=AUTH)).json()["routes"][0]["model"] == "fraud"

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import uvicorn
+from conftest import eventually
 
 from flywheel_router._h1 import H1Upstreams
 from flywheel_router._upstream import UpstreamFailure
@@ -24,6 +25,9 @@ class App:
 
     def __init__(self) -> None:
         self.clients: set[tuple] = set()
+        self.release = asyncio.Event()
+        """What a `/slow` answer waits for: set by the fixture at the end, after the client gave up."""
+        self.server: uvicorn.Server | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -37,7 +41,7 @@ class App:
                 break
         path = scope["path"]
         if path == "/slow":
-            await asyncio.sleep(1)
+            await self.release.wait()
         headers = [(b"content-type", b"application/octet-stream"), (b"x-Echo-Method", scope["method"].encode())]
         if path == "/close":
             headers.append((b"connection", b"close"))
@@ -64,9 +68,11 @@ async def server():
     server = uvicorn.Server(config)
     server.capture_signals = lambda: __import__("contextlib").nullcontext()
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), "the test server never started")
+    assert not task.done(), "the test server stopped at start"
+    app.server = server
     yield app, f"http://127.0.0.1:{port}"
+    app.release.set()
     server.should_exit = True
     await task
 
@@ -94,7 +100,8 @@ async def test_an_idle_connection_the_server_closed_is_replaced_without_a_failur
     app, base = server
     client = H1Upstreams(1.0, 5.0, 4)
     await client.send("POST", f"{base}/echo", [], b"1")
-    await asyncio.sleep(1.6)  # past the server's keep-alive timeout: it closes the idle connection
+    # The server closes the idle connection after its keep-alive timeout (1 s); the client is not told.
+    await eventually(lambda: not app.server.server_state.connections, "the server never closed the idle connection")
     answer = await client.send("POST", f"{base}/echo", [], b"2")
     assert answer.body == b"2" and len(app.clients) == 2
     await client.aclose()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import route
+from conftest import eventually, route
 
 from flywheel_router import Conflict
 from flywheel_router._store_file import FileRouteSource
@@ -24,14 +24,11 @@ async def test_a_second_process_sees_a_write_within_a_second(tmp_path: Path) -> 
     writer, follower = FileRouteSource(tmp_path / "r.json", 0.25), FileRouteSource(tmp_path / "r.json", 0.25)
     seen: list[tuple[float, dict]] = []
     task = asyncio.create_task(follower.run(lambda routes: seen.append((time.monotonic(), dict(routes)))))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: seen, "the follower never loaded the (missing) file")
     assert seen == [(seen[0][0], {})]  # a missing file is an empty, loaded route set
     written = time.monotonic()
     stored = await writer.put(route())
-    for _ in range(40):
-        if len(seen) > 1:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: len(seen) > 1, "the follower never saw the write", timeout_s=1.0)
     task.cancel()
     assert seen[-1][1]["fraud"] == stored and seen[-1][0] - written < 1.0
 
@@ -59,9 +56,9 @@ async def test_a_corrupt_file_keeps_the_routes_in_force(tmp_path: Path, caplog) 
     await source.put(route())
     applied: list[dict] = []
     task = asyncio.create_task(source.run(lambda routes: applied.append(dict(routes))))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: applied, "the source never loaded the valid file")
     path.write_text('{"routes": {"fraud": {"model": "fraud"}}}')
-    await asyncio.sleep(0.2)
+    await eventually(lambda: "keeping the routes in force" in caplog.text, "the source never read the corrupt file")
     task.cancel()
     assert len(applied) == 1 and "fraud" in applied[0]
     assert "route 'fraud' is invalid" in caplog.text and "keeping the routes in force" in caplog.text

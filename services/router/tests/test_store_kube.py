@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import route
+from conftest import eventually, route
 
 from flywheel_router import ConfigError, Conflict, RouteSourceError, Settings
 from flywheel_router._store_kube import ConfigMapRouteSource
@@ -110,10 +110,8 @@ class Follower:
         self.applied: list[dict] = []
         self.task = asyncio.create_task(src.run(lambda routes: self.applied.append(dict(routes))))
 
-    async def until(self, count: int, timeout: float = 2.0) -> dict:
-        async with asyncio.timeout(timeout):
-            while len(self.applied) < count:
-                await asyncio.sleep(0.01)
+    async def until(self, count: int) -> dict:
+        await eventually(lambda: len(self.applied) >= count, f"the source applied {len(self.applied)} route sets, never {count}")
         return self.applied[count - 1]
 
     async def stop(self) -> None:
@@ -127,7 +125,7 @@ async def test_run_lists_applies_every_route_key_then_watches_from_the_lists_ver
     follower = Follower(source(api, token))
     first = await follower.until(1)
     assert set(first) == {"fraud", "chargeback"} and first["fraud"].stable.version == "v1"
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(api.requests) >= 2, "the source never watched after its list")
     listed, watch = api.requests[0], api.requests[1]
     assert listed.url.params["fieldSelector"] == f"metadata.name={NAME}" and "watch" not in listed.url.params
     assert "fieldSelector=metadata.name%3D" + NAME in str(watch.url)
@@ -189,7 +187,9 @@ async def test_an_invalid_route_is_skipped_and_logged_once_per_resource_version(
     assert "key 'y.json' holds the route of model 'z'" in text and "key 'w.json' is not a valid route" in text
     assert "key 'v.stable' is not a valid route (stable.version: String should match pattern" in text
     api.events.put_nowait(None)  # the server ends the watch: re-watched from where it was, nothing re-logged
-    await asyncio.sleep(0.2)
+    calls = len(api.requests)
+    await eventually(lambda: len(api.requests) > calls, "the source never watched again after the watch ended")
+    assert api.requests[calls].url.params.get("watch") == "1"  # no list in between: from where it was
     assert caplog.text.count("x.json") == 1
     api.modify(dict(bad))
     await follower.until(2)
@@ -200,7 +200,7 @@ async def test_an_invalid_route_is_skipped_and_logged_once_per_resource_version(
 async def test_a_missing_configmap_is_not_a_load_until_it_is_created(token: Path, caplog) -> None:
     api = FakeApi(None)
     follower = Follower(source(api, token))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: "does not exist" in caplog.text, "the source never reported the missing ConfigMap")
     assert follower.applied == []
     assert f"ConfigMap {NS}/{NAME} does not exist" in caplog.text and "FLYWHEEL_ROUTER_KUBE_CONFIGMAP" in caplog.text
     api.modify({"fraud.json": stored()}, kind="ADDED")
@@ -213,7 +213,7 @@ async def test_410_gone_and_dropped_watches_relist_within_a_second(token: Path) 
     api.answers["GET watch"] = [410]
     follower = Follower(source(api, token))
     await follower.until(1)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(api.requests) >= 3, "the source never listed and watched again after the 410")
     calls = [(r.method, r.url.params.get("watch")) for r in api.requests]
     assert calls[:3] == [("GET", None), ("GET", "1"), ("GET", None)]  # 410 -> list again -> watch
     # The watch breaks while the ConfigMap changes and the API server is away for a moment: the change is
