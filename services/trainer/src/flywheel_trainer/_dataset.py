@@ -49,11 +49,19 @@ class TrainingSet:
         return self.frame["is_fraud"].to_numpy().astype("int64")
 
 
+LIVE_PART_GLOB = "transactions.live-*.parquet"
+"""Live transactions whose labels have arrived, appended beside the history (flywheel_core.label_feed)."""
+
+
 def read_transactions(data_dir: Path) -> pd.DataFrame:
+    """The history and every live part (a transaction in both counts once, as the history has it)."""
     path = Path(data_dir) / TRANSACTIONS_FILE
     if not path.is_file():
         raise DataError(f"{path} does not exist: simulate the history first (python -m flywheel_core.sim history --out {data_dir})")
     frame = pd.read_parquet(path)
+    parts = [pd.read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_PART_GLOB))]
+    if parts:
+        frame = pd.concat([frame, *parts], ignore_index=True).drop_duplicates("transaction_id", keep="first")
     missing = [c for c in _TX_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks columns {missing}; it does not follow docs/architecture.md")
