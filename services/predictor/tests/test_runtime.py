@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +83,18 @@ def test_the_model_survives_pickling_with_its_own_session(repo: Path) -> None:
     np.testing.assert_allclose(out, tiny_model.reference(ROWS), rtol=1e-6)
 
 
-def test_inference_threads_zero_scores_on_the_calling_thread(repo: Path) -> None:
+def test_inference_threads_zero_scores_on_the_calling_thread(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = OnnxModel(Settings(model_repo=repo, inference_threads=0))
     model.load()
+    run, threads = model.runtime.run, []
+
+    def recorded(rows: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return run(rows)
+
+    monkeypatch.setattr(model.runtime, "run", recorded)
     np.testing.assert_allclose(asyncio.run(model.infer(ROWS)), tiny_model.reference(ROWS), rtol=1e-6)
+    assert threads == [threading.get_ident()]  # the session ran here, not on an inference lane's thread
 
 
 def test_a_row_independent_model_is_stacked(repo: Path) -> None:

@@ -146,8 +146,20 @@ def test_rows_queued_before_an_unload_are_still_scored(repo: Path) -> None:
 
     async def score_across_unload() -> np.ndarray:
         model = await versions.get("v2")
+        lane, queued = model._lane, asyncio.Event()
+        score = lane.score
+
+        def score_and_tell(rows: np.ndarray) -> asyncio.Future:
+            future = score(rows)
+            queued.set()
+            return future
+
+        lane.score = score_and_tell  # the test learns when the rows are on the lane, rather than guessing
         pending = asyncio.ensure_future(model.infer(ROWS))
-        await asyncio.sleep(0)  # the rows are queued on the lane now
+        try:
+            await asyncio.wait_for(queued.wait(), 5)
+        except TimeoutError:
+            raise AssertionError("the rows never reached the inference lane") from None
         versions.unload("v2", "test")
         return await pending
 
