@@ -84,11 +84,15 @@ def model_repo(workdir: Path, data_env: dict[str, str]) -> Path:
 
 
 def train(model_repo: Path, data_env: dict[str, str], epochs: int) -> None:
+    """Publish a version of the torch model (FLYWHEEL_TRAINER_SERVE=torch): a few epochs on the small history lose
+    to the logistic-regression baseline, which the trainer would serve instead, and these tests need versions
+    whose scores differ with the epochs and which carry fp16 and int8 variants."""
     run(
         [venv_python("services/trainer"), "-m", "flywheel_trainer", "train", "--feature-repo", "feature_repo",
          "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(model_repo), "--model", "fraud",
          "--epochs", str(epochs)],
-        {**data_env, "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": f"{venv_python('services/drift')} -m flywheel_drift precompute --version-dir"},
+        {**data_env, "FLYWHEEL_TRAINER_SERVE": "torch",
+         "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": f"{venv_python('services/drift')} -m flywheel_drift precompute --version-dir"},
     )
 
 
