@@ -23,7 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from localstack import (  # noqa: E402
-    LOOPBACK, ROOT, Ports, Service, Stack, StackError, default_services, free_port, post_json, router_token,
+    LOOPBACK,
+    ROOT,
+    Ports,
+    Service,
+    Stack,
+    StackError,
+    default_services,
+    free_port,
+    post_json,
+    router_token,
     venv_python,
 )
 

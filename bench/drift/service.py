@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import statistics

@@ -29,11 +29,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from localstack import Ports, Stack, default_services, free_port, venv_python  # noqa: E402
-
 from flywheel_core import schema  # noqa: E402
 
-
+from localstack import Ports, Stack, default_services, free_port, venv_python  # noqa: E402
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -53,6 +53,7 @@ MODEL = "fraud"
 
 sys.path.insert(0, str(ROOT / "bench"))
 from benchkit import cpu_model, cpu_seconds, free_port, latest_version, log, lua_script, parse_wrk  # noqa: E402
+
 TOKEN = "bench-router-token"
 STICKY_HEADER = "x-card-id"
 FLOOR_BODY = '{"model_name":"fraud","model_version":"v1","outputs":[{"name":"probability","shape":[1,1],"datatype":"FP32","data":[0.5]}]}'

@@ -19,8 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "services" / "predictor" / "tests"))
-import tiny_model  # noqa: E402
 from flywheel_core import model_repo  # noqa: E402
+
+import tiny_model  # noqa: E402
 
 WIDTH = 2048
 LAYERS = 24

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
 from flywheel_contracts import Route
 from flywheel_router import Conflict, RouteSourceError
 from flywheel_router._store_kube import ConfigMapRouteSource

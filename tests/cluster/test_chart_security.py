@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from chart_fixtures import (  # noqa: F401 (third_party_crds, tools: fixtures)
-    CHART, KUBE_VERSION, pod_spec, scenario_files, third_party_crds, tools)
+from chart_fixtures import CHART, KUBE_VERSION, pod_spec, scenario_files, third_party_crds, tools  # noqa: F401 (third_party_crds, tools: fixtures)
 from conftest import _make_namespace
 
 DNS_PORTS = {(53, "UDP"), (53, "TCP")}

@@ -6,7 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-
 from chart_fixtures import tool
 
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from localstack import Ports, Stack, default_services, free_port, venv_python  # noqa: E402
 
 
-
 def run(argv: list[str], env: dict[str, str]) -> None:
     result = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
     if result.returncode != 0:

@@ -8,7 +8,6 @@ import httpx
 from flywheel_core import schema
 
 
-
 def predict(ports, transaction: dict) -> httpx.Response:
     instance = {key: transaction[key] for key in schema.RAW_TRANSACTION_FIELDS}
     return httpx.post(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", json={"instances": [instance]}, timeout=15)

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from flywheel_core import feature_pipeline, schema
+
 from localstack import (
     Ports,
     Stack,

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import applied
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from localstack import venv_python  # noqa: E402
 from rollout import HARMFUL_ENV, PRE_PUBLISH, ROLLOUT_TEMPLATE, Traffic, live_transactions, versions, warm  # noqa: E402
+
+from localstack import venv_python  # noqa: E402
 
 RPS = 60.0  # 12 req/s to the candidate at 20%: 24 per 2 s interval, above minSamples
 ROLLBACK_WITHIN_S = 5.0

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import applied
 
 from flywheel_core import schema
+
+from conftest import applied
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from localstack import Service, Stack, default_services, free_port  # noqa: E402

@@ -23,12 +23,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from conftest import run
-from flywheel_core import model_repo as repo
 from flywheel_core import feature_pipeline, schema
+from flywheel_core import model_repo as repo
+
+from conftest import run
 from localstack import bearer, token, venv_python
-
-
 
 STREAM_PART = re.compile(r"^card_activity\.stream-\d{10}-(\d{10})\.parquet$")
 

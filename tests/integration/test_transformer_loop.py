@@ -10,7 +10,6 @@ import httpx
 from flywheel_core import schema
 
 
-
 def raw(transaction: dict) -> dict:
     return {key: transaction[key] for key in schema.RAW_TRANSACTION_FIELDS}
 

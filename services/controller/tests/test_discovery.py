@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from fake_apiserver import NS, FakeApiServer
 
 from flywheel_controller._discovery import router_replicas
 from flywheel_controller._kube import KubeClient
 from flywheel_controller._ports import StoreError
+
+from fake_apiserver import NS, FakeApiServer
 
 pytestmark = pytest.mark.anyio
 SERVICE = "fw-flywheel-router"

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flywheel_contracts import IntentAction, Phase, Verdict
+from flywheel_contracts.rollout import DECISIONS_KEPT
+from flywheel_controller._engine import analysis_due, desired_route, reconcile, released_route
+from flywheel_controller._types import DesiredRoute, RouterView, Tick
+
 from builders import (
     ERRORS,
     LATENCY,
@@ -21,11 +26,6 @@ from builders import (
     shadow,
     weight,
 )
-
-from flywheel_contracts import IntentAction, Phase, Verdict
-from flywheel_contracts.rollout import DECISIONS_KEPT
-from flywheel_controller._engine import analysis_due, desired_route, reconcile, released_route
-from flywheel_controller._types import DesiredRoute, RouterView, Tick
 
 STEPS = (weight(10), pause("10m"), weight(50), pause())
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from builders import Flight, blue_green, rollout
-
 from flywheel_contracts import IntentAction, Phase, Verdict
 from flywheel_controller._types import DesiredRoute
+
+from builders import Flight, blue_green, rollout
 
 EXAMPLE = blue_green(previewDuration="15m", autoPromote=True, scaleDownDelay="10m")
 

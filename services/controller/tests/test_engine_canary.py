@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from builders import T0, Flight, canary, pause, rollout, weight
-
 from flywheel_contracts import IntentAction, Phase, Verdict
 from flywheel_controller._types import DesiredRoute
+
+from builders import T0, Flight, canary, pause, rollout, weight
 
 EXAMPLE = canary(
     weight(5), pause("10m"), weight(25), pause("30m"), weight(50), pause(), stickiness={"header": "x-card-id"}

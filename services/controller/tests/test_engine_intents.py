@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from builders import Flight, canary, pause, rollout, weight
 
 from flywheel_contracts import IntentAction, Phase, Verdict
+
+from builders import Flight, canary, pause, rollout, weight
 
 STEPS = (weight(10), pause("10m"), weight(50), pause(), weight(80))
 

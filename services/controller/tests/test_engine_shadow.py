@@ -3,10 +3,10 @@ evidence with the stable unchanged."""
 
 from __future__ import annotations
 
-from builders import Flight, rollout, shadow
-
 from flywheel_contracts import IntentAction, Phase, Verdict
 from flywheel_controller._types import DesiredRoute
+
+from builders import Flight, rollout, shadow
 
 
 def test_the_candidate_gets_mirrored_traffic_only():

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_apiserver import API_URL, NS, FakeApiServer, rollout_object
 
 from flywheel_contracts import FINALIZER, ModelRolloutStatus, Phase
 from flywheel_controller._kube import KubeClient, NotFoundError
 from flywheel_controller._ports import ConflictError, StoreError
 from flywheel_controller._store_kube import KubeRolloutStore
 from flywheel_controller._types import Event
+
+from fake_apiserver import API_URL, NS, FakeApiServer, rollout_object
 
 pytestmark = pytest.mark.anyio
 

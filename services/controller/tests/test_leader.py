@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import pytest
-from fake_apiserver import NS, FakeApiServer
 
 from flywheel_controller._kube import KubeClient
 from flywheel_controller._leader import AlwaysLeader, LeaseElector
+
+from fake_apiserver import NS, FakeApiServer
 
 pytestmark = pytest.mark.anyio
 NOON = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from fake_apiserver import NS, FakeApiServer, rollout_object
 
 from flywheel_contracts import FINALIZER, ModelRollout, Phase, Route, Verdict
 from flywheel_controller._leader import AlwaysLeader
@@ -19,6 +18,8 @@ from flywheel_controller._reconciler import Reconciler
 from flywheel_controller._store_kube import KubeRolloutStore
 from flywheel_controller._traffic import NopTraffic
 from flywheel_controller._types import Counts, Observation
+
+from fake_apiserver import NS, FakeApiServer, rollout_object
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,6 @@ import httpx
 import pytest
 import trustme
 import uvicorn
-from fake_apiserver import NS, FakeApiServer
-from test_discovery import add_slice, endpoint
-from test_provider_router import TOKEN, Replica, rollout
 
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV, TLS
 from flywheel_controller._config import Settings
@@ -31,6 +28,10 @@ from flywheel_controller._leader import AlwaysLeader
 from flywheel_controller._main import run_until_signal
 from flywheel_controller._metrics import Metrics
 from flywheel_controller._providers import make_providers
+
+from fake_apiserver import NS, FakeApiServer
+from test_discovery import add_slice, endpoint
+from test_provider_router import TOKEN, Replica, rollout
 
 pytestmark = pytest.mark.anyio
 SERVICE = "flywheel-router"

@@ -23,12 +23,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from starlette.routing import Route
-from test_process import free_port, start
 
 from flywheel_contracts.auth import TokenFile
 from flywheel_drift import DriftService, create_app
 
 from conftest import make_settings, publish_version
+from test_process import free_port, start
 
 DOCUMENT = Path(__file__).parents[1] / "openapi.yaml"
 SCHEMA = schemathesis.openapi.from_path(DOCUMENT)

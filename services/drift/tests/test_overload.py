@@ -11,11 +11,11 @@ import socket
 import time
 
 import httpx
-from test_process import free_port, start
 
 from flywheel_contracts.auth import TokenFile
 
 from test_events import kserve, transformer_request
+from test_process import free_port, start
 
 
 def metric(url: str, name: str) -> float:

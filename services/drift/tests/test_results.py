@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
-from test_alerts import Sink
 
 from flywheel_drift import Alert, Report, Verdict
 
 from conftest import Harness, make_settings, synthetic_probabilities, synthetic_rows
+from test_alerts import Sink
 
 README = Path(__file__).parents[1] / "README.md"
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from test_process import free_port
 
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV
+
+from test_process import free_port
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import running
-from flywheel_contracts.auth import TokenFile
 
+from flywheel_contracts.auth import TokenFile
 from flywheel_features import Settings, create_app
 from flywheel_features._guard import ROUTES, Access
+
+from conftest import running
 
 ONLINE = "/get-online-features"
 WRITES = ["/push", "/write-to-online-store", "/materialize", "/materialize-incremental", "/stream/transactions"]

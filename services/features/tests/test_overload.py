@@ -12,6 +12,7 @@ import sys
 import time
 
 import httpx
+
 from conftest import free_port
 from test_process import _env
 

@@ -17,18 +17,19 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, running
-from flywheel_core import card_stream, feature_pipeline, sim
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from flywheel_core import card_stream, feature_pipeline, sim
 from flywheel_features import (
     Settings,
     create_app,
     historical,
     open_store,
 )
+
+from conftest import REPO_ROOT, running
 
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 MINUTE_US = 60_000_000

@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from conftest import free_port
+
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV
+
+from conftest import free_port
 from test_process import _env
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import Server, running_server
 from tiny_model import DIM
 

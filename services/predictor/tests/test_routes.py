@@ -16,6 +16,7 @@ from kserve.protocol.rest.server import RESTServer
 
 from flywheel_predictor._kserve_adapter import register_endpoints
 from flywheel_predictor._routes import SERVED_ROUTES, ServedRoutesOnly
+
 from tiny_model import DIM
 
 ROW = {"instances": [[0.5] * DIM]}

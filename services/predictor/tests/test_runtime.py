@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tiny_model
 from flywheel_predictor import ModelLoadError, OnnxModel, Settings
 from flywheel_predictor._runtime import Choice, Runtime, after_fallback
 from flywheel_predictor._selection import ProviderChoice, VariantChoice
 from flywheel_predictor._validation import TensorSpec
+
+import tiny_model
 
 SPEC = TensorSpec("input", tiny_model.DIM, "probability")
 ROWS = np.random.default_rng(5).normal(size=(4, tiny_model.DIM)).astype(np.float32)

@@ -16,13 +16,15 @@ import httpx
 import numpy as np
 import pytest
 import trustme
-from conftest import START_TIMEOUT_S, free_port, run_to_exit, server_env
+
 from flywheel_contracts.tls import (
     CA_FILE_ENV,
     CERT_FILE_ENV,
     CLIENT_AUTH_ENV,
     KEY_FILE_ENV,
 )
+
+from conftest import START_TIMEOUT_S, free_port, run_to_exit, server_env
 from tiny_model import DIM, reference
 
 

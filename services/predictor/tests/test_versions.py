@@ -12,7 +12,6 @@ from time import monotonic
 import numpy as np
 import pytest
 
-import tiny_model
 from flywheel_predictor import (
     ConfigError,
     InvalidRequest,
@@ -24,6 +23,8 @@ from flywheel_predictor import (
     VersionUnavailable,
 )
 from flywheel_predictor._versions import requested_version
+
+import tiny_model
 
 ROWS = np.random.default_rng(13).normal(size=(2, tiny_model.DIM)).astype(np.float32)
 

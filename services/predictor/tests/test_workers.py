@@ -3,8 +3,8 @@ set of versions), and /metrics adds up the samples of both."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

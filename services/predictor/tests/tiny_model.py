@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from flywheel_core import model_repo, schema
 from onnx import TensorProto, helper, numpy_helper
+
+from flywheel_core import model_repo, schema
 
 DIM = schema.INPUT_DIM
 OPSET = 17

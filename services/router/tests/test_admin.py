@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import client, eventually, route
 
 from flywheel_router import AdminApp, TokenFile
 from flywheel_router._store_file import FileRouteSource
+
+from conftest import client, eventually, route
 
 pytestmark = pytest.mark.anyio
 TOKEN = "s3cret-token"

@@ -20,7 +20,6 @@ import pytest
 import requests
 import schemathesis
 import yaml
-from conftest import FakeUpstream, Transport, route
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -31,7 +30,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_process import free_port, wait
 
 from flywheel_contracts import Route
 from flywheel_contracts.router_stats import RouterStats
@@ -39,6 +37,9 @@ from flywheel_router import AdminApp, InferenceApp, RouteTable, Settings, TokenF
 from flywheel_router._metrics import Metrics
 from flywheel_router._store_file import FileRouteSource
 from flywheel_router._upstream import Upstreams
+
+from conftest import FakeUpstream, Transport, route
+from test_process import free_port, wait
 
 SEGMENTS = st.sampled_from(
     [

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from test_process import free_port, wait
 
 BODY = b'{"instances": [[0.5, 0.5]]}'

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import orjson
 import pytest
+
 from conftest import TRANSACTION, FakeUpstream, Transport, client, eventually, hang, refuse, route
 
 pytestmark = pytest.mark.anyio

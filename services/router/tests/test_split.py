@@ -6,11 +6,12 @@ import math
 import random
 
 import pytest
-from conftest import route
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flywheel_router import CompiledRoute, choose, pinned, ring_point, threshold
+
+from conftest import route
 
 
 def compiled(**fields: object) -> CompiledRoute:

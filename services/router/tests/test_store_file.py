@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import eventually, route
 
 from flywheel_router import Conflict
 from flywheel_router._store_file import FileRouteSource
+
+from conftest import eventually, route
 
 pytestmark = pytest.mark.anyio
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import eventually, route
 
 from flywheel_router import ConfigError, Conflict, RouteSourceError, Settings
 from flywheel_router._store_kube import ConfigMapRouteSource
+
+from conftest import eventually, route
 
 pytestmark = pytest.mark.anyio
 NS, NAME = "ml", "fw-flywheel-routes"

@@ -19,13 +19,14 @@ import httpx
 import pytest
 import trustme
 import uvicorn
-from test_h1 import App
-from test_process import free_port
 
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV, TLS
 from flywheel_router._config import Settings
 from flywheel_router._main import build
 from flywheel_router._upstream import UpstreamFailure
+
+from test_h1 import App
+from test_process import free_port
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import contextlib
 import io
 import os
 import subprocess
-import warnings
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flywheel_contracts.errors import FlywheelError
-
 from flywheel_trainer import (
     ConfigError,
     DataError,

@@ -16,6 +16,7 @@ from flywheel_trainer._variants import run_onnx
 
 from conftest import FEATURE_REPO, TEST_EPOCHS
 
+
 def test_metadata_follows_the_contract(version_dir):
     loaded = model_repo.load_version(version_dir)  # validated against model_repo.ModelMetadata
     meta = loaded.metadata

@@ -9,12 +9,12 @@ import socket
 
 import httpx
 import pytest
-from test_policy import DOMAIN
 
 from flywheel_core.served_routes import SERVED_ROUTES
 
 from conftest import publish_version, transaction
 from servers import CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
+from test_policy import DOMAIN
 
 PREDICT = "/v1/models/fraud:predict"
 

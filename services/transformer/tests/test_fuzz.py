@@ -25,12 +25,12 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_policy import DOMAIN
 
 from flywheel_transformer._kserve_adapter import ServedRoutesRESTServer, served_routes
 
 from conftest import publish_version
 from servers import CloudEventSink, FeatureServerStub, PredictorStub, TransformerProcess
+from test_policy import DOMAIN
 
 DOCUMENT = Path(__file__).parents[1] / "openapi.yaml"
 SCHEMA = schemathesis.openapi.from_path(DOCUMENT)

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from test_model import DEBUG, JSON, Harness, answering
 
 from flywheel_core import schema
 from flywheel_core.model_repo import TrainingDomain
@@ -24,6 +23,7 @@ from flywheel_transformer._scoring import ONLINE_FEATURES, OnlineLookup, assembl
 from flywheel_transformer._validation import parse_instances
 
 from conftest import RECENT_STAMP, feast_answer, feast_transport, publish_version, run, transaction
+from test_model import DEBUG, JSON, Harness, answering
 
 NOW = datetime.fromisoformat(RECENT_STAMP.replace("Z", "+00:00")) + timedelta(hours=1)
 """The clock of the unit tests below: an hour after the builders' transactions."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
 from flywheel_contracts.tls import TLS, TLSConfigError
 
 from . import _store

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flywheel_contracts.admission import AdmissionSettings
-from flywheel_core.settings import describe_setting_errors
 from pydantic import (
     AliasChoices,
     Field,
@@ -20,6 +18,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel_contracts.admission import AdmissionSettings
+from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
 

@@ -29,10 +29,11 @@ import logging
 from typing import Any
 
 from feast.errors import FeastError
-from flywheel_contracts import errors as family
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from flywheel_contracts import errors as family
 
 
 class FeaturesError(family.FlywheelError):

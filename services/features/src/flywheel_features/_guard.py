@@ -27,8 +27,9 @@ import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from flywheel_contracts.auth import Check, TokenFile, unauthorized_body, www_authenticate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flywheel_contracts.auth import Check, TokenFile, unauthorized_body, www_authenticate
 
 from ._errors import BodyTooLarge, Refused, Unauthorized, UnknownRoute, status_of
 

@@ -20,14 +20,15 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from feast import FeatureStore
 from feast.feature_server import get_app
-from flywheel_contracts.admission import Admission
-from flywheel_contracts.auth import TokenFile
-from flywheel_contracts.tls import TLS
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from flywheel_contracts.admission import Admission
+from flywheel_contracts.auth import TokenFile
+from flywheel_contracts.tls import TLS
 
 from ._config import Settings, load_settings
 from ._errors import (

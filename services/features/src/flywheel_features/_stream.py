@@ -39,10 +39,11 @@ from typing import Annotated, Any
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
-from flywheel_core import card_stream
-from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+
+from flywheel_core import card_stream
+from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
 
 from ._errors import InvalidStream
 

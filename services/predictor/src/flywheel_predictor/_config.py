@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from flywheel_contracts.admission import AdmissionSettings
-from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel_contracts.admission import AdmissionSettings
+from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
 

@@ -23,6 +23,7 @@ An exception outside the family is a bug: 500 with a generic message, the traceb
 from __future__ import annotations
 
 import orjson
+
 from flywheel_contracts import errors as family
 
 

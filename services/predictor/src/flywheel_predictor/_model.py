@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flywheel_core import model_repo
 from kserve import InferOutput, InferRequest, InferResponse, Model
+
+from flywheel_core import model_repo
 
 from ._config import Settings
 from ._errors import InferenceFailed, InvalidRequest, UnsupportedMediaType, VersionUnavailable

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from flywheel_core import model_repo
 
 from ._errors import ModelLoadError

@@ -39,8 +39,6 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
-from flywheel_contracts.admission import admission
-from flywheel_contracts.tls import TLS
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import (
@@ -55,6 +53,9 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from starlette.exceptions import HTTPException
 from uvicorn.importer import import_from_string
+
+from flywheel_contracts.admission import admission
+from flywheel_contracts.tls import TLS
 
 from ._config import Settings
 from ._errors import (

@@ -84,7 +84,7 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         f"- Time split, oldest to newest, no shuffling across boundaries: train {split['train']['rows']} rows "
         f"({split['train']['start']} to {split['train']['end']}), validation {split['validation']['rows']} "
         f"(from {split['validation_start']}), test {split['test']['rows']} (from {split['test_start']}).",
-        f"- Missing numeric features take the training medians (`defaults` in metadata.json), in training and serving alike.",
+        "- Missing numeric features take the training medians (`defaults` in metadata.json), in training and serving alike.",
         "",
         "## Model",
         "",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+
 from flywheel_core import model_repo
 
 from ._config import TrainerSettings, load_settings

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from flywheel_core.settings import describe_setting_errors
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
 

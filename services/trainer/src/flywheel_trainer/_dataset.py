@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from flywheel_core import schema
 from flywheel_core.model_repo import sha256_file
 

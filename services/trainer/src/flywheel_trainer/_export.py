@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from flywheel_core import schema
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+from flywheel_core import schema
 
 from ._fp16 import convert_fp16
 from ._model import FraudNet

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flywheel_core import schema
 from torch import nn
+
+from flywheel_core import schema
 
 N_NUMERIC = len(schema.NUMERIC_FEATURES)
 BUCKETS = tuple(schema.HASHED_COLUMNS.values())

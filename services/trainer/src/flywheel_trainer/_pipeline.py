@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from flywheel_core import model_repo, schema
 
 from . import _export as export

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from flywheel_core import model_repo, schema
 
 from ._card import render_model_card

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from flywheel_core import schema
 from sklearn.metrics import roc_auc_score
+
+from flywheel_core import schema
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
