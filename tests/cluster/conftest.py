@@ -24,6 +24,9 @@ sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import controlplane  # noqa: E402
 
 USE_EXISTING = os.environ.get("FLYWHEEL_TEST_EXISTING_CLUSTER") == "1"
+# The chart fixtures (tools, release_namespace, storage_class, third_party_crds) for every test module, so a
+# module names them as parameters without importing them (an import shadowed by the parameter).
+pytest_plugins = ["chart_fixtures"]
 
 
 @dataclass(frozen=True)

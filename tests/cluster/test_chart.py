@@ -9,17 +9,7 @@ import re
 import pytest
 import yaml
 
-from chart_fixtures import (  # noqa: F401 (release_namespace, storage_class, third_party_crds, tools: fixtures)
-    CHART,
-    KUBE_VERSION,
-    THIRD_PARTY_API_VERSIONS,
-    pod_spec,
-    release_namespace,
-    scenario_files,
-    storage_class,
-    third_party_crds,
-    tools,
-)
+from chart_fixtures import CHART, KUBE_VERSION, THIRD_PARTY_API_VERSIONS, pod_spec, scenario_files
 from conftest import wait_for
 
 RELEASE = "fw"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from chart_fixtures import CHART, KUBE_VERSION, pod_spec, scenario_files, third_party_crds, tools  # noqa: F401 (third_party_crds, tools: fixtures)
+from chart_fixtures import CHART, KUBE_VERSION, pod_spec, scenario_files
 from conftest import _make_namespace
 
 DNS_PORTS = {(53, "UDP"), (53, "TCP")}
@@ -83,7 +83,7 @@ def plain_credentials(docs: list[dict]) -> list[str]:
     secrets = _secret_values(docs)
     leaks = []
     for doc in docs:
-        for component, spec in _pod_specs(doc):
+        for _component, spec in _pod_specs(doc):
             for container in _containers(spec):
                 for env in container.get("env", []):
                     value = str(env.get("value", ""))

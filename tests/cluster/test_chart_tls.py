@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from chart_fixtures import CHART, KUBE_VERSION, pod_spec, tools  # noqa: F401 (tools: fixture)
+from chart_fixtures import CHART, KUBE_VERSION, pod_spec
 from conftest import _make_namespace
 
 SECRET = "flywheel-tls"

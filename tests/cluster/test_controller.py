@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_fixtures import MODELROLLOUT_CRD, crd_established, tools  # noqa: F401 (tools is a fixture)
+from chart_fixtures import MODELROLLOUT_CRD, crd_established
 from conftest import REPO, wait_for
 from controller_rig import Traffic, service_account_env, stable_only
 

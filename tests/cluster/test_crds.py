@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from chart_fixtures import CHART, MODELROLLOUT_CRD, crd_established, tools  # noqa: F401 (tools is a fixture)
+from chart_fixtures import CHART, MODELROLLOUT_CRD, crd_established
 from conftest import REPO, wait_for
 
 EXAMPLES = sorted((REPO / "manifests" / "examples").glob("modelrollout-*.yaml"))

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from chart_fixtures import CHART, release_namespace, storage_class, third_party_dir, tool, tools  # noqa: F401 (release_namespace, storage_class, tools: fixtures)
+from chart_fixtures import CHART, third_party_dir
 from conftest import REPO, wait_for
 
 sys.path.insert(0, str(REPO / "hack" / "cluster"))

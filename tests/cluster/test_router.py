@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 
-from chart_fixtures import CHART, release_namespace, storage_class, tools  # noqa: F401 (release_namespace, storage_class, tools: fixtures)
+from chart_fixtures import CHART
 from conftest import REPO
 
 RELEASE = "rt"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_fixtures import pod_spec, third_party_crds, tool, tools  # noqa: F401  (fixtures)
+from chart_fixtures import pod_spec, tool
 from conftest import REPO
 
 SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
