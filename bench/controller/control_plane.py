@@ -52,11 +52,11 @@ sys.path.insert(0, str(REPO / "tests" / "cluster"))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
-import controlplane
-from benchkit import cpu_model, cpu_seconds, log
-from chart_fixtures import MODELROLLOUT_CRD, Tools, crd_established
-from controller_rig import RouterAdmin, Traffic, service_account_env, stable_only
-from localstack import Ports, Service, Stack, free_port, router_service, venv_python
+import controlplane  # noqa: E402
+from benchkit import cpu_model, cpu_seconds, log  # noqa: E402
+from chart_fixtures import MODELROLLOUT_CRD, Tools, crd_established  # noqa: E402
+from controller_rig import RouterAdmin, Traffic, service_account_env, stable_only  # noqa: E402
+from localstack import Ports, Service, Stack, free_port, router_service, venv_python  # noqa: E402
 
 CONTROLLER_PYTHON = REPO / "services" / "controller" / ".venv" / "bin" / "python"
 RESULTS = REPO / "bench" / "results" / "controller.json"
@@ -614,7 +614,7 @@ def run_rollback(bench: Bench, runs: int) -> dict:
             bench.create(ns, rollout(name, "fraud", "v1", "v3", ROLLBACK_STEPS, ROLLBACK_ANALYSIS))
             obj = wait_for(
                 f"{name} ended",
-                lambda: (lambda o: o if o and (o.get("status") or {}).get("phase") in TERMINAL else None)(
+                lambda name=name: (lambda o: o if o and (o.get("status") or {}).get("phase") in TERMINAL else None)(
                     bench.get(ns, name)
                 ),
                 timeout=150,
@@ -663,7 +663,7 @@ def run_rollback(bench: Bench, runs: int) -> dict:
                 f"verdict after {run.get('verdict_after_start_s')} s"
             )
             bench.delete(ns, name)
-            wait_for(f"{name} deleted", lambda: bench.get(ns, name) is None, timeout=60, every=0.2)
+            wait_for(f"{name} deleted", lambda name=name: bench.get(ns, name) is None, timeout=60, every=0.2)
             bench.router.put_route("fraud", {"stable": {"version": "v1"}})
             time.sleep(1.0)  # the reset route is loaded before the next rollout reads its stable
         text = controller.scrape()

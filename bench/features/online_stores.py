@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-from benchkit import cpu_model, cpu_seconds, free_port, log, lua_script, parse_wrk
+from benchkit import cpu_model, cpu_seconds, free_port, log, lua_script, parse_wrk  # noqa: E402
 
 FEATURES_PY = ROOT / "services" / "features" / ".venv" / "bin" / "python"
 CLUSTER_YAML = "feature_store.cluster.yaml"

@@ -45,7 +45,7 @@ MODEL = "fraud"
 PATH = f"/v1/models/{MODEL}:predict"
 
 sys.path.insert(0, str(ROOT / "bench"))
-from benchkit import cpu_model, free_port, latest_version, log, lua_script, parse_wrk
+from benchkit import cpu_model, free_port, latest_version, log, lua_script, parse_wrk  # noqa: E402
 
 
 def model_repo(repo: Path, scratch: Path) -> tuple[Path, Path, str]:

@@ -253,7 +253,7 @@ def paired(collected: dict, a: str, b: str, mode: str, key: str, op: str) -> flo
     """Median over rounds of (b - a) or (b / a) for one figure, each pair from the same round."""
     if a not in collected or b not in collected:
         return None
-    pairs = zip(collected[a][mode], collected[b][mode])
+    pairs = zip(collected[a][mode], collected[b][mode], strict=True)
     values = [(y[key] - x[key]) if op == "-" else (y[key] / x[key]) for x, y in pairs]
     return round(statistics.median(values), 3)
 

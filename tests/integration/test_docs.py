@@ -155,7 +155,7 @@ def table_defaults(section: str) -> dict[str, str]:
             defaults = [d.strip().strip("`") for d in cells[header.index("default")].split(" / ")]
             if len(defaults) != len(names):
                 defaults = [cells[header.index("default")].strip("`")] * len(names)
-            found.update(zip(names, defaults))
+            found.update(zip(names, defaults, strict=True))
     return found
 
 

@@ -26,12 +26,12 @@ import httpx
 import pandas as pd
 import pytest
 
+from flywheel_core import feature_pipeline, schema
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from flywheel_core import feature_pipeline, schema
-
-from localstack import (
+from localstack import (  # noqa: E402
     Ports,
     Stack,
     bearer,

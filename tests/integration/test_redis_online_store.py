@@ -30,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from localstack import Service, Stack, bearer, free_port, token, venv_python
+from localstack import Service, Stack, bearer, free_port, token, venv_python  # noqa: E402
 
 CLUSTER_YAML = "feature_store.cluster.yaml"
 CARD_FEATURES = ("txn_count_1h", "txn_count_24h", "amount_sum_24h", "amount_mean_30d", "distinct_countries_24h")

@@ -17,7 +17,7 @@ CASES = [
 def test_frame_and_row_versions_agree_exactly():
     frame = pd.DataFrame(CASES, columns=["amount", "event_hour", "amount_mean_30d"])
     vectorised = transaction_context(frame).to_dict("records")
-    for (amount, hour, mean), expected in zip(CASES, vectorised):
+    for (amount, hour, mean), expected in zip(CASES, vectorised, strict=True):
         row = transaction_context_row(amount, hour, mean)
         assert row.keys() == expected.keys()
         for name, value in row.items():

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from flywheel_trainer import ConfigError, load_settings
 from flywheel_trainer._errors import EXIT_CODES, DataError, TrainerError, exit_code
@@ -7,7 +8,7 @@ from flywheel_trainer._errors import EXIT_CODES, DataError, TrainerError, exit_c
 def test_defaults_load_and_are_frozen():
     settings = load_settings()
     assert settings.epochs >= 1 and settings.parity_atol == 1e-5
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.epochs = 3
 
 

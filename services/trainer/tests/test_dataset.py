@@ -15,8 +15,8 @@ T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
 def _tx(rows):
     return pd.DataFrame(
-        [{"transaction_id": f"t{i}", "event_timestamp": T0 + pd.Timedelta(hours=e), "label_timestamp": T0 + pd.Timedelta(hours=l),
-          "is_fraud": f} for i, (e, l, f) in enumerate(rows)]
+        [{"transaction_id": f"t{i}", "event_timestamp": T0 + pd.Timedelta(hours=e), "label_timestamp": T0 + pd.Timedelta(hours=lab),
+          "is_fraud": f} for i, (e, lab, f) in enumerate(rows)]
     )
 
 

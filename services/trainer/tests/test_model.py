@@ -47,7 +47,7 @@ def test_training_is_deterministic_for_a_seed():
     settings = load_settings(epochs=2, patience=1)
     first = train_model(x[:1000], y[:1000], x[1000:], y[1000:], settings)
     second = train_model(x[:1000], y[:1000], x[1000:], y[1000:], settings)
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert first.calibration == second.calibration
 

@@ -46,7 +46,7 @@ class Histogram(BaseModel):
         if self.count == 0:
             return None
         target, seen = q * self.count, 0
-        for bound, n in zip(self.le, self.counts):
+        for bound, n in zip(self.le, self.counts, strict=False):
             seen += n
             if seen >= target:
                 return bound
@@ -58,7 +58,7 @@ class Histogram(BaseModel):
             raise ValueError("histograms with different buckets cannot be subtracted")
         return Histogram(
             le=self.le,
-            counts=[a - b for a, b in zip(self.counts, earlier.counts)],
+            counts=[a - b for a, b in zip(self.counts, earlier.counts, strict=False)],
             sum=self.sum - earlier.sum,
             count=self.count - earlier.count,
         )

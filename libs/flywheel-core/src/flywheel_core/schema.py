@@ -123,7 +123,7 @@ def vectorize(rows: Iterable[Mapping[str, Any]], defaults: Mapping[str, float] |
     fills = [float(defaults.get(name, 0.0)) for name in NUMERIC_FEATURES]
     vectors = []
     for row in rows:
-        vector = [_numeric(row.get(name), fill) for name, fill in zip(NUMERIC_FEATURES, fills)]
+        vector = [_numeric(row.get(name), fill) for name, fill in zip(NUMERIC_FEATURES, fills, strict=True)]
         vector.extend(float(bucket(column, row.get(column))) for column in HASHED_COLUMNS)
         vectors.append(vector)
     return vectors
