@@ -44,7 +44,9 @@ def cpu_seconds(pid: int) -> float:
 def lua_script(path: Path, body: str, extra: str = "") -> Path:
     """A wrk script that POSTs `body` as JSON, plus any `extra` Lua."""
     escaped = body.replace("\\", "\\\\").replace('"', '\\"')
-    path.write_text(f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n{extra}')
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.body = "{escaped}"\nwrk.headers["Content-Type"] = "application/json"\n{extra}'
+    )
     return path
 
 

@@ -132,8 +132,14 @@ def default_services(
     drift_service = Service(
         "drift",
         [venv_python("services/drift"), "-m", "flywheel_drift"],
-        {**common, "FLYWHEEL_DRIFT_HTTP_PORT": str(ports.drift), "FLYWHEEL_DRIFT_HTTP_HOST": host, "FLYWHEEL_DRIFT_MODEL_REPO": str(model_repo),
-         "FLYWHEEL_DRIFT_SPOOL_DIR": str(Path(data_dir) / "drift"), **drift_token_env(data_dir)},
+        {
+            **common,
+            "FLYWHEEL_DRIFT_HTTP_PORT": str(ports.drift),
+            "FLYWHEEL_DRIFT_HTTP_HOST": host,
+            "FLYWHEEL_DRIFT_MODEL_REPO": str(model_repo),
+            "FLYWHEEL_DRIFT_SPOOL_DIR": str(Path(data_dir) / "drift"),
+            **drift_token_env(data_dir),
+        },
         f"http://{host}:{ports.drift}/ready",
     )
     return [drift_service] * drift + [
@@ -331,7 +337,9 @@ class Stack:
                 return
             if self._stopping.wait(self.POLL_INTERVAL_S):
                 return
-        raise StackError(f"{service.name} not ready at {service.ready_url} after {self.ready_timeout_s:.0f} s:\n{service.log_tail()}")
+        raise StackError(
+            f"{service.name} not ready at {service.ready_url} after {self.ready_timeout_s:.0f} s:\n{service.log_tail()}"
+        )
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -351,7 +359,9 @@ class Stack:
         self._wait_ready(service)
 
 
-def post_json(url: str, body: object, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None) -> tuple[int, dict]:
+def post_json(
+    url: str, body: object, timeout_s: float = 10.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict]:
     """POST JSON, return (status, parsed body) for 2xx and 4xx/5xx alike."""
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}

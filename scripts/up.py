@@ -219,24 +219,27 @@ def curl_examples(ports: Ports, transaction: dict, token: Path, route: dict) -> 
                          "generation": route["generation"]})
     auth = f"-H \"authorization: Bearer $(cat {token})\""
     host = LOOPBACK
-    return "\n".join([
-        "Try it (the router on :%d is the entry point; -i shows x-flywheel-model-version):" % ports.router,
-        f"  curl -si {host}:{ports.router}/v1/models/fraud:predict -H 'content-type: application/json' -d '{body}'",
-        f"  curl -s {host}:{ports.router_admin}/v1/routes {auth}      # routes (admin port, bearer token)",
-        f"  curl -s -X PUT {host}:{ports.router_admin}/v1/routes/fraud {auth} -H 'content-type: application/json' "
-        f"-d '{canary}'   # canary, once {candidate} is published (make retrain)",
-        f"  curl -s {host}:{ports.router_admin}/v1/stats/fraud {auth}",
-        f"  curl -s {host}:{ports.predictor}/v2/models/fraud",
-        f"  curl -s {host}:{ports.predictor}/v2/models/fraud/infer -H 'content-type: application/json' -d '{row}'",
-        f"  curl -s {host}:{ports.transformer}/v1/models/fraud:predict -H 'x-flywheel-debug-features: 1' "
-        f"-H \"authorization: Bearer $(cat {token.parent.parent / 'tokens' / 'transformer-debug'})\" "
-        f"-H 'content-type: application/json' -d '{body}'   # the exact model input (debug token)",
-        f"  curl -s {host}:{ports.features}/get-online-features "
-        f"-H \"authorization: Bearer $(cat {token.parent.parent / 'tokens' / 'features-read'})\" "
-        "-H 'content-type: application/json' "
-        f"-d '{{\"features\": [\"card_activity:txn_count_24h\"], \"entities\": {{\"card_id\": [\"{transaction['card_id']}\"]}}}}'",
-        f"  curl -s {host}:{ports.predictor}/metrics | grep flywheel_",
-    ])
+    return "\n".join(
+        [
+            "Try it (the router on :%d is the entry point; -i shows x-flywheel-model-version):" % ports.router,
+            f"  curl -si {host}:{ports.router}/v1/models/fraud:predict -H 'content-type: application/json' -d '{body}'",
+            f"  curl -s {host}:{ports.router_admin}/v1/routes {auth}      # routes (admin port, bearer token)",
+            f"  curl -s -X PUT {host}:{ports.router_admin}/v1/routes/fraud {auth} -H 'content-type: application/json' "
+            f"-d '{canary}'   # canary, once {candidate} is published (make retrain)",
+            f"  curl -s {host}:{ports.router_admin}/v1/stats/fraud {auth}",
+            f"  curl -s {host}:{ports.predictor}/v2/models/fraud",
+            f"  curl -s {host}:{ports.predictor}/v2/models/fraud/infer -H 'content-type: application/json' -d '{row}'",
+            f"  curl -s {host}:{ports.transformer}/v1/models/fraud:predict -H 'x-flywheel-debug-features: 1' "
+            f'-H "authorization: Bearer $(cat {token.parent.parent / "tokens" / "transformer-debug"})" '
+            f"-H 'content-type: application/json' -d '{body}'   # the exact model input (debug token)",
+            f"  curl -s {host}:{ports.features}/get-online-features "
+            f'-H "authorization: Bearer $(cat {token.parent.parent / "tokens" / "features-read"})" '
+            "-H 'content-type: application/json' "
+            f'-d \'{{"features": ["card_activity:txn_count_24h"], '
+            f'"entities": {{"card_id": ["{transaction["card_id"]}"]}}}}\'',
+            f"  curl -s {host}:{ports.predictor}/metrics | grep flywheel_",
+        ]
+    )
 
 
 def _interrupt(*_: object) -> None:

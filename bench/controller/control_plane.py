@@ -727,7 +727,8 @@ def table(scale: dict | None, rollback: dict | None) -> str:
             f"{scale['rollout_duration_s']['max']:.1f} s |",
             "| | worst step lag (pause end or setWeight late) | | "
             f"{max(v['max'] for k, v in scale['step_lag_s'].items() if k != 'start'):.2f} s |",
-            f"| | ended Succeeded, route at stable v2 | all | {scale['phases'].get('Succeeded', 0)}/{scale['rollouts']}, "
+            f"| | ended Succeeded, route at stable v2 | all | "
+            f"{scale['phases'].get('Succeeded', 0)}/{scale['rollouts']}, "
             f"{scale['rollouts'] - len(scale['routes_not_at_stable_v2'])}/{scale['rollouts']} |",
         ]
     if rollback and rollback["rollback_s"]:

@@ -3,8 +3,8 @@
     services/drift/.venv/bin/python bench/drift/run.py [--trials 1000] [--online-runs 2000]
         [--alibi-online-runs 300] [--workers 2] [--skip-service]
 
-Writes bench/results/drift.json; docs/benchmarks.md (section "Drift detection") explains the figures. The latency the service
-adds to the inference path is measured on the real stack by bench/drift/inference_path.py. Statistical
+Writes bench/results/drift.json; docs/benchmarks.md (section "Drift detection") explains the figures. The latency
+the service adds to the inference path is measured on the real stack by bench/drift/inference_path.py. Statistical
 parts run in `--workers` processes (the figures do not depend on it); the service parts start
 `python -m flywheel_drift` on loopback. On the shared 2-core box a full run takes about 30 minutes.
 """

@@ -95,15 +95,21 @@ def main() -> int:
     transactions = live_transactions(int(max(rates) * args.duration), args.data)
     transformer_bodies = [{"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS}]} for t in transactions]
     vector = schema.vectorize([{}])[0]
-    predictor_body = {"inputs": [{"name": schema.INPUT_NAME, "shape": [1, schema.INPUT_DIM], "datatype": "FP32", "data": vector}]}
+    predictor_body = {
+        "inputs": [{"name": schema.INPUT_NAME, "shape": [1, schema.INPUT_DIM], "datatype": "FP32", "data": vector}]
+    }
 
     results = []
     with tempfile.TemporaryDirectory() as logs, Stack(default_services(args.model_repo, args.data, ports), Path(logs)):
         for rate in rates:
             n = int(rate * args.duration)
             # Warm both paths (connections, first-call allocations) before measuring.
-            asyncio.run(open_loop(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transformer_bodies[:50], 50))
-            asyncio.run(open_loop(f"http://127.0.0.1:{ports.predictor}/v2/models/fraud/infer", [predictor_body] * 50, 50))
+            asyncio.run(
+                open_loop(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transformer_bodies[:50], 50)
+            )
+            asyncio.run(
+                open_loop(f"http://127.0.0.1:{ports.predictor}/v2/models/fraud/infer", [predictor_body] * 50, 50)
+            )
             end_to_end = asyncio.run(open_loop(
                 f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", transformer_bodies[:n], rate))
             predictor = asyncio.run(open_loop(

@@ -68,7 +68,9 @@ print(json.dumps(frame.sample(256, random_state=7).values.tolist()))
 def run(argv: list[str], env: dict[str, str]) -> str:
     result = subprocess.run(argv, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{argv[:3]} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{argv[:3]} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
     return result.stdout
 
 
@@ -181,8 +183,10 @@ def main() -> int:
                         figures, wrk_cpu = wrk(url, script, args.duration, connections, args.load_core)
                         n = max(1, figures["requests"])
                         figures["cpu_us_per_lookup"] = {
-                            name: round(1e6 * (cpu_seconds(pid) - cpu_before[name]) / n, 1) for name, pid in pids.items()
-                            if name == "features" or store == "redis"}
+                            name: round(1e6 * (cpu_seconds(pid) - cpu_before[name]) / n, 1)
+                            for name, pid in pids.items()
+                            if name == "features" or store == "redis"
+                        }
                         figures["cpu_us_per_lookup"]["wrk"] = round(1e6 * wrk_cpu / n, 1)
                         samples.setdefault((store, connections), []).append(figures)
                         log(f"round {round_index + 1} {store:>6} c={connections:<3} {figures['requests_per_s']:>8.0f} "
@@ -213,9 +217,13 @@ def main() -> int:
         for store in urls:
             runs = samples[(store, connections)]
             row[store] = {
-                "lookups_per_s": median(runs, "requests_per_s"), "p50_ms": median(runs, "p50_ms"),
-                "p99_ms": median(runs, "p99_ms"), "non_2xx": sum(r["non_2xx"] for r in runs),
-                "cpu_us_per_lookup": {name: median(runs, "cpu_us_per_lookup", name) for name in runs[0]["cpu_us_per_lookup"]},
+                "lookups_per_s": median(runs, "requests_per_s"),
+                "p50_ms": median(runs, "p50_ms"),
+                "p99_ms": median(runs, "p99_ms"),
+                "non_2xx": sum(r["non_2xx"] for r in runs),
+                "cpu_us_per_lookup": {
+                    name: median(runs, "cpu_us_per_lookup", name) for name in runs[0]["cpu_us_per_lookup"]
+                },
                 "rounds": runs,
             }
         row["redis_over_sqlite_p50"] = round(row["redis"]["p50_ms"] / row["sqlite"]["p50_ms"], 2)
@@ -229,15 +237,22 @@ def main() -> int:
         "benchmark": "features-online-stores",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
-                    "load_average_before": round(load_before, 2)},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpu": cpu_model(),
+            "platform": platform.platform(),
+            "load_average_before": round(load_before, 2),
+        },
         "setup": {
             "history": {k: simulation[k] for k in ("size", "transactions", "start", "end")},
             "redis": f"redis-server {redis_version} (Debian), --save '' --appendonly no --requirepass, loopback",
             "servers": f"python -m flywheel_features, 1 worker each; features servers and redis-server on core "
-                       f"{args.server_core}, wrk on core {args.load_core}",
-            "load": "wrk closed loop, one thread; each lookup 1 card + 1 merchant, 8 features, 256 id pairs round-robin",
-            "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+            f"{args.server_core}, wrk on core {args.load_core}",
+            "load": "wrk closed loop, one thread; each lookup 1 card + 1 merchant, 8 features, "
+            "256 id pairs round-robin",
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
         },
         "results": results,
     }

@@ -53,7 +53,11 @@ def model_repo(repo: Path, scratch: Path) -> tuple[Path, Path, str]:
     if version is not None:
         return repo, version, f"{MODEL} {version.name} from {repo}"
     tiny = scratch / "model_repo"
-    subprocess.run([str(PYTHON), str(PREDICTOR / "tests" / "tiny_model.py"), "--repo", str(tiny)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(PYTHON), str(PREDICTOR / "tests" / "tiny_model.py"), "--repo", str(tiny)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return tiny, latest_version(tiny, MODEL), f"tiny fixture model (no published '{MODEL}' in {repo})"
 
 
@@ -250,9 +254,23 @@ def saturation(repo: Path, body: str, args: argparse.Namespace, scratch: Path) -
     try:
         script = lua_script(scratch / "post.lua", body)
         url = f"http://127.0.0.1:{server.port}{PATH}"
-        command = ["taskset", "-c", args.load_core, "wrk", "-t1", f"-c{args.connections}", "-d{}s", "--latency", "-s", str(script), url]
+        command = [
+            "taskset",
+            "-c",
+            args.load_core,
+            "wrk",
+            "-t1",
+            f"-c{args.connections}",
+            "-d{}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
         subprocess.run([c.format(1) for c in command], capture_output=True, text=True, check=True)  # warm-up
-        result = subprocess.run([c.format(args.saturation_duration) for c in command], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [c.format(args.saturation_duration) for c in command], capture_output=True, text=True, check=True
+        )
         return parse_wrk(result.stdout)
     finally:
         server.stop()
@@ -315,7 +333,11 @@ def main() -> int:
                     server = Predictor(repo, args.server_core, limits)
                     try:
                         port = server.port
-                        run(open_loop(port, request, min(200.0, rate_sat / 4), 1.0, args.timeout, args.max_connections, server))
+                        run(
+                            open_loop(
+                                port, request, min(200.0, rate_sat / 4), 1.0, args.timeout, args.max_connections, server
+                            )
+                        )
                         figures = run(open_loop(port, request, fraction * rate_sat, args.duration, args.timeout,
                                                 args.max_connections, server))
                         figures["vm_hwm_mib"] = round(server.memory_kib("VmHWM") / 1024, 1)
@@ -342,14 +364,20 @@ def main() -> int:
         "benchmark": "overload",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model(),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": cpu_model(),
+            "load_average_at_end": os.getloadavg(),
+        },
         "setup": {
             "server": "python -m flywheel_predictor, 1 worker, VARIANT=fp32, CPUExecutionProvider",
             "model": description,
             "request": f"V1, {args.rows} row(s)",
-            "modes": {mode: ("FLYWHEEL_PREDICTOR_MAX_IN_FLIGHT=0" if limits is None else limits or "the predictor's defaults")
-                      for mode, limits in modes.items()},
+            "modes": {
+                mode: ("FLYWHEEL_PREDICTOR_MAX_IN_FLIGHT=0" if limits is None else limits or "the predictor's defaults")
+                for mode, limits in modes.items()
+            },
             "saturation": closed,
             "load": "open loop; latency from each request's due time; raw keep-alive HTTP/1.1 connections",
             "duration_s": args.duration,
@@ -362,14 +390,20 @@ def main() -> int:
         "saturation_rps": rate_sat,
         "summary": summary,
         "admitted_p99_over_unloaded_p99": {
-            fraction: {mode: (round(figures["admitted_p99_ms"] / unloaded, 2) if unloaded and figures["admitted_p99_ms"]
-                              else None) for mode, figures in by_mode.items()}
+            fraction: {
+                mode: (
+                    round(figures["admitted_p99_ms"] / unloaded, 2) if unloaded and figures["admitted_p99_ms"] else None
+                )
+                for mode, figures in by_mode.items()
+            }
             for fraction, by_mode in summary.items()
         },
         "notes": [
             "unloaded p99: admitted p99 at the lowest fraction with admission off.",
-            ("shed latency counts from the due time too: it includes any wait in the kernel and the event loop "
-             "before the server reads the request."),
+            (
+                "shed latency counts from the due time too: it includes any wait in the kernel and the event loop "
+                "before the server reads the request."
+            ),
         ],
         "runs": runs,
     }

@@ -42,7 +42,13 @@ def make_app(model_path: str, name: str = "fraud", version: str = "v1", inline: 
         return await asyncio.get_running_loop().run_in_executor(executor, run, rows)
 
     async def respond(send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [*JSON, (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*JSON, (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def app(scope, receive, send) -> None:
@@ -90,7 +96,9 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true", help="run the session on the event loop")
     args = parser.parse_args()
     app = make_app(args.onnx, inline=args.inline)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

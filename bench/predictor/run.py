@@ -48,7 +48,11 @@ def model_for_bench(repo: Path, scratch: Path) -> tuple[Path, Path, str]:
     if version is not None:
         return repo, version, f"{MODEL} {version.name} from {repo}"
     tiny = scratch / "model_repo"
-    subprocess.run([str(PYTHON), str(PREDICTOR / "tests" / "tiny_model.py"), "--repo", str(tiny)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(PYTHON), str(PREDICTOR / "tests" / "tiny_model.py"), "--repo", str(tiny)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return tiny, latest_version(tiny, MODEL), f"tiny fixture model (no published '{MODEL}' in {repo})"
 
 
@@ -91,12 +95,27 @@ def requests_for(dim: int) -> dict[str, tuple[str, str]]:
     row = [round(0.1 * (i % 7) + 0.05, 2) for i in range(dim)]
     return {
         "v1": (f"/v1/models/{MODEL}:predict", json.dumps({"instances": [row]})),
-        "v2": (f"/v2/models/{MODEL}/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, dim], "datatype": "FP32", "data": row}]})),
+        "v2": (
+            f"/v2/models/{MODEL}/infer",
+            json.dumps({"inputs": [{"name": "input", "shape": [1, dim], "datatype": "FP32", "data": row}]}),
+        ),
     }
 
 
 def drive(url: str, script: Path, seconds: int, connections: int, load_core: str, pid: int) -> dict[str, float]:
-    command = ["taskset", "-c", load_core, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    command = [
+        "taskset",
+        "-c",
+        load_core,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     cpu_before = cpu_seconds(pid)
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu = cpu_seconds(pid) - cpu_before
@@ -109,7 +128,9 @@ def drive(url: str, script: Path, seconds: int, connections: int, load_core: str
 def one_round(kind: str, repo: Path, onnx: Path, requests: dict, scripts: dict, args: argparse.Namespace) -> dict:
     port = free_port()
     command, env, ready = server_command(kind, repo, onnx, port)
-    process = subprocess.Popen(["taskset", "-c", args.server_core, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        ["taskset", "-c", args.server_core, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     figures = {}
     try:
         if ready:
@@ -119,7 +140,9 @@ def one_round(kind: str, repo: Path, onnx: Path, requests: dict, scripts: dict, 
         for protocol, (path, _) in requests.items():
             url = f"http://127.0.0.1:{port}{path}"
             drive(url, scripts[protocol], args.warmup, args.connections, args.load_core, process.pid)
-            figures[protocol] = drive(url, scripts[protocol], args.duration, args.connections, args.load_core, process.pid)
+            figures[protocol] = drive(
+                url, scripts[protocol], args.duration, args.connections, args.load_core, process.pid
+            )
             if figures[protocol]["non_2xx"]:
                 raise RuntimeError(f"{kind} {protocol}: {figures[protocol]['non_2xx']} non-2xx responses")
             f = figures[protocol]
@@ -198,12 +221,19 @@ def main() -> int:
                 for protocol, figures in one_round(kind, repo, onnx, requests, scripts, args).items():
                     collected[kind][protocol].append(figures)
 
-    servers = {kind: {p: median_figures(rounds) for p, rounds in by_protocol.items()} for kind, by_protocol in collected.items()}
+    servers = {
+        kind: {p: median_figures(rounds) for p, rounds in by_protocol.items()}
+        for kind, by_protocol in collected.items()
+    }
     ratios = {
-        p: round(servers["predictor"][p]["requests_per_s"] / servers["baseline"][p]["requests_per_s"], 3) for p in ("v1", "v2")
+        p: round(servers["predictor"][p]["requests_per_s"] / servers["baseline"][p]["requests_per_s"], 3)
+        for p in ("v1", "v2")
     }
     cpu_ratios = {
-        p: round(servers["baseline"][p]["server_cpu_us_per_request"] / servers["predictor"][p]["server_cpu_us_per_request"], 3)
+        p: round(
+            servers["baseline"][p]["server_cpu_us_per_request"] / servers["predictor"][p]["server_cpu_us_per_request"],
+            3,
+        )
         for p in ("v1", "v2")
     }
     result = {
@@ -228,16 +258,17 @@ def main() -> int:
         "ratio_predictor_over_baseline": ratios,
         "cpu_efficiency_predictor_over_baseline": cpu_ratios,
         "notes": [
-            "ratio_predictor_over_baseline: median requests/s of the predictor over the baseline's (>= 1.0: the predictor "
-            "is at least as fast).",
-            "cpu_efficiency_predictor_over_baseline: baseline server CPU per request over the predictor's; steadier than "
-            "requests/s when other work shares the machine.",
+            "ratio_predictor_over_baseline: median requests/s of the predictor over the baseline's "
+            "(>= 1.0: the predictor is at least as fast).",
+            "cpu_efficiency_predictor_over_baseline: baseline server CPU per request over the predictor's; "
+            "steadier than requests/s when other work shares the machine.",
         ],
     }
     for other in ("stock-kserve", "baseline-inline"):
         if other in servers:
             result[f"ratio_{other.replace('-', '_')}_over_baseline"] = {
-                p: round(servers[other][p]["requests_per_s"] / servers["baseline"][p]["requests_per_s"], 3) for p in ("v1", "v2")
+                p: round(servers[other][p]["requests_per_s"] / servers["baseline"][p]["requests_per_s"], 3)
+                for p in ("v1", "v2")
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

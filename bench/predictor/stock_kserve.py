@@ -30,7 +30,9 @@ class StockModel(Model):
         if isinstance(payload, InferRequest):
             out = self.session.run(["probability"], {"input": payload.inputs[0].as_numpy()})[0]
             output = InferOutput("probability", list(out.shape), "FP32", out)
-            return InferResponse(response_id=payload.id or "", model_name=self.name, model_version="v1", infer_outputs=[output])
+            return InferResponse(
+                response_id=payload.id or "", model_name=self.name, model_version="v1", infer_outputs=[output]
+            )
         out = self.session.run(["probability"], {"input": np.array(payload["instances"], dtype=np.float32)})[0]
         return {"predictions": out.tolist()}
 

@@ -56,7 +56,10 @@ from benchkit import cpu_model, cpu_seconds, free_port, latest_version, log, lua
 
 TOKEN = "bench-router-token"
 STICKY_HEADER = "x-card-id"
-FLOOR_BODY = '{"model_name":"fraud","model_version":"v1","outputs":[{"name":"probability","shape":[1,1],"datatype":"FP32","data":[0.5]}]}'
+FLOOR_BODY = (
+    '{"model_name":"fraud","model_version":"v1",'
+    '"outputs":[{"name":"probability","shape":[1,1],"datatype":"FP32","data":[0.5]}]}'
+)
 
 
 # -- model -----------------------------------------------------------------------------------------------
@@ -72,7 +75,9 @@ def prepare_repo(source: Path, scratch: Path) -> tuple[Path, str, str, str, int]
         subprocess.run(tiny, check=True, stdout=subprocess.DEVNULL)
         description = f"tiny fixture model (no published '{MODEL}' in {source}), v1 stable and v2 candidate"
     subprocess.run(tiny, check=True, stdout=subprocess.DEVNULL)
-    stable, candidate = sorted((p for p in (repo / MODEL).iterdir() if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))[-2:]
+    stable, candidate = sorted(
+        (p for p in (repo / MODEL).iterdir() if p.name[1:].isdigit()), key=lambda p: int(p.name[1:])
+    )[-2:]
     dims = {int(json.loads((v / "metadata.json").read_text())["input"]["shape"][1]) for v in (stable, candidate)}
     if len(dims) != 1:
         raise RuntimeError(f"stable and candidate take different input widths {dims}")
@@ -153,7 +158,9 @@ class Admin:
     def put_route(self, route: dict) -> None:
         status, _, body = request(self.port, "GET", f"/v1/routes/{MODEL}", headers=self.auth)
         generation = json.loads(body)["generation"] if status == 200 else 0
-        status, _, body = request(self.port, "PUT", f"/v1/routes/{MODEL}", json.dumps(route | {"generation": generation}).encode(), self.auth)
+        status, _, body = request(
+            self.port, "PUT", f"/v1/routes/{MODEL}", json.dumps(route | {"generation": generation}).encode(), self.auth
+        )
         if status not in (200, 201):
             raise RuntimeError(f"PUT route: {status} {body[:300]!r}")
         time.sleep(0.6)  # the other router processes poll the shared route file every 0.25 s
@@ -197,14 +204,28 @@ end
 
 def wrk(url: str, script: Path, seconds: float, connections: int, core: str, pids: dict[str, int]) -> dict:
     """One wrk run; CPU time per request of each process in `pids` and of wrk itself."""
-    command = ["taskset", "-c", core, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    command = [
+        "taskset",
+        "-c",
+        core,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     wrk_before = children_cpu()
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     wrk_cpu = children_cpu() - wrk_before
     figures = parse_wrk(result.stdout)
     n = max(1, figures["requests"])
-    figures["cpu_us_per_request"] = {name: round(1e6 * (cpu_seconds(pid) - before[name]) / n, 1) for name, pid in pids.items()}
+    figures["cpu_us_per_request"] = {
+        name: round(1e6 * (cpu_seconds(pid) - before[name]) / n, 1) for name, pid in pids.items()
+    }
     figures["cpu_us_per_request"]["wrk"] = round(1e6 * wrk_cpu / n, 1)
     return figures
 
@@ -227,21 +248,30 @@ def measure_rounds(configs: list[dict], admin: Admin, scripts: dict, args: argpa
                 figures = wrk(config["url"], script, args.duration, connections, args.load_core, config["pids"])
                 if config.get("shadow"):
                     after = admin.shadow()
-                    figures["shadow"] = {k: after[k] - shadow_before[k] for k in ("mirrored", "dropped", "compared", "candidateErrors")}
+                    figures["shadow"] = {
+                        k: after[k] - shadow_before[k] for k in ("mirrored", "dropped", "compared", "candidateErrors")
+                    }
                     admin.drain_shadow()
                 if figures["non_2xx"] or figures["socket_errors"]:
-                    raise RuntimeError(f"{config['name']} {mode}: {figures['non_2xx']} non-2xx, {figures['socket_errors']}")
+                    raise RuntimeError(
+                        f"{config['name']} {mode}: {figures['non_2xx']} non-2xx, {figures['socket_errors']}"
+                    )
                 collected[config["name"]][mode].append(figures)
                 cpu = ", ".join(f"{k} {v:.0f}" for k, v in figures["cpu_us_per_request"].items())
-                log(f"  {config['name']:13s} {mode:6s} {figures['requests_per_s']:7.0f} req/s  p50 {figures['p50_ms']:6.2f} ms  "
-                    f"p99 {figures['p99_ms']:6.2f} ms  CPU us/req: {cpu}" + (f"  shadow {figures['shadow']}" if "shadow" in figures else ""))
+                log(
+                    f"  {config['name']:13s} {mode:6s} {figures['requests_per_s']:7.0f} req/s  "
+                    f"p50 {figures['p50_ms']:6.2f} ms  "
+                    f"p99 {figures['p99_ms']:6.2f} ms  CPU us/req: {cpu}"
+                    + (f"  shadow {figures['shadow']}" if "shadow" in figures else "")
+                )
     return collected
 
 
 def median_of(rounds: list[dict]) -> dict:
     out = {k: round(statistics.median(r[k] for r in rounds), 3) for k in ("requests_per_s", "p50_ms", "p99_ms")}
     out["cpu_us_per_request"] = {
-        name: round(statistics.median(r["cpu_us_per_request"][name] for r in rounds), 1) for name in rounds[0]["cpu_us_per_request"]
+        name: round(statistics.median(r["cpu_us_per_request"][name] for r in rounds), 1)
+        for name in rounds[0]["cpu_us_per_request"]
     }
     if "shadow" in rounds[0]:
         out["shadow_per_round"] = [r["shadow"] for r in rounds]
@@ -258,13 +288,26 @@ def paired(collected: dict, a: str, b: str, mode: str, key: str, op: str) -> flo
     return round(statistics.median(values), 3)
 
 
-def split_through_router(admin: Admin, url: str, script_dir: Path, body: str, stable: str, candidate: str, args) -> list[dict]:
+def split_through_router(
+    admin: Admin, url: str, script_dir: Path, body: str, stable: str, candidate: str, args
+) -> list[dict]:
     out = []
     for weight in args.split_weights:
-        admin.put_route({"model": MODEL, "stable": {"version": stable}, "candidate": {"version": candidate}, "candidateWeight": weight})
+        admin.put_route(
+            {
+                "model": MODEL,
+                "stable": {"version": stable},
+                "candidate": {"version": candidate},
+                "candidateWeight": weight,
+            }
+        )
         script = lua_script(script_dir / f"count-{weight}.lua", body, COUNT_LUA.format(limit=args.split_requests))
-        result = subprocess.run(["taskset", "-c", args.load_core, "wrk", "-t1", f"-c{args.connections}", "-d120s", "-s", str(script), url],
-                                capture_output=True, text=True, timeout=150)
+        result = subprocess.run(
+            ["taskset", "-c", args.load_core, "wrk", "-t1", f"-c{args.connections}", "-d120s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
         counts: dict[tuple, int] = {}
         for line in result.stdout.splitlines():
             if line.startswith("COUNT "):
@@ -286,7 +329,9 @@ def split_through_router(admin: Admin, url: str, script_dir: Path, body: str, st
     return out
 
 
-def sticky_through_router(admin: Admin, port: int, body: str, stable: str, candidate: str, predicted: dict, keys: int) -> dict:
+def sticky_through_router(
+    admin: Admin, port: int, body: str, stable: str, candidate: str, predicted: dict, keys: int
+) -> dict:
     """Each of `keys` sticky keys through the router at each predicted weight: same version as the ring says?"""
     out, connection = {}, http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for weight, expected in predicted.items():
@@ -294,8 +339,14 @@ def sticky_through_router(admin: Admin, port: int, body: str, stable: str, candi
                          "candidateWeight": float(weight), "stickiness": {"header": STICKY_HEADER}})
         got = set()
         for i in range(keys):
-            status, _, answer = request(port, "POST", f"/v2/models/{MODEL}/infer", body.encode(),
-                                        {"content-type": "application/json", STICKY_HEADER: f"card-{i:07d}"}, connection)
+            status, _, answer = request(
+                port,
+                "POST",
+                f"/v2/models/{MODEL}/infer",
+                body.encode(),
+                {"content-type": "application/json", STICKY_HEADER: f"card-{i:07d}"},
+                connection,
+            )
             if status != 200:
                 raise RuntimeError(f"sticky request {i}: {status}")
             if json.loads(answer).get("model_version") == candidate:
@@ -307,14 +358,18 @@ def sticky_through_router(admin: Admin, port: int, body: str, stable: str, candi
             "weights_checked": weights}
 
 
-def profile_router(procs: Processes, env: dict, client: str | None, url_path: str, script: Path, scratch: Path, args) -> dict:
+def profile_router(
+    procs: Processes, env: dict, client: str | None, url_path: str, script: Path, scratch: Path, args
+) -> dict:
     port, admin_port = free_port(), free_port()
     out = scratch / f"profile-{client or 'default'}.json"
     env = env | {"FLYWHEEL_ROUTER_HTTP_PORT": str(port), "FLYWHEEL_ROUTER_ADMIN_PORT": str(admin_port)}
     if client:
         env["FLYWHEEL_ROUTER_UPSTREAM_CLIENT"] = client
     name = f"profiled-router-{client or 'default'}"
-    process = procs.start(name, [str(ROUTER_PY), str(HERE / "profiled_router.py"), "--out", str(out)], args.load_core, env)
+    process = procs.start(
+        name, [str(ROUTER_PY), str(HERE / "profiled_router.py"), "--out", str(out)], args.load_core, env
+    )
     procs.wait(name, port, "/v2/health/ready")
     url = f"http://127.0.0.1:{port}{url_path}"
     wrk(url, script, args.warmup, args.connections, args.load_core, {})
@@ -333,13 +388,17 @@ def profile_router(procs: Processes, env: dict, client: str | None, url_path: st
     summary = json.loads(out.read_text())
     n = figures["requests"]
     layers = {k: round(1e6 * v / n, 1) for k, v in summary["layers_cpu_s"].items()}
-    layers["uvloop C event loop and socket I/O (not seen by cProfile)"] = round(1e6 * (cpu - summary["profiled_cpu_s"]) / n, 1)
+    layers["uvloop C event loop and socket I/O (not seen by cProfile)"] = round(
+        1e6 * (cpu - summary["profiled_cpu_s"]) / n, 1
+    )
     return {
         "client": client or "default",
         "under_profiler": {k: figures[k] for k in ("requests_per_s", "p50_ms", "p99_ms", "requests")},
         "process_cpu_us_per_request": round(1e6 * cpu / n, 1),
         "layers_cpu_us_per_request": layers,
-        "top_functions": [f | {"us_per_request": round(1e6 * f["tottime_s"] / n, 2)} for f in summary["top_functions"][:15]],
+        "top_functions": [
+            f | {"us_per_request": round(1e6 * f["tottime_s"] / n, 2)} for f in summary["top_functions"][:15]
+        ],
     }
 
 
@@ -380,8 +439,11 @@ http {{
 
 def router_clients() -> list[str | None]:
     """The router's upstream clients (FLYWHEEL_ROUTER_UPSTREAM_CLIENT), default first; [None] if it has no choice."""
-    code = ("import typing, json; from flywheel_router import Settings; f = Settings.model_fields.get('upstream_client'); "
-            "print(json.dumps(None if f is None else [f.default] + [c for c in typing.get_args(f.annotation) if c != f.default]))")
+    code = (
+        "import typing, json; from flywheel_router import Settings; f = Settings.model_fields.get('upstream_client'); "
+        "print(json.dumps(None if f is None else "
+        "[f.default] + [c for c in typing.get_args(f.annotation) if c != f.default]))"
+    )
     out = subprocess.run([str(ROUTER_PY), "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out) or [None]
 
@@ -422,7 +484,10 @@ def main() -> int:
             result = run(procs, scratch, args)
         finally:
             procs.stop_all()
-    result["load_average"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    result["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
     result["wall_s"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -480,27 +545,53 @@ def run(procs: Processes, scratch: Path, args: argparse.Namespace) -> dict:
     procs.wait("nginx", nginx_port)
     procs.start("floor", [str(ROUTER_PY), str(HERE / "floor_app.py"), "--port", str(floor_port)], args.load_core, env)
     procs.wait("floor", floor_port)
-    procs.start("slow-candidate", [sys.executable, str(HERE / "slow_upstream.py"), "--port", str(slow_port), "--delay-ms", "50"],
-                args.server_core)
+    procs.start(
+        "slow-candidate",
+        [sys.executable, str(HERE / "slow_upstream.py"), "--port", str(slow_port), "--delay-ms", "50"],
+        args.server_core,
+    )
     procs.wait("slow-candidate", slow_port)
 
     admin = routers["router"]["admin"]
-    status, headers, answer = request(routers["router"]["port"], "POST", infer, body.encode(), {"content-type": "application/json"})
+    status, headers, answer = request(
+        routers["router"]["port"], "POST", infer, body.encode(), {"content-type": "application/json"}
+    )
     if status != 200 or json.loads(answer).get("model_version") != stable:
         raise RuntimeError(f"router -> predictor: {status} {answer[:200]!r}")
     pid = {name: p.pid for name, p in procs.running.items()}
     shadow_route = {"model": MODEL, "stable": {"version": stable}, "shadowPercent": 100}
     configs = [
         {"name": "direct", "url": f"http://127.0.0.1:{predictor_port}{infer}", "pids": {"predictor": pid["predictor"]}},
-        {"name": "nginx", "url": f"http://127.0.0.1:{nginx_port}{infer}", "pids": {"predictor": pid["predictor"], "proxy": pid["nginx"]}},
+        {
+            "name": "nginx",
+            "url": f"http://127.0.0.1:{nginx_port}{infer}",
+            "pids": {"predictor": pid["predictor"], "proxy": pid["nginx"]},
+        },
         {"name": "nginx-floor", "url": f"http://127.0.0.1:{nginx_port}/floor", "pids": {"proxy": pid["nginx"]}},
         {"name": "uvicorn-floor", "url": f"http://127.0.0.1:{floor_port}{infer}", "pids": {"proxy": pid["floor"]}},
-        *({"name": name, "url": f"http://127.0.0.1:{r['port']}{infer}", "route": stable_only,
-           "pids": {"predictor": pid["predictor"], "proxy": pid[name]}} for name, r in routers.items()),
-        *({"name": f"shadow-{kind}", "url": f"http://127.0.0.1:{routers['router']['port']}{infer}", "shadow": True,
-           "route": shadow_route | {"candidate": {"version": candidate, "endpoint": f"http://127.0.0.1:{port}"}},
-           "pids": {"predictor": pid["predictor"], "proxy": pid["router"], "slow-candidate": pid["slow-candidate"]}}
-          for kind, port in (("slow", slow_port), ("down", dead_port))),
+        *(
+            {
+                "name": name,
+                "url": f"http://127.0.0.1:{r['port']}{infer}",
+                "route": stable_only,
+                "pids": {"predictor": pid["predictor"], "proxy": pid[name]},
+            }
+            for name, r in routers.items()
+        ),
+        *(
+            {
+                "name": f"shadow-{kind}",
+                "url": f"http://127.0.0.1:{routers['router']['port']}{infer}",
+                "shadow": True,
+                "route": shadow_route | {"candidate": {"version": candidate, "endpoint": f"http://127.0.0.1:{port}"}},
+                "pids": {
+                    "predictor": pid["predictor"],
+                    "proxy": pid["router"],
+                    "slow-candidate": pid["slow-candidate"],
+                },
+            }
+            for kind, port in (("slow", slow_port), ("down", dead_port))
+        ),
     ]
     for config in configs:
         config.setdefault("modes", ("closed", "paced"))
@@ -510,14 +601,21 @@ def run(procs: Processes, scratch: Path, args: argparse.Namespace) -> dict:
     collected = measure_rounds(configs, admin, scripts, args)
 
     log("split through the router process")
-    split = split_through_router(admin, f"http://127.0.0.1:{routers['router']['port']}{infer}", scratch, body, stable, candidate, args)
+    split = split_through_router(
+        admin, f"http://127.0.0.1:{routers['router']['port']}{infer}", scratch, body, stable, candidate, args
+    )
     log("stickiness with the router's code")
     sticky = json.loads(subprocess.run(
         [str(ROUTER_PY), str(HERE / "split_check.py"), "--candidate", candidate, "--predict", "10,25",
          "--predict-keys", str(args.sticky_keys)], capture_output=True, text=True, check=True).stdout)
     predicted = sticky.pop("predicted")
-    sticky["through_router"] = sticky_through_router(admin, routers["router"]["port"], body, stable, candidate, predicted, args.sticky_keys)
-    log(f"  monotone over 100k keys: {sticky['monotone']}; router process agrees with the ring: {sticky['through_router']['matches_ring']}")
+    sticky["through_router"] = sticky_through_router(
+        admin, routers["router"]["port"], body, stable, candidate, predicted, args.sticky_keys
+    )
+    log(
+        f"  monotone over 100k keys: {sticky['monotone']}; "
+        f"router process agrees with the ring: {sticky['through_router']['matches_ring']}"
+    )
     admin.put_route(stable_only)
 
     profiles = []
@@ -539,30 +637,55 @@ def report(collected, configs, split, sticky, profiles, version_header, descript
             f[f"{proxy}_added_p99_ms"] = paired(collected, "direct", proxy, mode, "p99_ms", "-")
             f[f"{proxy}_throughput_over_direct"] = paired(collected, "direct", proxy, mode, "requests_per_s", "/")
         nginx_added = f["nginx_added_p50_ms"]
-        f["router_added_over_nginx_added_p50"] = round(f["router_added_p50_ms"] / nginx_added, 2) if nginx_added and nginx_added > 0 else None
+        f["router_added_over_nginx_added_p50"] = (
+            round(f["router_added_p50_ms"] / nginx_added, 2) if nginx_added and nginx_added > 0 else None
+        )
         for kind in ("slow", "down"):
             for key in ("p99_ms", "p50_ms", "requests_per_s"):
-                f[f"shadow_{kind}_{key.removesuffix('_ms')}_over_off"] = paired(collected, "router", f"shadow-{kind}", mode, key, "/")
+                f[f"shadow_{kind}_{key.removesuffix('_ms')}_over_off"] = paired(
+                    collected, "router", f"shadow-{kind}", mode, key, "/"
+                )
     figures["proxy_cpu_us_per_request_closed"] = {
-        name: servers[name]["closed"]["cpu_us_per_request"]["proxy"] for name in servers if "proxy" in servers[name]["closed"]["cpu_us_per_request"]
+        name: servers[name]["closed"]["cpu_us_per_request"]["proxy"]
+        for name in servers
+        if "proxy" in servers[name]["closed"]["cpu_us_per_request"]
     }
     figures["serving_floor_p50_ms"] = {  # client -> a server that answers at once, no upstream: one hop's cost
-        f"{name} {mode}": servers[name][mode]["p50_ms"] for name in ("nginx-floor", "uvicorn-floor") for mode in ("paced", "closed")
+        f"{name} {mode}": servers[name][mode]["p50_ms"]
+        for name in ("nginx-floor", "uvicorn-floor")
+        for mode in ("paced", "closed")
     }
     paced, closed = figures["paced"], figures["closed"]
     goals = {
-        "router_added_p50_at_most_0.5ms (paced)": {"value": paced["router_added_p50_ms"], "met": paced["router_added_p50_ms"] <= 0.5},
+        "router_added_p50_at_most_0.5ms (paced)": {
+            "value": paced["router_added_p50_ms"],
+            "met": paced["router_added_p50_ms"] <= 0.5,
+        },
         "router_added_p50_at_most_2x_nginx (paced)": {
             "value": paced["router_added_over_nginx_added_p50"],
-            "met": paced["router_added_over_nginx_added_p50"] is not None and paced["router_added_over_nginx_added_p50"] <= 2},
+            "met": paced["router_added_over_nginx_added_p50"] is not None
+            and paced["router_added_over_nginx_added_p50"] <= 2,
+        },
         "router_throughput_at_least_0.8_of_direct (closed)": {
-            "value": closed["router_throughput_over_direct"], "met": closed["router_throughput_over_direct"] >= 0.8},
-        **{f"shadow_{kind}_primary_p99_within_5pct ({mode})": {
-            "value": figures[mode][f"shadow_{kind}_p99_over_off"], "met": figures[mode][f"shadow_{kind}_p99_over_off"] <= 1.05}
-           for kind in ("slow", "down") for mode in ("paced", "closed")},
-        "split_within_binomial_99": {"value": [s["share_percent"] for s in split], "met": all(s["within_99"] for s in split)},
-        "sticky_keys_never_leave_candidate": {"value": [s["candidate_to_stable"] for s in sticky["steps"]],
-                                              "met": sticky["monotone"] and sticky["through_router"]["matches_ring"]},
+            "value": closed["router_throughput_over_direct"],
+            "met": closed["router_throughput_over_direct"] >= 0.8,
+        },
+        **{
+            f"shadow_{kind}_primary_p99_within_5pct ({mode})": {
+                "value": figures[mode][f"shadow_{kind}_p99_over_off"],
+                "met": figures[mode][f"shadow_{kind}_p99_over_off"] <= 1.05,
+            }
+            for kind in ("slow", "down")
+            for mode in ("paced", "closed")
+        },
+        "split_within_binomial_99": {
+            "value": [s["share_percent"] for s in split],
+            "met": all(s["within_99"] for s in split),
+        },
+        "sticky_keys_never_leave_candidate": {
+            "value": [s["candidate_to_stable"] for s in sticky["steps"]],
+            "met": sticky["monotone"] and sticky["through_router"]["matches_ring"],
+        },
     }
     return {
         "benchmark": "router",
@@ -570,14 +693,20 @@ def report(collected, configs, split, sticky, profiles, version_header, descript
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model()},
         "setup": {
-            "model": description, "input_dim": dim, "request": "one row per request, V2 JSON",
+            "model": description,
+            "input_dim": dim,
+            "request": "one row per request, V2 JSON",
             "load_tool": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
             "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
-            "router_clients": clients, "closed_connections": args.connections,
+            "router_clients": clients,
+            "closed_connections": args.connections,
             "paced": f"{args.paced_connections} connections, each pausing {args.paced_delay_ms} ms after an answer "
-                     "(wrk 4 delay(); not an open-loop rate: wrk2 is not packaged)",
-            "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-            "server_core": args.server_core, "load_core": args.load_core,
+            "(wrk 4 delay(); not an open-loop rate: wrk2 is not packaged)",
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "server_core": args.server_core,
+            "load_core": args.load_core,
             "statistic": "median over rounds; differences and ratios paired within a round, then the median",
             "predictor_version_header": version_header,
             "configs": {c["name"]: {k: v for k, v in c.items() if k in ("route", "modes")} for c in configs},
@@ -588,8 +717,9 @@ def report(collected, configs, split, sticky, profiles, version_header, descript
         "stickiness": sticky,
         "profile": profiles,
         "notes": [
-            "added_p50/p99: the proxy's latency minus direct's, paired within a round, median over rounds; paced is the "
-            "latency at a moderate load, closed is at saturation (where queueing, not the proxy, sets p50).",
+            "added_p50/p99: the proxy's latency minus direct's, paired within a round, median over rounds; "
+            "paced is the latency at a moderate load, closed is at saturation "
+            "(where queueing, not the proxy, sets p50).",
             "throughput_over_direct: closed-loop requests/s through the proxy over direct. The predictor's core is the "
             "bottleneck in both, so a proxy can come out above 1.0; the proxy's CPU per request (cpu_us_per_request, "
             "from /proc) is the steadier measure of its own cost.",

@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--weights", default="5,10,25,50")
     parser.add_argument("--candidate", default="v2", help="the candidate's version (it salts the hash ring)")
-    parser.add_argument("--predict", default="", help="weights at which to list the candidate keys among --predict-keys")
+    parser.add_argument(
+        "--predict", default="", help="weights at which to list the candidate keys among --predict-keys"
+    )
     parser.add_argument("--predict-keys", type=int, default=2000)
     args = parser.parse_args()
     rng = random.Random(1)

@@ -182,7 +182,9 @@ class Admission:
             waiting.set_function(lambda: self.waiting)
 
     def exempt(self, path: str) -> bool:
-        return path in self._exempt or (self._exempt_pattern is not None and self._exempt_pattern.match(path) is not None)
+        return path in self._exempt or (
+            self._exempt_pattern is not None and self._exempt_pattern.match(path) is not None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.exempt(scope["path"]):
@@ -330,6 +332,8 @@ def _collectors(registry: CollectorRegistry, prefix: str) -> tuple[Any, Any, Any
                 registry=registry,
             ),
             Gauge(f"{prefix}_in_flight", "Requests being served now.", registry=registry, multiprocess_mode="livesum"),
-            Gauge(f"{prefix}_waiting", "Requests waiting for a slot now.", registry=registry, multiprocess_mode="livesum"),
+            Gauge(
+                f"{prefix}_waiting", "Requests waiting for a slot now.", registry=registry, multiprocess_mode="livesum"
+            ),
         )
     return made[prefix]

@@ -66,7 +66,9 @@ class FlywheelError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
 
-    def __init__(self, message: str = "", *, field: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, field: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field

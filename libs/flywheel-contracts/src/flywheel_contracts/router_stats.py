@@ -11,8 +11,8 @@ means the replica restarted and its counters began again from zero (as a Prometh
                      "status4xx": 7, "status5xx": 2, "predictions": 1200, "declines": 14,
                      "latencySeconds": {"le": [0.005, ...], "counts": [800, ...], "sum": 9.1, "count": 1200},
                      "scores": {"le": [0.05, ...], "counts": [...], "sum": 40.2, "count": 1200}}},
- "shadow": {"candidateVersion": "v2", "mirrored": 600, "dropped": 0, "skipped": 0, "compared": 590, "candidateErrors": 10,
-            "predictionsCompared": 590, "decisionMismatches": 4,
+ "shadow": {"candidateVersion": "v2", "mirrored": 600, "dropped": 0, "skipped": 0, "compared": 590,
+            "candidateErrors": 10, "predictionsCompared": 590, "decisionMismatches": 4,
             "scoreDiff": {"le": [...], "counts": [...], "sum": 1.2, "count": 590},
             "candidateLatencySeconds": {...}}}
 ```

@@ -258,7 +258,9 @@ def resolve(repo: Path, model: str, version: str = "latest") -> Path:
     if version == "latest":
         return Path(repo) / model / versions[-1]
     if version not in versions:
-        raise VersionNotFound(f"model '{model}' has no version '{version}' under {repo}; published: {', '.join(versions)}")
+        raise VersionNotFound(
+            f"model '{model}' has no version '{version}' under {repo}; published: {', '.join(versions)}"
+        )
     return Path(repo) / model / version
 
 

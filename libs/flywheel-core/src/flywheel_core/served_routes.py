@@ -9,9 +9,9 @@ and FastAPI's `/openapi.json` (and `/docs` when enabled), which would advertise 
 not serve. None of them is registered here, so each answers 404.
 
 How: KServe builds each group of routes as an APIRouter and hands it to `app.include_router`. Its
-`_register_endpoints` (a private name, overridden in each service's `_kserve_adapter.ServedRoutesRESTServer`) gets a stand-in app
-whose `include_router` keeps only the routes in SERVED_ROUTES. If KServe calls anything else on the app,
-or stops registering a served route, the server refuses to start (AttributeError / RuntimeError), and
+`_register_endpoints` (a private name, overridden in each service's `_kserve_adapter.ServedRoutesRESTServer`)
+gets a stand-in app whose `include_router` keeps only the routes in SERVED_ROUTES. If KServe calls anything else
+on the app, or stops registering a served route, the server refuses to start (AttributeError / RuntimeError), and
 each service's `tests/test_routes.py` pins KServe's whole route table, so an upgrade that adds or renames a route fails
 there first.
 """
@@ -73,5 +73,6 @@ class ServedRoutesOnly:
         missing = self.served - self.kept
         if missing:
             raise RuntimeError(
-                f"KServe no longer registers {sorted(missing)}: its routes changed; review flywheel_core.served_routes.SERVED_ROUTES"
+                f"KServe no longer registers {sorted(missing)}: its routes changed; "
+                "review flywheel_core.served_routes.SERVED_ROUTES"
             )

@@ -69,7 +69,9 @@ def changes(registry_diff: RegistryDiff, infra_diff: InfraDiff) -> list[str]:
             continue
         what = f"{_VERBS[diff.transition_type]} {diff.feast_object_type.value} {diff.name}"
         if diff.transition_type == TransitionType.UPDATE:
-            properties = [p.property_name for p in diff.feast_object_property_diffs if differs(p.val_existing, p.val_declared)]
+            properties = [
+                p.property_name for p in diff.feast_object_property_diffs if differs(p.val_existing, p.val_declared)
+            ]
             if not properties:
                 continue
             what += f" ({', '.join(properties)})"

@@ -3,8 +3,8 @@
 Feast's `get_app` provides /get-online-features, /push, /materialize and the rest, unchanged. This
 module adds /ready (the registry has the feature service and the online store answers a read), a plain
 /health (liveness, replacing Feast's, which reads the registry), /metrics, the stream step's
-/stream/transactions (see _stream: live transactions -> card_activity rows, online and offline), and handles request errors
-inside the app, so bad input gets a 4xx naming the problem and the connection stays open (see _errors).
+/stream/transactions (see _stream: live transactions -> card_activity rows, online and offline), and handles
+request errors inside the app, so bad input gets a 4xx naming the problem and the connection stays open (see _errors).
 In front of it all sits the guard (see _guard): the routes Flywheel uses, each behind its token, and a
 body limit; metrics count what the guard refuses too.
 """

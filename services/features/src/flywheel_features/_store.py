@@ -99,7 +99,8 @@ def materialize(store: FeatureStore, end: datetime | None = None) -> dict[str, t
         if start >= end:
             continue
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # Feast's ANSI-coloured progress; the CLI prints one line per view
+            # Feast's ANSI-coloured progress; the CLI prints one line per view.
+            with contextlib.redirect_stdout(io.StringIO()):
                 store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         except Exception as e:
             raise StoreError(f"materializing '{view.name}' from {start} to {end} failed: {e}") from e

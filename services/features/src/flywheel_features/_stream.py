@@ -138,7 +138,9 @@ class CardStream:
         started = time.monotonic()
         history = self.data_dir / TRANSACTIONS_FILE
         if history.exists():
-            frame = pd.read_parquet(history, columns=["transaction_id", "card_id", "event_timestamp", "amount", "country"])
+            frame = pd.read_parquet(
+                history, columns=["transaction_id", "card_id", "event_timestamp", "amount", "country"]
+            )
             self.history.extend(card_stream.transactions_of(frame))
         covered = max((int(m.group(2)) for p in self.data_dir.glob(PART_GLOB) if (m := _PART.match(p.name))), default=0)
         logged = self._read_log()

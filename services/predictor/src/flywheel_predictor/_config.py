@@ -62,8 +62,8 @@ class Settings(BaseSettings, _Admission):
         description="Which versions besides the default to load: 'default' (none: other versions load on demand, "
         "when a request names them), 'all' (every published version at start-up, and each version published "
         "later as the repository poll sees it; none of them pinned), or a comma list such as 'v2,v3' (loaded "
-        "at start-up, the server refusing to start if one cannot be, and pinned: never unloaded). Default 'default', one "
-        "session per worker as before several versions existed.",
+        "at start-up, the server refusing to start if one cannot be, and pinned: never unloaded). "
+        "Default 'default', one session per worker as before several versions existed.",
     )
     repo_poll_interval_s: float = Field(
         5.0,

@@ -160,7 +160,9 @@ class FastPath:
         path = self.unversioned_infer
         return {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
 
-    async def _infer(self, protocol: str, scope: dict, receive: Callable, send: Callable, path_version: str | None) -> None:
+    async def _infer(
+        self, protocol: str, scope: dict, receive: Callable, send: Callable, path_version: str | None
+    ) -> None:
         started = perf_counter()
         content_type = binary_header = length = header_version = None
         for key, value in scope["headers"]:
@@ -251,7 +253,9 @@ class FastPath:
     async def _body(self, receive: Callable, length: bytes | None) -> bytes:
         limit = self.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"request body is {int(length)} bytes; the limit is {limit} (FLYWHEEL_PREDICTOR_MAX_BODY_BYTES)")
+            raise PayloadTooLarge(
+                f"request body is {int(length)} bytes; the limit is {limit} (FLYWHEEL_PREDICTOR_MAX_BODY_BYTES)"
+            )
         message = await receive()
         if not message.get("more_body", False):
             return message.get("body", b"")  # the usual case: the whole body in one message

@@ -33,7 +33,9 @@ Outcome = tuple[asyncio.Future, tuple[np.ndarray, float] | None, BaseException |
 class InferenceLane:
     """`await lane.score(rows)` -> (scores, seconds in session.run), computed on `threads` daemon threads."""
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], threads: int, max_rows: int, name: str = "inference") -> None:
+    def __init__(
+        self, run: Callable[[np.ndarray], np.ndarray], threads: int, max_rows: int, name: str = "inference"
+    ) -> None:
         self._run = run
         self._max_rows = max_rows
         self._queue: queue.SimpleQueue = queue.SimpleQueue()

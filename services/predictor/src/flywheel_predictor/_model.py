@@ -84,7 +84,9 @@ class OnnxModel(Model):
         if self.batch_max_rows > 1 and not self.runtime.rows_independent(self.spec.dim):
             self.batch_max_rows = 1
         threads = self.settings.inference_threads
-        self._lane = InferenceLane(self.runtime.run, threads, self.batch_max_rows, name="onnxruntime") if threads else None
+        self._lane = (
+            InferenceLane(self.runtime.run, threads, self.batch_max_rows, name="onnxruntime") if threads else None
+        )
 
     def _close_lane(self) -> None:
         if self._lane is not None:

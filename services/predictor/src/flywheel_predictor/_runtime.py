@@ -45,9 +45,13 @@ def tensor_spec(metadata: Mapping[str, Any]) -> TensorSpec:
         shape = list(source["shape"])
         spec = TensorSpec(str(source["name"]), int(shape[1]), str(target["name"]), str(source["datatype"]))
     except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ModelLoadError(f"metadata.json of {metadata.get('version')} lacks a valid 'input'/'output' ({e!r})") from e
+        raise ModelLoadError(
+            f"metadata.json of {metadata.get('version')} lacks a valid 'input'/'output' ({e!r})"
+        ) from e
     if spec.datatype != "FP32" or len(shape) != 2 or shape[0] != -1:
-        raise ModelLoadError(f"metadata.json input is {spec.datatype} {shape}; this predictor serves FP32 [-1, D] models")
+        raise ModelLoadError(
+            f"metadata.json input is {spec.datatype} {shape}; this predictor serves FP32 [-1, D] models"
+        )
     columns = source.get("columns")
     if columns is not None and len(columns) != spec.dim:
         raise ModelLoadError(f"metadata.json input lists {len(columns)} columns but its shape says {spec.dim}")

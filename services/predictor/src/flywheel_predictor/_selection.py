@@ -82,7 +82,8 @@ def choose_variant(requested: str, metadata: Mapping[str, Any], gpu: bool) -> Va
         if requested not in published:
             raise ModelLoadError(
                 f"Config 'FLYWHEEL_PREDICTOR_VARIANT' has value {requested!r}, but {metadata.get('model')} "
-                f"{metadata.get('version')} publishes only {sorted(published) or 'nothing'}; pick one of those or 'auto'"
+                f"{metadata.get('version')} publishes only {sorted(published) or 'nothing'}; "
+                "pick one of those or 'auto'"
             )
         return VariantChoice(requested, published[requested]["file"], f"variant={requested}: configured")
     if not published:
@@ -92,7 +93,9 @@ def choose_variant(requested: str, metadata: Mapping[str, Any], gpu: bool) -> Va
         )
     if gpu:
         if "fp16" in published:
-            return VariantChoice("fp16", published["fp16"]["file"], "variant=auto: fp16 is published and a GPU provider runs it")
+            return VariantChoice(
+                "fp16", published["fp16"]["file"], "variant=auto: fp16 is published and a GPU provider runs it"
+            )
         chosen = "fp32" if "fp32" in published else sorted(published)[0]
         reason = f"variant=auto: GPU provider but fp16 is not published, so {chosen}"
         return VariantChoice(chosen, published[chosen]["file"], reason)

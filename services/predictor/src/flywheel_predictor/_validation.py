@@ -75,7 +75,9 @@ def matrix_from_rows(rows: Any, dim: int, field: str) -> np.ndarray:
     types: set[type] = set()
     for i, row in enumerate(rows):
         if type(row) is not list or len(row) != dim:
-            raise InvalidRequest(f"'{field}[{i}]' must be a list of {dim} numbers (the model's columns); got {_kind(row)}")
+            raise InvalidRequest(
+                f"'{field}[{i}]' must be a list of {dim} numbers (the model's columns); got {_kind(row)}"
+            )
         types.update(map(type, row))
     _check_numbers(types, field)
     return _to_float32(rows, field)
@@ -197,7 +199,8 @@ def _check_outputs(outputs: Any, spec: TensorSpec, binary: bool) -> bool:
     for requested in outputs:
         if requested.get("name") != spec.output_name:
             raise InvalidRequest(
-                f"unknown output {requested.get('name')!r} requested: the model has one output named '{spec.output_name}'"
+                f"unknown output {requested.get('name')!r} requested: "
+                f"the model has one output named '{spec.output_name}'"
             )
         parameters = requested.get("parameters")
         if type(parameters) is dict and "binary_data" in parameters:

@@ -56,7 +56,8 @@ def requested_version(value: str | None) -> str | None:
         return None
     if not _VERSION_RE.match(value):
         raise InvalidRequest(
-            f"header '{VERSION_HEADER}' has value {value!r}: expected a version such as 'v3' (or no header for the default)"
+            f"header '{VERSION_HEADER}' has value {value!r}: "
+            "expected a version such as 'v3' (or no header for the default)"
         )
     return value
 
@@ -206,7 +207,8 @@ class VersionSet:
             victim = min((v for v in self._models if v not in self.pinned), key=self._used.__getitem__, default=None)
             if victim is None:
                 raise VersionUnavailable(
-                    f"cannot load model '{self.name}' version {version}: FLYWHEEL_PREDICTOR_MAX_LOADED_VERSIONS={limit} "
+                    f"cannot load model '{self.name}' version {version}: "
+                    f"FLYWHEEL_PREDICTOR_MAX_LOADED_VERSIONS={limit} "
                     f"and every loaded version ({', '.join(self.loaded)}) is pinned (the default and "
                     f"FLYWHEEL_PREDICTOR_VERSIONS) or still loading; raise the limit or pin fewer versions"
                 )
@@ -295,7 +297,8 @@ class VersionSet:
             self._add(model, "published, VERSIONS=all", started)
         if others[room:]:
             log.info(
-                "not loaded at start-up (MAX_LOADED_VERSIONS=%d): model=%s versions %s; they load when a request names them",
+                "not loaded at start-up (MAX_LOADED_VERSIONS=%d): model=%s versions %s; "
+                "they load when a request names them",
                 limit,
                 self.name,
                 ", ".join(sorted(others[room:], key=_number)),

@@ -38,7 +38,16 @@ def fit_baseline(x_train: np.ndarray, y_train: np.ndarray, seed: int, max_iter: 
     hashed = list(range(N_NUMERIC, x_train.shape[1]))
     features = ColumnTransformer(
         [
-            ("numeric", Pipeline([("log", FunctionTransformer(_log1p_where, kw_args={"mask": log_mask})), ("scale", StandardScaler())]), numeric),
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("log", FunctionTransformer(_log1p_where, kw_args={"mask": log_mask})),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                numeric,
+            ),
             ("hashed", OneHotEncoder(handle_unknown="ignore"), hashed),
         ]
     )

@@ -14,13 +14,20 @@ def _fmt(value: Any) -> str:
 
 
 def _metric_row(name: str, m: dict[str, Any]) -> str:
-    return f"| {name} | {m['rows']} | {m['positives']} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['ece'])} |"
+    return (
+        f"| {name} | {m['rows']} | {m['positives']} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['ece'])} |"
+    )
 
 
 def _slice_section(slices: dict[str, Any], title: str) -> list[str]:
     lines = [f"### {title}", ""]
     for column, block in slices.items():
-        lines += [f"**{column}**", "", "| value | rows | frauds | ROC-AUC | PR-AUC | ECE |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"**{column}**",
+            "",
+            "| value | rows | frauds | ROC-AUC | PR-AUC | ECE |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         lines += [_metric_row(value, m) for value, m in block["values"].items()]
         if block["skipped"]:
             skipped = ", ".join(f"{value} ({why})" for value, why in block["skipped"].items())
@@ -124,10 +131,13 @@ def render_model_card(metadata: dict[str, Any]) -> str:
     lines += [
         "",
         f"fp32 must match the trained model ({selected}) within {gate.get('atol')} (max abs probability difference) on the test split. "
-        + (f"Other variants are published only if, against fp32 on the test split, |ROC-AUC difference| <= "
-         f"{variants['fp16']['gate'].get('max_auc_diff')} and max abs probability difference <= "
-         f"{variants['fp16']['gate'].get('max_probability_diff')}." if "fp16" in variants else
-         "Only fp32 is built for a linear model: reduced precision would save nothing.")
+        + (
+            f"Other variants are published only if, against fp32 on the test split, |ROC-AUC difference| <= "
+            f"{variants['fp16']['gate'].get('max_auc_diff')} and max abs probability difference <= "
+            f"{variants['fp16']['gate'].get('max_probability_diff')}."
+            if "fp16" in variants
+            else "Only fp32 is built for a linear model: reduced precision would save nothing."
+        )
         + " Latency: median of onnxruntime CPU runs after warm-up.",
         "",
         "## Limits",

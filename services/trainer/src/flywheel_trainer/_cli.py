@@ -1,4 +1,5 @@
-"""Command line: `python -m flywheel_trainer [train] [--feature-repo ...] [--data ...] [--model-repo ...] [--model fraud]`."""
+"""Command line: `python -m flywheel_trainer [train] [--feature-repo ...] [--data ...] [--model-repo ...]
+[--model fraud]`."""
 
 from __future__ import annotations
 
@@ -24,13 +25,19 @@ def train(settings: TrainerSettings, *, cutoff: pd.Timestamp | None = None) -> P
     """Train and publish the next version of `settings.model`; with `if_empty`, do nothing if one exists."""
     versions = model_repo.list_versions(settings.model_repo, settings.model)
     if settings.if_empty and versions:
-        log.info("%s already has %s under %s; --if-empty: nothing to do", settings.model, versions[-1], settings.model_repo)
+        log.info(
+            "%s already has %s under %s; --if-empty: nothing to do", settings.model, versions[-1], settings.model_repo
+        )
         return None
     from ._pipeline import train_and_publish  # torch, onnx, scikit-learn: only once there is work to do
 
     started = time.perf_counter()
-    training_set = build_training_set(settings.feature_repo, settings.data_dir, cutoff, yaml=settings.feature_store_yaml)
-    target = train_and_publish(training_set, settings.model_repo, settings.model, settings, feature_repo=str(settings.feature_repo))
+    training_set = build_training_set(
+        settings.feature_repo, settings.data_dir, cutoff, yaml=settings.feature_store_yaml
+    )
+    target = train_and_publish(
+        training_set, settings.model_repo, settings.model, settings, feature_repo=str(settings.feature_repo)
+    )
     log.info("done: %s in %.1fs wall", target, time.perf_counter() - started)
     return target
 

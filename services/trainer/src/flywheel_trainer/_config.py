@@ -23,34 +23,78 @@ class TrainerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_TRAINER_", extra="forbid", frozen=True)
 
-    feature_repo: Path = Field(Path("feature_repo"), description="Feast repository directory (holds feature_store.yaml). Default ./feature_repo.")
-    feature_store_yaml: str = Field("feature_store.yaml", description="Config file inside feature_repo; feature_store.cluster.yaml in a cluster. Default the local one.")
-    data_dir: Path = Field(Path("data"), description="Directory with transactions.parquet (and Feast's tables). Default ./data.")
-    model_repo: Path = Field(Path("model_repo"), description="Model repository root; versions go to <model_repo>/<model>/vN. Default ./model_repo.")
-    model: str = Field("fraud", pattern=r"^[a-z][a-z0-9_-]*$", description="Model name in the repository. Default fraud.")
-    if_empty: bool = Field(False, description="Do nothing when the model already has a version (make up / a Job that must not retrain). Default false.")
-    seed: int = Field(20261123, description="Seed of every random choice (init, batches, samples); same seed and data, same model.")
+    feature_repo: Path = Field(
+        Path("feature_repo"),
+        description="Feast repository directory (holds feature_store.yaml). Default ./feature_repo.",
+    )
+    feature_store_yaml: str = Field(
+        "feature_store.yaml",
+        description="Config file inside feature_repo; feature_store.cluster.yaml in a cluster. Default the local one.",
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Directory with transactions.parquet (and Feast's tables). Default ./data."
+    )
+    model_repo: Path = Field(
+        Path("model_repo"),
+        description="Model repository root; versions go to <model_repo>/<model>/vN. Default ./model_repo.",
+    )
+    model: str = Field(
+        "fraud", pattern=r"^[a-z][a-z0-9_-]*$", description="Model name in the repository. Default fraud."
+    )
+    if_empty: bool = Field(
+        False,
+        description=(
+            "Do nothing when the model already has a version (make up / a Job that must not retrain). Default false."
+        ),
+    )
+    seed: int = Field(
+        20261123, description="Seed of every random choice (init, batches, samples); same seed and data, same model."
+    )
     threads: int = Field(2, ge=1, description="Torch intra-op threads. Default 2: the target machine has 2 cores.")
     epochs: int = Field(25, ge=1, description="Most training epochs; early stopping usually ends sooner. Default 25.")
     serve: Literal["auto", "torch", "baseline"] = Field("auto", description="Which model the version serves: auto (the better on validation PR-AUC, a tie to the baseline), or torch / baseline whatever the metrics say (metrics.baseline_gate still records how it compares). Default auto.")
     patience: int = Field(4, ge=1, description="Epochs without a better validation PR-AUC before stopping. Default 4.")
-    batch_size: int = Field(512, ge=16, description="Rows per optimiser step. Default 512: large enough for stable gradients at ~1% fraud.")
+    batch_size: int = Field(
+        512, ge=16, description="Rows per optimiser step. Default 512: large enough for stable gradients at ~1% fraud."
+    )
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate. Default 3e-3.")
-    weight_decay: float = Field(1e-5, ge=0, description="Adam L2 penalty; keeps the card embeddings from memorising. Default 1e-5.")
-    embedding_dim: int = Field(8, ge=1, description="Width of each hashed-column embedding (halved buckets at most). Default 8.")
+    weight_decay: float = Field(
+        1e-5, ge=0, description="Adam L2 penalty; keeps the card embeddings from memorising. Default 1e-5."
+    )
+    embedding_dim: int = Field(
+        8, ge=1, description="Width of each hashed-column embedding (halved buckets at most). Default 8."
+    )
     hidden: int = Field(64, ge=4, description="Width of the first MLP layer; the second is half. Default 64.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after the first MLP layer. Default 0.1.")
-    validation_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows (by time) in validation. Default 0.15.")
+    validation_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="Share of rows (by time) in validation. Default 0.15."
+    )
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows (newest) in test. Default 0.15.")
-    parity_atol: float = Field(1e-5, gt=0, description="Max abs probability difference fp32 ONNX vs torch on test. Default 1e-5.")
-    gate_max_auc_diff: float = Field(0.005, gt=0, description="Max |ROC-AUC(variant) - ROC-AUC(fp32)| on test to publish a variant. Default 0.005.")
-    gate_max_probability_diff: float = Field(0.02, gt=0, description="Max abs probability difference variant vs fp32 on test. Default 0.02.")
-    latency_warmup: int = Field(20, ge=0, description="Untimed runs before timing each variant and batch size. Default 20.")
-    latency_repeats: int = Field(500, ge=1, description="Timed runs per variant and batch size; the median is recorded. Default 500.")
-    latency_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads while timing. Default 1: what one predictor worker uses.")
+    parity_atol: float = Field(
+        1e-5, gt=0, description="Max abs probability difference fp32 ONNX vs torch on test. Default 1e-5."
+    )
+    gate_max_auc_diff: float = Field(
+        0.005, gt=0, description="Max |ROC-AUC(variant) - ROC-AUC(fp32)| on test to publish a variant. Default 0.005."
+    )
+    gate_max_probability_diff: float = Field(
+        0.02, gt=0, description="Max abs probability difference variant vs fp32 on test. Default 0.02."
+    )
+    latency_warmup: int = Field(
+        20, ge=0, description="Untimed runs before timing each variant and batch size. Default 20."
+    )
+    latency_repeats: int = Field(
+        500, ge=1, description="Timed runs per variant and batch size; the median is recorded. Default 500."
+    )
+    latency_threads: int = Field(
+        1, ge=1, description="onnxruntime intra-op threads while timing. Default 1: what one predictor worker uses."
+    )
     int8_calibration_rows: int = Field(2048, ge=64, description="Training rows fed to INT8 calibration. Default 2048.")
-    ece_bins: int = Field(15, ge=2, description="Equal-width probability bins of the expected calibration error. Default 15.")
-    min_slice_rows: int = Field(200, ge=1, description="Slices with fewer test rows are skipped (metrics too noisy). Default 200.")
+    ece_bins: int = Field(
+        15, ge=2, description="Equal-width probability bins of the expected calibration error. Default 15."
+    )
+    min_slice_rows: int = Field(
+        200, ge=1, description="Slices with fewer test rows are skipped (metrics too noisy). Default 200."
+    )
     min_slice_positives: int = Field(5, ge=1, description="Slices with fewer test frauds are skipped. Default 5.")
     pre_publish_command: str = Field(
         "",
@@ -58,7 +102,11 @@ class TrainerSettings(BaseSettings):
         "what it writes there is published and digested with the version. `make train` sets it to the drift "
         "service's `precompute` (its own environment), so detector state ships with the model. Default empty: none.",
     )
-    drift_reference_rows: int = Field(5000, ge=100, description="Held-out (validation + test) rows sampled into drift_reference.parquet. Default 5000.")
+    drift_reference_rows: int = Field(
+        5000,
+        ge=100,
+        description="Held-out (validation + test) rows sampled into drift_reference.parquet. Default 5000.",
+    )
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> TrainerSettings:

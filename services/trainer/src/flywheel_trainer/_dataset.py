@@ -58,7 +58,9 @@ def read_transactions(data_dir: Path) -> pd.DataFrame:
     """The history and every live part (a transaction in both counts once, as the history has it)."""
     path = Path(data_dir) / TRANSACTIONS_FILE
     if not path.is_file():
-        raise DataError(f"{path} does not exist: simulate the history first (python -m flywheel_core.sim history --out {data_dir})")
+        raise DataError(
+            f"{path} does not exist: simulate the history first (python -m flywheel_core.sim history --out {data_dir})"
+        )
     frame = pd.read_parquet(path)
     parts = [pd.read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_PART_GLOB))]
     if parts:
@@ -86,7 +88,9 @@ def labelled_at(transactions: pd.DataFrame, cutoff: pd.Timestamp, window: pd.Tim
     nearly all fraud. Keeping only rows older than the longest label delay keeps the fraud rate honest.
     """
     known = (transactions["label_timestamp"] <= cutoff) & (transactions["event_timestamp"] <= cutoff - window)
-    return transactions.loc[known].sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
+    return (
+        transactions.loc[known].sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
+    )
 
 
 def entity_rows(labelled: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +130,9 @@ def retrieve(store: Any, entity: pd.DataFrame) -> pd.DataFrame:
     service = store.get_feature_service(schema.FEATURE_SERVICE)
     with warnings.catch_warnings():
         # Both are Feast's own business and say nothing about this training set.
-        warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message="On demand feature view is an experimental feature", category=RuntimeWarning
+        )
         warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
         features = store.get_historical_features(entity_df=entity, features=service).to_df()
     if len(features) != len(entity) or features["transaction_id"].duplicated().any():
@@ -212,7 +218,9 @@ def build_training_set(
     )
 
 
-def selection_counts(transactions: pd.DataFrame, labelled: pd.DataFrame, cutoff: pd.Timestamp, window: pd.Timedelta) -> dict[str, int]:
+def selection_counts(
+    transactions: pd.DataFrame, labelled: pd.DataFrame, cutoff: pd.Timestamp, window: pd.Timedelta
+) -> dict[str, int]:
     happened = transactions["event_timestamp"] <= cutoff
     mature = transactions["event_timestamp"] <= cutoff - window
     return {

@@ -63,8 +63,12 @@ def convert_fp16(fp32_path: Path, path: Path) -> Path:
     region = fp32_region(graph)
     inside_inputs = {name for node in graph.node if node.name in region for name in node.input}
     initializers = {init.name: init for init in graph.initializer}
-    region_float_outputs = {o for node in graph.node if node.name in region for o in node.output if types.get(o) == TensorProto.FLOAT}
-    region_float_outputs |= {value.name for value in graph.input if value.type.tensor_type.elem_type == TensorProto.FLOAT}
+    region_float_outputs = {
+        o for node in graph.node if node.name in region for o in node.output if types.get(o) == TensorProto.FLOAT
+    }
+    region_float_outputs |= {
+        value.name for value in graph.input if value.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
 
     half_initializers: dict[str, str] = {}  # fp32 initializer -> its fp16 twin
     casts: dict[str, str] = {}  # fp32 tensor leaving the region -> its fp16 cast
@@ -88,7 +92,11 @@ def convert_fp16(fp32_path: Path, path: Path) -> Path:
             elif name in region_float_outputs:
                 if name not in casts:
                     casts[name] = f"{name}_to_fp16"
-                    new_nodes.append(helper.make_node("Cast", [name], [casts[name]], name=f"{name}_cast_fp16", to=TensorProto.FLOAT16))
+                    new_nodes.append(
+                        helper.make_node(
+                            "Cast", [name], [casts[name]], name=f"{name}_cast_fp16", to=TensorProto.FLOAT16
+                        )
+                    )
                 node.input[i] = casts[name]
         for attribute in node.attribute:
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
@@ -105,7 +113,11 @@ def convert_fp16(fp32_path: Path, path: Path) -> Path:
             half_name = f"{output.name}_fp16"
             for node in new_nodes:
                 node.output[:] = [half_name if o == output.name else o for o in node.output]
-            new_nodes.append(helper.make_node("Cast", [half_name], [output.name], name=f"{output.name}_cast_fp32", to=TensorProto.FLOAT))
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [half_name], [output.name], name=f"{output.name}_cast_fp32", to=TensorProto.FLOAT
+                )
+            )
 
     del graph.node[:]
     graph.node.extend(new_nodes)

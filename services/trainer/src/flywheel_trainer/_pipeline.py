@@ -56,14 +56,26 @@ def training_medians(training_set: TrainingSet, rows: np.ndarray) -> dict[str, f
     return medians
 
 
-def _evaluate(training_set: TrainingSet, split: TimeSplit, y: np.ndarray, p_val: np.ndarray, p_test: np.ndarray, s: TrainerSettings):
+def _evaluate(
+    training_set: TrainingSet,
+    split: TimeSplit,
+    y: np.ndarray,
+    p_val: np.ndarray,
+    p_test: np.ndarray,
+    s: TrainerSettings,
+):
     test_frame = training_set.frame.iloc[split.test]
     metrics = {
         "validation": classification_metrics(y[split.validation], p_val, s.ece_bins),
         "test": classification_metrics(y[split.test], p_test, s.ece_bins),
     }
     slices = slice_metrics(
-        test_frame, y[split.test], p_test, min_rows=s.min_slice_rows, min_positives=s.min_slice_positives, bins=s.ece_bins
+        test_frame,
+        y[split.test],
+        p_test,
+        min_rows=s.min_slice_rows,
+        min_positives=s.min_slice_positives,
+        bins=s.ece_bins,
     )
     return metrics, slices
 
@@ -75,7 +87,10 @@ MODELS = ("baseline", "torch")
 def select(base_metrics: dict[str, Any], torch_metrics: dict[str, Any], serve: str = "auto") -> dict[str, Any]:
     """Which model the version serves: the better on validation PR-AUC (a tie goes to the baseline) unless `serve`
     names one, and whether that choice is at least as good as the baseline on test (`baseline_gate`)."""
-    validation = {"baseline": base_metrics["validation"]["pr_auc"] or 0.0, "torch": torch_metrics["validation"]["pr_auc"] or 0.0}
+    validation = {
+        "baseline": base_metrics["validation"]["pr_auc"] or 0.0,
+        "torch": torch_metrics["validation"]["pr_auc"] or 0.0,
+    }
     test = {"baseline": base_metrics["test"]["pr_auc"] or 0.0, "torch": torch_metrics["test"]["pr_auc"] or 0.0}
     if serve != "auto":
         selected = serve
@@ -106,15 +121,28 @@ def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, 
     reference = run_onnx(fp32, x_test)
     parity = float(np.max(np.abs(reference - predict_probability(model, x_test))))
     if parity > s.parity_atol:
-        raise ExportError(f"fp32 ONNX differs from the trained module by {parity:.2e} > {s.parity_atol} on the test split; "
-                          "the export is wrong")
-    log.info("fp32 ONNX parity with the trained module on %d test rows: max abs diff %.2e (tolerance %.0e)", len(x_test), parity, s.parity_atol)
+        raise ExportError(
+            f"fp32 ONNX differs from the trained module by {parity:.2e} > {s.parity_atol} on the test split; "
+            "the export is wrong"
+        )
+    log.info(
+        "fp32 ONNX parity with the trained module on %d test rows: max abs diff %.2e (tolerance %.0e)",
+        len(x_test),
+        parity,
+        s.parity_atol,
+    )
     variants: dict[str, Any] = {
         "fp32": {
             "file": fp32.name,
             "published": True,
-            "gate": {"split": "test", "check": "parity with the trained module", "atol": s.parity_atol, "probability_diff": parity,
-                     "passed": True, "reason": f"max abs diff {parity:.2e} <= {s.parity_atol}"},
+            "gate": {
+                "split": "test",
+                "check": "parity with the trained module",
+                "atol": s.parity_atol,
+                "probability_diff": parity,
+                "passed": True,
+                "reason": f"max abs diff {parity:.2e} <= {s.parity_atol}",
+            },
         }
     }
     thresholds = GateThresholds(s.gate_max_auc_diff, s.gate_max_probability_diff)
@@ -123,7 +151,9 @@ def build_variants(model, staging: Path, x_cal: np.ndarray, x_test: np.ndarray, 
     for name, variant in variants.items():
         variant["published"] = bool(variant["gate"]["passed"])
         path = staging / variant["file"]
-        latency = measure_latency(path, x_test, threads=s.latency_threads, warmup=s.latency_warmup, repeats=s.latency_repeats)
+        latency = measure_latency(
+            path, x_test, threads=s.latency_threads, warmup=s.latency_warmup, repeats=s.latency_repeats
+        )
         variant["cpu_latency_us"] = latency["batch_1_us"]
         variant["cpu_latency"] = latency
         variant["bytes"] = path.stat().st_size
@@ -156,9 +186,17 @@ def _reduced_variants(fp32: Path, reference: np.ndarray, staging: Path, x_cal: n
     variants["int8"] = {
         "file": VARIANT_FILES["int8"],
         "gate": {**result, "attempts": attempts},
-        "quantization": {"method": "onnxruntime quantize_static", "format": "QDQ", "activations": "int8", "weights": "int8",
-                         "calibration": f"{len(x_cal)} training rows, MinMax", "weights_per_channel": True, "quantized_ops": ["Gemm", "MatMul"],
-                         "float_nodes": exclude, "embeddings": "float"},
+        "quantization": {
+            "method": "onnxruntime quantize_static",
+            "format": "QDQ",
+            "activations": "int8",
+            "weights": "int8",
+            "calibration": f"{len(x_cal)} training rows, MinMax",
+            "weights_per_channel": True,
+            "quantized_ops": ["Gemm", "MatMul"],
+            "float_nodes": exclude,
+            "embeddings": "float",
+        },
     }
     return variants
 
@@ -171,7 +209,10 @@ def train_and_publish(
     frame, s = training_set.frame, settings
     split = time_split(frame["event_timestamp"], s.validation_fraction, s.test_fraction)
     described = split.describe(frame["event_timestamp"])
-    log.info("stage 1/5 split by time: %s", ", ".join(f"{k} {v['rows']} rows ({v['start']} .. {v['end']})" for k, v in described.items()))
+    log.info(
+        "stage 1/5 split by time: %s",
+        ", ".join(f"{k} {v['rows']} rows ({v['start']} .. {v['end']})" for k, v in described.items()),
+    )
     defaults = training_medians(training_set, split.train)
     x = schema.vectorize_frame(frame, defaults)
     y = training_set.labels
@@ -180,7 +221,9 @@ def train_and_publish(
 
     stage = time.perf_counter()
     baseline = fit_baseline(x_train, y_train, s.seed)
-    base_metrics, base_slices = _evaluate(training_set, split, y, predict_baseline(baseline, x_val), predict_baseline(baseline, x_test), s)
+    base_metrics, base_slices = _evaluate(
+        training_set, split, y, predict_baseline(baseline, x_val), predict_baseline(baseline, x_test), s
+    )
     log.info("stage 2/5 baseline (logistic regression): test PR-AUC %.4f, ROC-AUC %.4f (%.1fs)",
              base_metrics["test"]["pr_auc"] or 0.0, base_metrics["test"]["roc_auc"] or 0.0, time.perf_counter() - stage)
 
@@ -188,18 +231,31 @@ def train_and_publish(
     log.info("stage 3/5 torch model: %d training rows, up to %d epochs", len(x_train), s.epochs)
     result = train_model(x_train, y_train, x_val, y_val, s)
     net = result.model
-    torch_metrics, torch_slices = _evaluate(training_set, split, y, predict_probability(net, x_val), predict_probability(net, x_test), s)
+    torch_metrics, torch_slices = _evaluate(
+        training_set, split, y, predict_probability(net, x_val), predict_probability(net, x_test), s
+    )
     beats = (torch_metrics["test"]["pr_auc"] or 0.0) > (base_metrics["test"]["pr_auc"] or 0.0)
     choice = select(base_metrics, torch_metrics, s.serve)
     selected = choice["selected"]
-    log.info("stage 4/5 selection on validation: torch PR-AUC %.4f vs baseline %.4f -> serving the %s; on test: %s (%.1fs)",
-             choice["selection"]["values"]["torch"], choice["selection"]["values"]["baseline"], selected,
-             choice["baseline_gate"]["reason"], time.perf_counter() - stage)
+    log.info(
+        "stage 4/5 selection on validation: torch PR-AUC %.4f vs baseline %.4f -> serving the %s; on test: %s (%.1fs)",
+        choice["selection"]["values"]["torch"],
+        choice["selection"]["values"]["baseline"],
+        selected,
+        choice["baseline_gate"]["reason"],
+        time.perf_counter() - stage,
+    )
     if selected == "baseline":
         served = baseline_module(baseline)
-        drift = float(np.max(np.abs(predict_probability(served, x_test) - predict_baseline(baseline, x_test)))) if len(x_test) else 0.0
+        drift = (
+            float(np.max(np.abs(predict_probability(served, x_test) - predict_baseline(baseline, x_test))))
+            if len(x_test)
+            else 0.0
+        )
         if drift > s.parity_atol:
-            raise ExportError(f"the baseline's graph differs from scikit-learn by {drift:.2e} > {s.parity_atol} on the test split")
+            raise ExportError(
+                f"the baseline's graph differs from scikit-learn by {drift:.2e} > {s.parity_atol} on the test split"
+            )
     else:
         served = net
 
@@ -211,8 +267,11 @@ def train_and_publish(
         # A linear model is a few hundred multiply-adds: fp16 and int8 would save nothing, only fp32 is built.
         variants = build_variants(served, staging, x_cal, x_test, y_test, s, reduced_precision=selected == "torch")
         for name, variant in variants.items():
-            variant["metrics"] = classification_metrics(y_test, run_onnx(staging / VARIANT_FILES[name], x_test), s.ece_bins) \
-                if variant["published"] else None
+            variant["metrics"] = (
+                classification_metrics(y_test, run_onnx(staging / VARIANT_FILES[name], x_test), s.ece_bins)
+                if variant["published"]
+                else None
+            )
         log.info("stage 5/5 ONNX variants gated and timed (%.1fs); publishing", time.perf_counter() - stage)
 
         # The drift reference comes from the newest held-out rows (validation + test): their 30-day
@@ -221,7 +280,9 @@ def train_and_publish(
         # filling, made unchanged traffic look drifted.
         pool = np.concatenate([split.validation, split.test])
         sample = np.sort(rng.choice(pool, min(s.drift_reference_rows, len(pool)), replace=False))
-        write_drift_reference(staging / DRIFT_REFERENCE_FILE, x[sample], run_onnx(staging / VARIANT_FILES["fp32"], x[sample]))
+        write_drift_reference(
+            staging / DRIFT_REFERENCE_FILE, x[sample], run_onnx(staging / VARIANT_FILES["fp32"], x[sample])
+        )
         metadata = {
             **base_metadata(schema.FEATURE_SERVICE, defaults),
             "training_domain": training_domain(frame.iloc[split.train]),

@@ -32,7 +32,9 @@ def run_onnx(path: Path, x: np.ndarray, threads: int = 1, batch: int = 8192) -> 
     """Probabilities `[rows]` from the ONNX graph at `path`."""
     sess = session(path, threads)
     out = [
-        sess.run([schema.OUTPUT_NAME], {schema.INPUT_NAME: np.ascontiguousarray(x[start : start + batch], dtype=np.float32)})[0]
+        sess.run(
+            [schema.OUTPUT_NAME], {schema.INPUT_NAME: np.ascontiguousarray(x[start : start + batch], dtype=np.float32)}
+        )[0]
         for start in range(0, len(x), batch)
     ]
     return np.concatenate(out).reshape(-1) if out else np.empty(0, dtype=np.float32)
@@ -80,7 +82,12 @@ def gate(reference: np.ndarray, candidate: np.ndarray, y: np.ndarray, thresholds
 def measure_latency(path: Path, rows: np.ndarray, *, threads: int, warmup: int, repeats: int) -> dict[str, Any]:
     """Median wall time of one `run` call for batch 1 and batch 256, after warm-up."""
     sess = session(path, threads)
-    figures: dict[str, Any] = {"threads": threads, "warmup": warmup, "repeats": repeats, "provider": "CPUExecutionProvider"}
+    figures: dict[str, Any] = {
+        "threads": threads,
+        "warmup": warmup,
+        "repeats": repeats,
+        "provider": "CPUExecutionProvider",
+    }
     for batch in (1, 256):
         take = np.resize(np.ascontiguousarray(rows, dtype=np.float32), (batch, rows.shape[1]))
         feed = {schema.INPUT_NAME: take}
