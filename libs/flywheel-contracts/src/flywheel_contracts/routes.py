@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 """The route JSON's version; a reader refuses a route with a version it does not know."""
 
 WEIGHT_RESOLUTION = 100

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 US_PER_HOUR = 3_600_000_000
@@ -44,7 +45,7 @@ def to_us(timestamps: pd.Series) -> np.ndarray:
     return ts.dt.as_unit("us").astype("int64").to_numpy()
 
 
-def from_us(values: np.ndarray) -> pd.Series:
+def from_us(values: npt.ArrayLike) -> pd.Series:
     """The inverse of `to_us`: a timestamp[us, UTC] series."""
     return pd.Series(np.asarray(values, dtype="int64").astype("datetime64[us]")).dt.tz_localize("UTC")
 

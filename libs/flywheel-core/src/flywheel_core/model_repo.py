@@ -338,7 +338,7 @@ def load_version(path: Path, verify: bool = True, keys: SigningKeys | None = FRO
 
 def next_version(repo: Path, model: str) -> str:
     versions = list_versions(repo, model)
-    last = int(_VERSION_RE.match(versions[-1]).group(1)) if versions else 0
+    last = int(versions[-1].removeprefix("v")) if versions else 0  # list_versions: only names matching v<N>
     return f"v{last + 1}"
 
 
