@@ -280,7 +280,8 @@ def _conditions(d: Draft) -> list[Condition]:
                 status=state,
                 reason=reason,
                 message=clip(message, _CONDITION_MESSAGE_MAX),
-                last_transition_time=since,
+                # By alias: the model's config is a shared dict that mypy's pydantic plugin cannot read.
+                lastTransitionTime=since,
                 observed_generation=d.rollout.generation,
             )
         )

@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,9 @@ class KubeClient:
         except ValueError as e:
             raise StoreError(f"{method} {path} answered {response.status_code} with a body that is not JSON") from e
 
-    async def watch(self, path: str, params: Mapping[str, str], timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+    async def watch(
+        self, path: str, params: Mapping[str, str], timeout_s: float
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The events of a watch (`params` carry watch=1 and where to start) until the server ends it.
         GoneError on 410 (as a status or as an ERROR event), StoreError when it fails or breaks."""
         timeout = httpx.Timeout(self.timeout, read=timeout_s + WATCH_READ_SLACK_S)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import Any
@@ -131,7 +131,7 @@ class KubeRolloutStore:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
 
-    async def _watch(self, resource_version: str) -> AsyncIterator[str]:
+    async def _watch(self, resource_version: str) -> AsyncGenerator[str, None]:
         params = {
             "watch": "1",
             "resourceVersion": resource_version,
