@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import (
     AliasChoices,
@@ -30,7 +31,10 @@ ENV_PREFIX = "FLYWHEEL_FEATURES_"
 # Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS), per worker: a lookup
 # costs Feast's server about 1.2 ms of CPU (docs/benchmarks.md, online stores), so 32 in flight is ~40 ms of work;
 # past 32 in flight and 32 waiting (for at most 50 ms) a request is answered 503 overloaded + Retry-After at once.
-_Admission = AdmissionSettings.with_defaults(max_in_flight=32, max_waiting=32, max_wait_ms=50.0)
+if TYPE_CHECKING:  # mypy cannot follow a class built at run time; its fields are AdmissionSettings'
+    _Admission = AdmissionSettings
+else:
+    _Admission = AdmissionSettings.with_defaults(max_in_flight=32, max_waiting=32, max_wait_ms=50.0)
 
 
 class Settings(BaseSettings, _Admission):

@@ -76,7 +76,7 @@ def changes(registry_diff: RegistryDiff, infra_diff: InfraDiff) -> list[str]:
                 continue
             what += f" ({', '.join(properties)})"
         said.append(what)
-    for diff in infra_diff.infra_object_diffs:
-        if diff.transition_type in _VERBS:
-            said.append(f"{_VERBS[diff.transition_type]} {diff.infra_object_type} {diff.name}")
+    for infra in infra_diff.infra_object_diffs:
+        if infra.transition_type in _VERBS:
+            said.append(f"{_VERBS[infra.transition_type]} {infra.infra_object_type} {infra.name}")
     return said

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 from feast.project import Project
 from feast.repo_config import load_repo_config
 from feast.repo_operations import apply_total, parse_repo
@@ -69,7 +69,10 @@ def history_end(store: FeatureStore) -> datetime:
     """Just after the newest row of any batch source: the end of the simulated history."""
     newest = []
     for view in store.list_batch_feature_views():
-        path = Path(view.batch_source.path)
+        source = view.batch_source
+        if not isinstance(source, FileSource):
+            raise StoreError(f"batch source of '{view.name}' is {type(source).__name__}, not a parquet FileSource")
+        path = Path(source.path)
         if not path.is_absolute():
             path = Path(store.repo_path) / path
         # A source may be a glob (card_activity: the batch table and the stream's appended parts).
@@ -77,7 +80,7 @@ def history_end(store: FeatureStore) -> datetime:
         if not paths or not all(p.exists() for p in paths):
             raise StoreError(f"{path} (batch source of '{view.name}') is missing: generate the data first (make data)")
         for part in paths:
-            column = pq.read_table(part, columns=[view.batch_source.timestamp_field]).column(0)
+            column = pq.read_table(part, columns=[source.timestamp_field]).column(0)
             newest.append(pd.Timestamp(column.to_pandas().max()))
     return (max(newest) + pd.Timedelta(seconds=1)).to_pydatetime()
 

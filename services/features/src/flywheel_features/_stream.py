@@ -171,9 +171,10 @@ class CardStream:
         good = 0
         with self.log_path.open("rb") as handle:
             for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break
                 try:
-                    entry = json.loads(raw) if raw.endswith(b"\n") else None
-                    out.append(card_stream.CardTransaction(**entry))
+                    out.append(card_stream.CardTransaction(**json.loads(raw)))
                 except (ValueError, TypeError):
                     break
                 good += len(raw)
