@@ -181,10 +181,17 @@ def _read_state(value: dict[str, Any]) -> MonitorState:
     )
 
 
+def _read_required_array(value: dict[str, Any] | None) -> np.ndarray:
+    array = _read_array(value)
+    if array is None:
+        raise CheckpointUnreadable("an array the detector state needs is null")
+    return array
+
+
 def _read_online(value: dict[str, Any]) -> RankCusum:
     cusum = RankCusum([str(f) for f in value["features"]], [], float(value["k"]), float(value["h"]),
                       seed=int(value["seed"]))
-    cusum.s_pos, cusum.s_neg = _read_array(value["s_pos"]), _read_array(value["s_neg"])
+    cusum.s_pos, cusum.s_neg = _read_required_array(value["s_pos"]), _read_required_array(value["s_neg"])
     cusum.run_length, cusum.rows_seen = int(value["run_length"]), int(value["rows_seen"])
     rng = value["rng"]
     if rng.get("bit_generator") != "PCG64":

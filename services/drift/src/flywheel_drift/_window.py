@@ -107,7 +107,7 @@ def evaluate_window(reference: Reference, x: np.ndarray, probabilities: np.ndarr
         features[name]["q_value"] = q
         features[name]["drift"] = bool(q <= alpha)
     drifted = sorted((n for n in names if features[n]["drift"]), key=lambda n: features[n]["q_value"])
-    result = {
+    summary = {
         "index": index,
         "opened_at": opened_at,
         "closed_at": closed_at,
@@ -120,4 +120,4 @@ def evaluate_window(reference: Reference, x: np.ndarray, probabilities: np.ndarr
         "prediction_drift": bool(features.get(PROBABILITY, {}).get("drift", False)),
         "features": features,
     }
-    return result, view
+    return summary, view
