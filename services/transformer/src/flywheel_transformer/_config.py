@@ -7,7 +7,7 @@ what was expected, so a typo in a manifest fails the rollout instead of serving 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +23,10 @@ ENV_PREFIX = "FLYWHEEL_TRANSFORMER_"
 # Admission control (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S, SHED_EXEMPT_PATHS): a request costs this
 # service about 10 ms of CPU (docs/benchmarks.md), so 8 in flight is ~80 ms of work queued behind the newest; past 8
 # in flight and 8 waiting (for at most 50 ms) a request is answered 503 overloaded + Retry-After at once.
-_Admission = AdmissionSettings.with_defaults(max_in_flight=8, max_waiting=8, max_wait_ms=50.0)
+if TYPE_CHECKING:  # mypy cannot follow a class built at run time; its fields are AdmissionSettings'
+    _Admission = AdmissionSettings
+else:
+    _Admission = AdmissionSettings.with_defaults(max_in_flight=8, max_waiting=8, max_wait_ms=50.0)
 
 
 class Settings(BaseSettings, _Admission):
@@ -205,7 +208,7 @@ class Settings(BaseSettings, _Admission):
         return str(self.features_url).rstrip("/")
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment (overrides win); raises ConfigError naming the bad variable."""
     try:
         return Settings(**overrides)

@@ -52,7 +52,8 @@ def _platform(metadata: Mapping[str, Any]) -> str:
         if isinstance(v, Mapping) and v.get("published", True)
     ]
     found = {PLATFORMS.get("." + f.rsplit(".", 1)[-1]) for f in files if "." in f}
-    return found.pop() if len(found) == 1 and None not in found else ""
+    only = found.pop() if len(found) == 1 else None
+    return only or ""
 
 
 def _column_key(column: Mapping[str, Any]) -> tuple[Any, ...]:
