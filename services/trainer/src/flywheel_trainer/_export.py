@@ -21,6 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 from flywheel_core import schema
 
+from ._errors import ExportError
 from ._fp16 import convert_fp16
 from ._model import FraudNet
 
@@ -52,6 +53,8 @@ def export_fp32(model: FraudNet, path: Path, example: np.ndarray) -> Path:
             external_data=False,
             verbose=False,
         )
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise ExportError("torch.onnx.export(dynamo=True) returned no ONNX program")
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
     return path

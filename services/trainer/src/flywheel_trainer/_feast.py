@@ -42,7 +42,9 @@ def keep_feast_metrics_in_memory() -> None:
 def close_offline_store() -> None:
     """Close the DuckDB connection Feast's offline store opened through ibis (a later query opens another)."""
     ibis = sys.modules.get("ibis")
-    backend = ibis.options.default_backend if ibis is not None else None
+    if ibis is None:
+        return
+    backend = ibis.options.default_backend
     if backend is None:
         return
     ibis.options.default_backend = None

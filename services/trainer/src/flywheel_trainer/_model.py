@@ -37,6 +37,14 @@ def numeric_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 class FraudNet(nn.Module):
     """Input `[batch, INPUT_DIM]` FP32 (schema order) -> calibrated probability `[batch, 1]`."""
 
+    # The buffers registered in __init__ (nn.Module's attribute lookup types them Tensor | Module).
+    log_mask: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    max_bucket: torch.Tensor
+    calibration_scale: torch.Tensor
+    calibration_shift: torch.Tensor
+
     def __init__(
         self,
         log_mask: np.ndarray,
@@ -53,8 +61,9 @@ class FraudNet(nn.Module):
         # Upper bound per hashed column: an out-of-range id from a caller maps to the last bucket
         # instead of failing the embedding lookup at serving time.
         self.register_buffer("max_bucket", torch.tensor([b - 1 for b in BUCKETS], dtype=torch.long))
-        self.embeddings = nn.ModuleList(nn.Embedding(b, min(embedding_dim, b // 2)) for b in BUCKETS)
-        width = N_NUMERIC + sum(e.embedding_dim for e in self.embeddings)
+        embeddings = [nn.Embedding(b, min(embedding_dim, b // 2)) for b in BUCKETS]
+        self.embeddings = nn.ModuleList(embeddings)
+        width = N_NUMERIC + sum(e.embedding_dim for e in embeddings)
         self.mlp = nn.Sequential(
             nn.Linear(width, hidden),
             nn.ReLU(),

@@ -29,7 +29,7 @@ class TrainingResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     pos_weight: float = 1.0
-    calibration: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, str | float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int, threads: int) -> torch.Generator:

@@ -60,9 +60,12 @@ def gate(reference: np.ndarray, candidate: np.ndarray, y: np.ndarray, thresholds
         return {**result, "passed": False, "reason": "the variant produced NaN or infinite probabilities"}
     prob_diff = float(np.max(np.abs(candidate - reference))) if len(y) else 0.0
     both = 0 < int(np.sum(y)) < len(y)
-    auc_ref = float(roc_auc_score(y, reference)) if both else None
-    auc_var = float(roc_auc_score(y, candidate)) if both else None
-    auc_diff = abs(auc_var - auc_ref) if both else 0.0
+    auc_ref: float | None = None
+    auc_var: float | None = None
+    auc_diff = 0.0
+    if both:
+        auc_ref, auc_var = float(roc_auc_score(y, reference)), float(roc_auc_score(y, candidate))
+        auc_diff = abs(auc_var - auc_ref)
     reasons = []
     if auc_diff > thresholds.max_auc_diff:
         reasons.append(f"|ROC-AUC difference| {auc_diff:.5f} > {thresholds.max_auc_diff}")
