@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,7 +30,10 @@ Variant = Literal["auto", "fp32", "fp16", "int8"]
 # is 2-3 ms of work queued, within the unloaded p99; a waiter waits at most 10 ms more. A request of 500 rows
 # costs ~1.3 ms: there 16 is too many (bench/overload: p99 in seconds at 2x saturation) and 2 holds the p99;
 # set MAX_IN_FLIGHT to (latency budget) / (CPU per request).
-_Admission = AdmissionSettings.with_defaults(max_in_flight=16, max_waiting=16, max_wait_ms=10.0)
+if TYPE_CHECKING:  # mypy cannot follow a class built at run time; its fields are AdmissionSettings'
+    _Admission = AdmissionSettings
+else:
+    _Admission = AdmissionSettings.with_defaults(max_in_flight=16, max_waiting=16, max_wait_ms=10.0)
 
 
 class Settings(BaseSettings, _Admission):
@@ -215,7 +218,7 @@ class Settings(BaseSettings, _Admission):
         return None if self.providers == "auto" else tuple(self.providers.split(","))
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; a bad value raises ConfigError naming the environment variable."""
     try:
         return Settings(**overrides)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
@@ -40,7 +40,8 @@ from ._model import OnnxModel
 from ._validation import is_json, parse_v1, parse_v2, parse_v2_binary
 from ._versions import VERSION_HEADER, VersionSet, requested_version
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+Scope = MutableMapping[str, Any]  # ASGI's scope and messages are mutable mappings
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Scope]], Callable[[Scope], Awaitable[None]]], Awaitable[None]]
 
 log = logging.getLogger("flywheel_predictor")
 
@@ -75,7 +76,7 @@ class FastPath:
         self._default_version = self.default.version.encode()
         self._json_headers: dict[str, list] = {}
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
@@ -114,7 +115,7 @@ class FastPath:
 
         return watched
 
-    async def _versioned(self, version: str, route: str, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _versioned(self, version: str, route: str, scope: Scope, receive: Callable, send: Callable) -> None:
         """`/v2/models/<m>/versions/<v>` (metadata), `.../ready` and `.../infer`; loads <v> on demand."""
         method = scope["method"]
         if route == "infer":
@@ -142,7 +143,7 @@ class FastPath:
             }
         await _respond(send, 200, orjson.dumps(body), self._headers(model))
 
-    async def _other_model(self, name: str, route: str, scope: dict, send: Callable) -> None:
+    async def _other_model(self, name: str, route: str, scope: Scope, send: Callable) -> None:
         """A versioned route of a model this server does not serve: 405 for a wrong method, else 404."""
         method, allowed = scope["method"], "POST" if route == "infer" else "GET"
         if method != allowed:
@@ -150,7 +151,7 @@ class FastPath:
         error = ModelNotServed(f"model {name!r} is not served here; this predictor serves {self.versions.name!r}")
         return await _refuse(send, error)
 
-    def _as_unversioned(self, scope: dict, version: str | None) -> dict:
+    def _as_unversioned(self, scope: Scope, version: str | None) -> Scope:
         """A versioned V2 infer call as KServe's unversioned route plus the version header (the data plane
         picks the version from it)."""
         if version is None:
@@ -161,7 +162,7 @@ class FastPath:
         return {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
 
     async def _infer(
-        self, protocol: str, scope: dict, receive: Callable, send: Callable, path_version: str | None
+        self, protocol: str, scope: Scope, receive: Callable, send: Callable, path_version: str | None
     ) -> None:
         started = perf_counter()
         content_type = binary_header = length = header_version = None
@@ -194,26 +195,28 @@ class FastPath:
                     "(or binary tensors with the inference-header-content-length header)"
                 )
             body = await self._body(receive, length)
-            if model is None:
+            if version is not None:  # else model is the default
                 model = self.versions.lookup(version) or await self.versions.load(version)
+            assert model is not None
             payload, headers = await self.handlers[protocol](model, body, binary_header)
         except PredictorError as e:
             status = status_of(e)
             if status >= 500 and not isinstance(e, VersionUnavailable):  # a failed load was logged once, when it failed
                 log.error("inference failed: %s", e)
-            if model is None:  # refused before a version was chosen: no series for an unknown version label
-                return await _respond(send, status, error_body(e))
+            if model is None or model.metrics is None:  # refused before a version was chosen: no series for an
+                return await _respond(send, status, error_body(e))  # unknown version label
             model.metrics.requests(protocol, status).inc()
             return await _respond(send, status, error_body(e), self._headers(model))
         except Exception as e:  # a bug: nothing was sent yet; answer 500 with a generic body, log the traceback once
             log.exception("inference failed unexpectedly")
-            if model is not None:
+            if model is not None and model.metrics is not None:
                 model.metrics.requests(protocol, 500).inc()
             return await _respond(send, 500, error_body(e))
         await _respond(send, 200, payload, headers)
         metrics = model.metrics
-        metrics.requests(protocol, 200).inc()
-        metrics.request_seconds[protocol].observe(perf_counter() - started)
+        if metrics is not None:  # a version answers only once loaded, and a loaded version has metrics
+            metrics.requests(protocol, 200).inc()
+            metrics.request_seconds[protocol].observe(perf_counter() - started)
 
     def _headers(self, model: OnnxModel) -> list:
         """JSON content type and the version header, built once per version."""
@@ -224,11 +227,11 @@ class FastPath:
         return headers
 
     async def _v1(self, model: OnnxModel, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
-        out = await model.infer(parse_v1(_parse(body), model.spec.dim))
+        out = await model.infer(parse_v1(_parse(body), model.loaded_spec().dim))
         return orjson.dumps({"predictions": out}, option=_NUMPY), self._headers(model)
 
     async def _v2(self, model: OnnxModel, body: bytes, binary_header: bytes | None) -> tuple[bytes, list]:
-        spec = model.spec
+        spec = model.loaded_spec()
         if binary_header is None:
             request = parse_v2(_parse(body), spec)
         else:
@@ -267,7 +270,7 @@ class FastPath:
                 raise PayloadTooLarge(f"request body exceeds {limit} bytes (FLYWHEEL_PREDICTOR_MAX_BODY_BYTES)")
         return bytes(body)
 
-    async def _metrics(self, scope: dict, send: Callable) -> None:
+    async def _metrics(self, scope: Scope, send: Callable) -> None:
         accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
         body, content_type = render(accept)
         await _respond(send, 200, body, [(b"content-type", content_type.encode())])

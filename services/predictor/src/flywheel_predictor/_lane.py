@@ -85,7 +85,8 @@ class InferenceLane:
             except Exception:  # find out whose request it was by running each alone
                 pass
             else:
-                outcomes, start = [], 0
+                outcomes: list[tuple[asyncio.AbstractEventLoop, Outcome]] = []
+                start = 0
                 for loop, future, rows in batch:
                     stop = start + len(rows)
                     outcomes.append((loop, (future, (out[start:stop], seconds), None)))
@@ -93,6 +94,7 @@ class InferenceLane:
                 return outcomes
         outcomes = []
         for loop, future, rows in batch:
+            result: tuple[np.ndarray, float]
             try:
                 started = perf_counter()
                 result = (self._run(rows), perf_counter() - started)

@@ -58,6 +58,7 @@ class OnnxModel(Model):
         loaded = verified_version(s.model_repo, s.model_name, self.requested_version)
         self.choice = decide(loaded, s.variant, s.provider_list, available_providers())
         self._open(loaded)
+        assert self.runtime is not None and self.metrics is not None  # _open sets both
         changed = after_fallback(self.choice, loaded.metadata, self.runtime.providers, s.variant)
         if changed is not None:
             self.choice = changed
@@ -128,6 +129,12 @@ class OnnxModel(Model):
             f"{stacking} fast_path={self.settings.fast_path}"
         )
 
+    def loaded_spec(self) -> TensorSpec:
+        """The input and output of the loaded version; VersionUnavailable when none was loaded."""
+        if self.spec is None:
+            raise VersionUnavailable(f"model '{self.name}' has no loaded version; send the request again")
+        return self.spec
+
     @property
     def variant(self) -> str:
         return self.choice.variant.variant if self.choice else ""
@@ -148,21 +155,20 @@ class OnnxModel(Model):
     # -- inference -----------------------------------------------------------------------------------
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """Scores validated rows on the inference threads (or inline with INFERENCE_THREADS=0); float32 [n, 1]."""
-        lane = self._lane
-        if lane is None and self.runtime is None:
+        lane, runtime, metrics = self._lane, self.runtime, self.metrics
+        if (lane is None and runtime is None) or metrics is None:  # metrics: None only before the first load
             raise VersionUnavailable(f"model '{self.name}' version {self.version} was unloaded; send the request again")
         try:
-            out, seconds = self._run_inline(rows) if lane is None else await lane.score(rows)
+            if lane is not None:
+                out, seconds = await lane.score(rows)
+            else:
+                assert runtime is not None
+                out, seconds = _run_inline(runtime, rows)
         except Exception as e:  # rows passed validation, so this is the model or runtime failing
             raise InferenceFailed(f"ONNX Runtime failed on a valid request: {e}") from e
-        self.metrics.inference_seconds.observe(seconds)
-        self.metrics.rows.inc(len(rows))
+        metrics.inference_seconds.observe(seconds)
+        metrics.rows.inc(len(rows))
         return out
-
-    def _run_inline(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
-        started = perf_counter()
-        out = self.runtime.run(rows)
-        return out, perf_counter() - started
 
     async def predict(
         self,
@@ -171,11 +177,12 @@ class OnnxModel(Model):
         response_headers: dict[str, str] | None = None,
     ) -> dict | InferResponse:
         """KServe's route into the model (binary tensors, CloudEvents, or FLYWHEEL_PREDICTOR_FAST_PATH=false)."""
+        spec = self.loaded_spec()
         if isinstance(payload, InferRequest):
-            request = parse_v2(_as_body(payload), self.spec)
+            request = parse_v2(_as_body(payload), spec)
             out = await self.infer(request.rows)
-            self.metrics.requests("v2", 200).inc()
-            output = InferOutput(name=self.spec.output_name, shape=list(out.shape), datatype="FP32", data=out)
+            self._count("v2")
+            output = InferOutput(name=spec.output_name, shape=list(out.shape), datatype="FP32", data=out)
             return InferResponse(
                 response_id=request.request_id or str(uuid.uuid4()),
                 model_name=self.name,
@@ -185,9 +192,13 @@ class OnnxModel(Model):
             )
         if isinstance(payload, (bytes, bytearray, str)):
             payload = _undecoded_json(payload, (headers or {}).get("content-type", ""))
-        out = await self.infer(parse_v1(payload, self.spec.dim))
-        self.metrics.requests("v1", 200).inc()
+        out = await self.infer(parse_v1(payload, spec.dim))
+        self._count("v1")
         return {"predictions": out.tolist()}
+
+    def _count(self, protocol: str) -> None:
+        if self.metrics is not None:  # infer raised if it were None
+            self.metrics.requests(protocol, 200).inc()
 
     def get_input_types(self) -> list[dict[str, Any]]:
         source = self.metadata["input"]
@@ -224,3 +235,9 @@ def _as_body(request: InferRequest) -> dict[str, Any]:
         inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data})
     outputs = [{"name": o.name} for o in request.request_outputs] if request.request_outputs else None
     return {"id": request.id, "inputs": inputs, "outputs": outputs}
+
+
+def _run_inline(runtime: Runtime, rows: np.ndarray) -> tuple[np.ndarray, float]:
+    started = perf_counter()
+    out = runtime.run(rows)
+    return out, perf_counter() - started
