@@ -28,13 +28,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+# Each model spells its config out (no shared variable), so that mypy's pydantic plugin sees populate_by_name.
 
 
 class Histogram(BaseModel):
     """Counts per bucket with upper bounds `le` (the last None = +Inf), their sum and count."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     le: list[float | None]
     counts: list[int]
@@ -67,7 +67,7 @@ class Histogram(BaseModel):
 class VersionStats(BaseModel):
     """What callers got from one version."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     role: Literal["stable", "candidate", "pinned", "unrouted"]
     requests: int = 0
@@ -85,7 +85,7 @@ class VersionStats(BaseModel):
 class ShadowStats(BaseModel):
     """The candidate's answers to mirrored requests, compared with the stable's."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     candidate_version: str | None = Field(None, alias="candidateVersion")
     mirrored: int = Field(0, description="Requests queued for the candidate.")
@@ -102,7 +102,7 @@ class ShadowStats(BaseModel):
 class RouterStats(BaseModel):
     """One replica's cumulative figures for one model."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_version: Literal[1] = Field(1, alias="schemaVersion")
     model: str
