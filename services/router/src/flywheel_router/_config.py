@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +24,10 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Admission control of the inference port (MAX_IN_FLIGHT, MAX_WAITING, MAX_WAIT_MS, RETRY_AFTER_S,
 # SHED_EXEMPT_PATHS). A routed request mostly waits on its upstream, so the router holds many: 256 in flight,
 # as many upstream connections as MAX_CONNECTIONS allows; past that, waiting only lengthens every answer.
-_Admission = AdmissionSettings.with_defaults(max_in_flight=256, max_waiting=256, max_wait_ms=100.0)
+if TYPE_CHECKING:  # mypy cannot follow a class built at run time; its fields are AdmissionSettings'
+    _Admission = AdmissionSettings
+else:
+    _Admission = AdmissionSettings.with_defaults(max_in_flight=256, max_waiting=256, max_wait_ms=100.0)
 
 
 class Settings(BaseSettings, _Admission):
@@ -124,7 +127,7 @@ class Settings(BaseSettings, _Admission):
         return value.rstrip("/")
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; a bad value raises ConfigError naming the environment variable."""
     try:
         return Settings(**overrides)

@@ -210,6 +210,7 @@ class H1Upstreams:
                 finally:
                     timer.cancel()
                 break
+            assert connection is not None  # the loop ends on an answer (break) or raises
             if connection.keep_alive and not connection.closed:
                 pool.idle.append(connection)
             else:

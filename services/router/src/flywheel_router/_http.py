@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -90,7 +91,7 @@ class Tracked:
         await self.send(message)
 
 
-async def respond_unexpected(send: Tracked, error: Exception, scope: dict) -> None:
+async def respond_unexpected(send: Tracked, error: Exception, scope: Mapping[str, Any]) -> None:
     """An exception outside the error family is a bug: log its traceback once and answer 500 with a generic
     body (never the exception's text); if the answer had started, re-raise so the server drops the connection."""
     if send.started:

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 import uvicorn
 
+from flywheel_contracts import Route
 from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile
 from flywheel_contracts.tls import TLS
@@ -30,7 +32,7 @@ from ._metrics import Metrics
 from ._proxy import InferenceApp
 from ._sources import make_source
 from ._table import RouteTable
-from ._upstream import Upstreams
+from ._upstream import UpstreamClient, Upstreams
 
 PLAIN = TLS()
 """No TLS settings: plain HTTP served, https peers checked with the system's trust store (tests, local runs)."""
@@ -46,7 +48,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: object, host: str, port: int, tls: TLS) -> uvicorn.Config:
+def _config(app: Callable[..., Any], host: str, port: int, tls: TLS) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -65,10 +67,11 @@ def _config(app: object, host: str, port: int, tls: TLS) -> uvicorn.Config:
     )
 
 
-def build(settings: Settings, tls: TLS = PLAIN) -> tuple[InferenceApp, AdminApp, Upstreams | H1Upstreams]:
+def build(settings: Settings, tls: TLS = PLAIN) -> tuple[InferenceApp, AdminApp, UpstreamClient]:
     metrics = Metrics()
     # Built once: https upstreams are verified with FLYWHEEL_TLS_CA_FILE (else the system's trust store).
     verify = tls.client_context()
+    upstreams: UpstreamClient
     if settings.upstream_client == "h1":
         upstreams = H1Upstreams(settings.connect_timeout_s, settings.upstream_timeout_s, settings.max_connections,
                                 ssl_context=verify)
@@ -100,10 +103,10 @@ async def serve(settings: Settings, tls: TLS = PLAIN) -> None:
     inference.shadow.start()
     first = asyncio.Event()
 
-    def apply(routes: object) -> None:
-        inference.apply(routes)  # type: ignore[arg-type]
+    def apply(routes: Mapping[str, Route]) -> None:
+        inference.apply(routes)
         if not first.is_set():
-            log.info("routes loaded from %s: %s", settings.route_source, ", ".join(sorted(routes)) or "none")  # type: ignore[arg-type]
+            log.info("routes loaded from %s: %s", settings.route_source, ", ".join(sorted(routes)) or "none")
             first.set()
 
     follower = asyncio.create_task(admin.source.run(apply), name="route-source")

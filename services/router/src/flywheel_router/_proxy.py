@@ -24,7 +24,8 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
 from urllib.parse import quote
 
 from flywheel_contracts import Backend, Route
@@ -39,7 +40,7 @@ from ._shadow import Copy, Shadow
 from ._split import Choice, CompiledRoute, choose, pinned
 from ._stats import ModelStats
 from ._table import RouteTable
-from ._upstream import Answer, UpstreamFailure, Upstreams
+from ._upstream import Answer, UpstreamClient, UpstreamFailure
 
 log = logging.getLogger("flywheel_router")
 
@@ -74,6 +75,7 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _DROP_FORWARD = frozenset({b"host", b"content-length", VERSION_HEADER})
 _DROP_BACK = frozenset({b"content-length", b"date", b"server"})
 UNROUTED = "unrouted"
+Scope = MutableMapping[str, Any]  # an ASGI scope
 
 
 class InferenceApp:
@@ -83,7 +85,7 @@ class InferenceApp:
         self,
         settings: Settings,
         table: RouteTable,
-        upstreams: Upstreams,
+        upstreams: UpstreamClient,
         metrics: Metrics,
         shadow_workers: int | None = None,
         rng: random.Random | None = None,
@@ -117,7 +119,7 @@ class InferenceApp:
         self._labels.clear()
 
     # -- ASGI --------------------------------------------------------------------------------------------
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             return await _lifespan(receive, send)
         if scope["type"] != "http":
@@ -161,7 +163,7 @@ class InferenceApp:
             await respond_unexpected(send, e, scope)
 
     # -- inference -----------------------------------------------------------------------------------------
-    async def _infer(self, scope: dict, receive: Callable, send: Callable, model: str, version: str | None) -> None:
+    async def _infer(self, scope: Scope, receive: Callable, send: Callable, model: str, version: str | None) -> None:
         _only(scope["method"], "POST", scope["path"])
         headers = dict(scope["headers"])
         body = await read_body(
@@ -189,9 +191,11 @@ class InferenceApp:
         stats = self.stats.get(model) if route is not None else None
         answered = await self._forward(scope["method"], suffix, forward, body, model, choice, stats)
         if answered is None:  # the candidate failed: once more on the stable
+            assert route is not None  # only a route has a candidate
             self.metrics.retries.labels(model).inc()
             choice = Choice(route.route.stable, "stable")
             answered = await self._forward(scope["method"], suffix, forward, body, model, choice, stats, final=True)
+            assert answered is not None  # final: an answer or UpstreamUnavailable
         answer, outcome = answered
         await self._answer(send, answer, choice.backend.version, choice.role, request_id)
         if choice.shadow is not None and answer.status == 200:
@@ -361,7 +365,7 @@ class InferenceApp:
                 shadow.score_diff.observe(diff)
 
     # -- metadata ------------------------------------------------------------------------------------------
-    async def _metadata(self, scope: dict, receive: Callable, send: Callable, model: str, version: str | None) -> None:
+    async def _metadata(self, scope: Scope, receive: Callable, send: Callable, model: str, version: str | None) -> None:
         _only(scope["method"], "GET", scope["path"])
         headers = dict(scope["headers"])
         await read_body(
@@ -429,7 +433,7 @@ def _version(value: str, where: str) -> str:
     return value
 
 
-def _wire_path(scope: dict) -> str:
+def _wire_path(scope: Scope) -> str:
     """The path as the caller sent it (percent-encoded, so ASCII), for the upstream: `scope["path"]` is decoded,
     and a model name outside latin-1 (`/v2/models/%F0%9F%98%80/infer`) could not be written on the wire (a 500)."""
     raw = scope.get("raw_path")

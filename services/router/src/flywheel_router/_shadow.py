@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._upstream import Answer, Headers, UpstreamFailure, Upstreams
+from ._upstream import Answer, Headers, UpstreamClient, UpstreamFailure
 
 log = logging.getLogger("flywheel_router.shadow")
 
@@ -43,7 +43,9 @@ MAX_BACKOFF_S = 5.0
 
 
 class Shadow:
-    def __init__(self, upstreams: Upstreams, workers: int, queue_size: int, timeout_s: float, record: Record) -> None:
+    def __init__(
+        self, upstreams: UpstreamClient, workers: int, queue_size: int, timeout_s: float, record: Record
+    ) -> None:
         self._upstreams = upstreams
         self._timeout_s = timeout_s
         self._record = record

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Protocol
 
 import httpx
 
@@ -40,6 +41,16 @@ class UpstreamFailure(Exception):
     @property
     def public(self) -> str:
         return "it did not answer in time" if self.kind == "timeout" else "it cannot be reached"
+
+
+class UpstreamClient(Protocol):
+    """What the proxy and the shadow need of an HTTP client: `Upstreams` (httpx) or `_h1.H1Upstreams`."""
+
+    async def send(
+        self, method: str, url: str, headers: Headers, body: bytes, timeout_s: float | None = None
+    ) -> Answer: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Upstreams:
