@@ -114,7 +114,7 @@ plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv to
 	@echo "kubectl-flywheel is in $$($(UV) tool dir --bin); with that on PATH: kubectl flywheel --help"
 
 .PHONY: test
-test: install lock-check test-unit test-integration test-cluster ## every test
+test: install lock-check lint test-unit test-integration test-cluster ## every test
 
 # `make install` syncs with --frozen (fast, and never rewrites a lock); this catches a lock file that no
 # longer matches its pyproject.toml or a path dependency's (a dependency added without `make lock`).
@@ -122,6 +122,20 @@ test: install lock-check test-unit test-integration test-cluster ## every test
 lock-check: $(UV) ## every project's uv.lock matches its pyproject.toml (and its path dependencies')
 	@for project in $(PROJECTS); do \
 	  (cd $$project && $(UV) lock --check --quiet) || { echo "$$project/uv.lock is stale: run make lock" >&2; exit 1; }; \
+	done
+
+# Lint and types, zero findings: ruff (ruff.toml) on every Python file, then mypy (mypy.ini) on each project's
+# src/ with that project's .venv as the environment to check against (the services' dependencies conflict, so
+# no one environment holds them all). tests/.venv holds the pinned ruff and mypy. Each project has its own mypy
+# cache: the projects pin different versions of the same libraries.
+.PHONY: lint
+lint: | $(UV) ## ruff on the whole tree, mypy on every project's src/ (zero findings)
+	@$(SYNC) --quiet tests $(SERVICE_PROJECTS)
+	tests/.venv/bin/ruff check .
+	@for project in $(SERVICE_PROJECTS); do \
+	  echo "==> mypy $$project"; \
+	  tests/.venv/bin/mypy --config-file mypy.ini --cache-dir .mypy_cache/$$(basename $$project) \
+	    --python-executable $$project/.venv/bin/python $$project/src; \
 	done
 
 .PHONY: test-unit
@@ -194,8 +208,8 @@ bench: install bench-deps train ## benchmarks (figures in bench/results/, summar
 	services/drift/.venv/bin/python bench/drift/run.py
 	$(UV_PYTHON) bench/features/online_stores.py
 
-# Tool caches the project's tools write inside the checkout (pytest, ruff, hypothesis, import-linter, Python).
-TOOL_CACHES := __pycache__ .pytest_cache .ruff_cache .hypothesis .import_linter_cache
+# Tool caches the project's tools write inside the checkout (pytest, ruff, mypy, hypothesis, import-linter, Python).
+TOOL_CACHES := __pycache__ .pytest_cache .ruff_cache .mypy_cache .hypothesis .import_linter_cache
 # The model repository loses its published versions (so the next `make up` trains v1) but keeps its
 # committed README.md. Bench figures (bench/results/) are committed and stay.
 .PHONY: clean
