@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from conftest import ROOT, run
 from flywheel_core import feature_pipeline, label_feed, schema
+
+from conftest import ROOT, run
 from localstack import token, venv_python
 
 

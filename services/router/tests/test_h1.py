@@ -7,10 +7,11 @@ import socket
 
 import pytest
 import uvicorn
-from conftest import eventually
 
 from flywheel_router._h1 import H1Upstreams
 from flywheel_router._upstream import UpstreamFailure
+
+from conftest import eventually
 
 pytestmark = pytest.mark.anyio
 

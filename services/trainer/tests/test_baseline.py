@@ -8,6 +8,7 @@ from flywheel_trainer._export import export_fp32
 from flywheel_trainer._model import BUCKETS, N_NUMERIC
 from flywheel_trainer._train import predict_probability
 from flywheel_trainer._variants import run_onnx
+
 from test_model import synthetic
 
 

@@ -72,7 +72,7 @@ def test_a_value_older_than_its_views_ttl_before_the_transaction_is_outside_max_
 
     values = known_values(3)
     answer = feast_answer(["a", "b", "c"], ["x", "y", "z"], values)
-    for column, name in zip(answer["results"][2:], ONLINE_NAMES, strict=True):
+    for column, _name in zip(answer["results"][2:], ONLINE_NAMES, strict=True):
         column["event_timestamps"] = ["2026-11-01T00:00:00Z"] * 3
     at = [datetime(2026, 11, 2, 23, 59, tzinfo=UTC),  # within both ttls
           datetime(2026, 11, 3, 0, 0, 1, tzinfo=UTC),  # merchant snapshot over 2 days old

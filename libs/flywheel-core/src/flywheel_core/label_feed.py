@@ -121,11 +121,14 @@ class Drift:
     timeout_s: float = 10.0
 
     def post(self, rows: pd.DataFrame) -> dict[str, int]:
-        """POST the rows' labels in chunks; totals of the answers. Raises OSError when the service does not take them."""
+        """POST the rows' labels in chunks; totals of the answers. Raises OSError when the service does not take
+        them."""
         token = Path(self.token_file).read_text().strip()
         context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
         totals = {"accepted": 0, "duplicates": 0, "unmatched": 0, "conflicts": 0}
-        labels = [{"id": str(i), "label": int(v)} for i, v in zip(rows["transaction_id"], rows["is_fraud"], strict=True)]
+        labels = [
+            {"id": str(i), "label": int(v)} for i, v in zip(rows["transaction_id"], rows["is_fraud"], strict=True)
+        ]
         for start in range(0, len(labels), POST_CHUNK):
             request = urllib.request.Request(
                 f"{self.url.rstrip('/')}/v1/labels", method="POST",
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             log.warning("labels not delivered, trying again in %.0f s: %s", args.interval, e)
             result = None
-        if result and result.delivered:
+        if result and result.part is not None:  # a part is written exactly when labels were delivered
             log.info("delivered %d labels (%s) -> %s", result.delivered, result.answer, result.part.name)
         if args.once:
             return 0 if result is not None else 1

@@ -20,7 +20,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-
 from torch import nn
 
 from ._model import BUCKETS, N_NUMERIC, numeric_statistics
@@ -62,6 +61,14 @@ def predict_baseline(model: Pipeline, x: np.ndarray) -> np.ndarray:
 
 class LinearBaseline(nn.Module):
     """The fitted baseline as a graph: input `[batch, INPUT_DIM]` FP32 (schema order) -> probability `[batch, 1]`."""
+
+    # The buffers registered in __init__ (nn.Module's attribute lookup types them Tensor | Module).
+    log_mask: torch.Tensor
+    mean: torch.Tensor
+    scale: torch.Tensor
+    numeric_coef: torch.Tensor
+    bucket_count: torch.Tensor
+    intercept: torch.Tensor
 
     def __init__(self, log_mask: np.ndarray, mean: np.ndarray, scale: np.ndarray, numeric_coef: np.ndarray,
                  tables: list[np.ndarray], intercept: float) -> None:

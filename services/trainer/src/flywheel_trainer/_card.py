@@ -48,7 +48,8 @@ def render_model_card(metadata: dict[str, Any]) -> str:
     names = {"torch": "torch model", "baseline": "logistic-regression baseline"}
     verdict = (
         f"This version serves the **{names[selected]}**, chosen on validation PR-AUC "
-        f"({_fmt(values.get(selected))} vs {_fmt(values.get(other))} for the {names[other]}; a tie goes to the baseline). "
+        f"({_fmt(values.get(selected))} vs {_fmt(values.get(other))} for the {names[other]}; "
+        "a tie goes to the baseline). "
         f"On test PR-AUC the torch model scores {_fmt(torch_m['pr_auc'])} and the baseline {_fmt(base_m['pr_auc'])}."
     )
     if baseline_gate is not None:
@@ -57,7 +58,8 @@ def render_model_card(metadata: dict[str, Any]) -> str:
     model_section = (
         "An MLP over standardised numerics (log1p for heavy-tailed counts and amounts) and hashed embeddings of "
         "card, merchant, country, category, channel and currency; loss weighted for the class imbalance; early "
-        f"stopping on validation PR-AUC (best epoch {lineage['training']['best_epoch']} of {lineage['training']['epochs_run']}); "
+        "stopping on validation PR-AUC "
+        f"(best epoch {lineage['training']['best_epoch']} of {lineage['training']['epochs_run']}); "
         "Platt scaling fitted on validation and baked into the graph."
     )
     if selected == "baseline":
@@ -80,10 +82,12 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        f"- Transactions: {lineage['rows']['transactions']} ({lineage['transactions']['start']} to {lineage['transactions']['end']}); "
+        f"- Transactions: {lineage['rows']['transactions']} "
+        f"({lineage['transactions']['start']} to {lineage['transactions']['end']}); "
         f"training cut-off {lineage['cutoff']}.",
         f"- Rows with a label known at the cut-off: {lineage['rows']['labelled_at_cutoff']} "
-        f"({lineage['rows']['frauds']} frauds). Left out: {lineage['rows']['excluded_within_label_window']} transactions "
+        f"({lineage['rows']['frauds']} frauds). "
+        f"Left out: {lineage['rows']['excluded_within_label_window']} transactions "
         f"younger than the label window ({lineage['label_window']}, the longest label delay seen), whose labels were "
         "still arriving at the cut-off (only frauds get labelled early, so keeping them would inflate the fraud rate), "
         f"and {lineage['rows']['excluded_label_unknown']} older ones whose label was still unknown.",
@@ -91,7 +95,8 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         f"- Time split, oldest to newest, no shuffling across boundaries: train {split['train']['rows']} rows "
         f"({split['train']['start']} to {split['train']['end']}), validation {split['validation']['rows']} "
         f"(from {split['validation_start']}), test {split['test']['rows']} (from {split['test_start']}).",
-        "- Missing numeric features take the training medians (`defaults` in metadata.json), in training and serving alike.",
+        "- Missing numeric features take the training medians (`defaults` in metadata.json), "
+        "in training and serving alike.",
         "",
         "## Model",
         "",
@@ -130,7 +135,8 @@ def render_model_card(metadata: dict[str, Any]) -> str:
     gate = variants["fp32"]["gate"]
     lines += [
         "",
-        f"fp32 must match the trained model ({selected}) within {gate.get('atol')} (max abs probability difference) on the test split. "
+        f"fp32 must match the trained model ({selected}) within {gate.get('atol')} "
+        "(max abs probability difference) on the test split. "
         + (
             f"Other variants are published only if, against fp32 on the test split, |ROC-AUC difference| <= "
             f"{variants['fp16']['gate'].get('max_auc_diff')} and max abs probability difference <= "
@@ -147,7 +153,8 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         "training or evaluation, so the newest behaviour is unseen until a later retrain.",
         "- The predictor serves the fastest published variant by the CPU latency above; a variant slower than "
         "fp32 (quantisation does not pay on a network this small) is published but not chosen.",
-        "- Card and merchant ids are hashed into fixed buckets; collisions and ids unseen in training fall back on shared embeddings.",
+        "- Card and merchant ids are hashed into fixed buckets; "
+        "collisions and ids unseen in training fall back on shared embeddings.",
         "- Slices with few rows or frauds are not measured (listed above).",
         "",
     ]

@@ -52,7 +52,12 @@ class TrainerSettings(BaseSettings):
     )
     threads: int = Field(2, ge=1, description="Torch intra-op threads. Default 2: the target machine has 2 cores.")
     epochs: int = Field(25, ge=1, description="Most training epochs; early stopping usually ends sooner. Default 25.")
-    serve: Literal["auto", "torch", "baseline"] = Field("auto", description="Which model the version serves: auto (the better on validation PR-AUC, a tie to the baseline), or torch / baseline whatever the metrics say (metrics.baseline_gate still records how it compares). Default auto.")
+    serve: Literal["auto", "torch", "baseline"] = Field(
+        "auto",
+        description="Which model the version serves: auto (the better on validation PR-AUC, a tie to the baseline), "
+        "or torch / baseline whatever the metrics say (metrics.baseline_gate still records how it compares). "
+        "Default auto.",
+    )
     patience: int = Field(4, ge=1, description="Epochs without a better validation PR-AUC before stopping. Default 4.")
     batch_size: int = Field(
         512, ge=16, description="Rows per optimiser step. Default 512: large enough for stable gradients at ~1% fraud."

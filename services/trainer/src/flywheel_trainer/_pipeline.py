@@ -6,8 +6,8 @@ variants behind the accuracy gate, with measured latency -> publish.
 Selection: the version serves whichever model is better on the validation split (PR-AUC): the torch model
 only when it beats the logistic-regression baseline there, otherwise the baseline itself (exported to ONNX as
 `LinearBaseline`). The test split then says whether the choice held up (`metrics.baseline_gate`), so a
-version is never worse than its own baseline without its metadata and card saying so. Retrieval (Feast) happens before this, in
-`_dataset`, so the stages here run the same on any `TrainingSet`.
+version is never worse than its own baseline without its metadata and card saying so. Retrieval (Feast) happens
+before this, in `_dataset`, so the stages here run the same on any `TrainingSet`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import numpy as np
 from flywheel_core import model_repo, schema
 
 from . import _export as export
-from ._baseline import baseline_module, fit_baseline, predict_baseline
+from ._baseline import LinearBaseline, baseline_module, fit_baseline, predict_baseline
 from ._config import TrainerSettings
 from ._dataset import TrainingSet
 from ._errors import ExportError
 from ._metrics import classification_metrics, slice_metrics
+from ._model import FraudNet
 from ._publish import (
     DRIFT_REFERENCE_FILE,
     base_metadata,
@@ -245,6 +246,7 @@ def train_and_publish(
         choice["baseline_gate"]["reason"],
         time.perf_counter() - stage,
     )
+    served: FraudNet | LinearBaseline
     if selected == "baseline":
         served = baseline_module(baseline)
         drift = (

@@ -48,8 +48,9 @@ def predict_logits(model: FraudNet, x: np.ndarray, batch: int = 8192) -> np.ndar
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
 
-def predict_probability(model: FraudNet, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Calibrated probabilities `[rows]` from the torch module (what the ONNX graph must reproduce)."""
+def predict_probability(model: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Calibrated probabilities `[rows]` from a torch module (FraudNet or LinearBaseline: what the ONNX graph must
+    reproduce)."""
     model.eval()
     out = []
     with torch.no_grad():

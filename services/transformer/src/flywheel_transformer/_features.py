@@ -91,8 +91,11 @@ def parse_lookup(body: Any, rows: int, event_times: Sequence[datetime] | None = 
             status = statuses[i] if isinstance(statuses, list) and i < len(statuses) else PRESENT
             if status == PRESENT and column["values"][i] is None and _epoch(column, i):
                 status = "NOT_FOUND"  # Feast 0.67's Redis store: an unknown entity comes back PRESENT, null, at 1970
-            if status == PRESENT and event_times is not None and _expired(column, i, event_times[i], FEATURE_TTL_S[name],
-                                                                          stamps):
+            if (
+                status == PRESENT
+                and event_times is not None
+                and _expired(column, i, event_times[i], FEATURE_TTL_S[name], stamps)
+            ):
                 status = "OUTSIDE_MAX_AGE"
             value = _number(column["values"][i]) if status == PRESENT else None
             out[i][name] = value
