@@ -54,7 +54,7 @@ def test_headers_are_kserve_loggers_binary_cloudevent_headers():
     assert event["id"] == "id-1" and event["inferenceservicename"] == "fraud-isvc"
 
 
-def sink_with(handler, queue_size=10, registry=None, token=None):
+def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0):
     registry = registry or CollectorRegistry()
     sink = EventSink(
         "http://sink/",
@@ -66,6 +66,7 @@ def sink_with(handler, queue_size=10, registry=None, token=None):
         senders=1,
         transport=httpx.MockTransport(handler),
         token=token,
+        retry_s=retry_s,
     )
     return sink, registry
 
@@ -139,6 +140,47 @@ def test_sink_errors_and_timeouts_are_counted_not_raised():
 
     registry = run(go())
     assert value(registry, "flywheel_transformer_events_failed_total") == 2
+    assert value(registry, "flywheel_transformer_events_sent_total") == 0
+
+
+def test_a_sink_that_is_briefly_down_loses_no_event_each_is_retried_until_taken():
+    answers = {"tries": 0}
+
+    def handler(request):
+        answers["tries"] += 1
+        if answers["tries"] <= 3:  # refused connection, then two 503s, as a restarting drift pod gives
+            if answers["tries"] == 1:
+                raise httpx.ConnectError("connection refused")
+            return httpx.Response(503)
+        return httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler, retry_s=30)
+        sink.submit(record())
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert value(registry, "flywheel_transformer_events_sent_total") == 2
+    assert value(registry, "flywheel_transformer_events_retried_total") == 3
+    assert value(registry, "flywheel_transformer_events_failed_total") == 0
+
+
+def test_a_refused_event_is_not_retried_and_a_transient_failure_is_given_up_after_the_retry_time():
+    def refuse(request):
+        return httpx.Response(400 if request.headers["ce-type"] == REQUEST_TYPE else 503)
+
+    async def go():
+        sink, registry = sink_with(refuse, retry_s=0.25)  # tries at 0, 0.1, 0.3 s: the third would pass 0.25
+        sink.submit(record())
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert value(registry, "flywheel_transformer_events_failed_total") == 2
+    assert value(registry, "flywheel_transformer_events_retried_total") == 1  # only the 503, once
     assert value(registry, "flywheel_transformer_events_sent_total") == 0
 
 

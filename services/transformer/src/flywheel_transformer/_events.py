@@ -10,9 +10,12 @@ version that scored, on both events of a pair, so a consumer can split by versio
 alone (the bodies carry it too: the request's `parameters.metadata_version`, the response's
 `model_version`).
 
-A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout
-and never retry. A full queue drops the whole record (both events, so the sink never sees half a pair)
-and counts it; a refused or timed-out post is counted too. Nothing here can slow or fail a prediction.
+A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout and
+retry a transient failure (no answer, timeout, 408, 429, 5xx) with back-off for up to EVENT_RETRY_S, so a
+drift pod restarting loses nothing: delivery is at least once, and the drift service analyses a `ce-id`
+once. A full queue drops the whole record (both events, so the sink never sees half a pair) and counts
+it; an event given up on (a 4xx, or the retry time spent) is counted too. Nothing here can slow or fail a
+prediction.
 
 At shutdown (`close`) the queue is drained for at most a deadline (EVENT_DRAIN_TIMEOUT_S): Kubernetes
 sends SIGTERM and kills the pod terminationGracePeriodSeconds later, so waiting longer than that loses
@@ -43,6 +46,11 @@ MODEL_VERSION_ATTRIBUTE = "ce-modelversion"
 """CloudEvent extension attribute (binary-mode header) naming the model version that scored."""
 
 log = logging.getLogger("flywheel_transformer.events")
+
+
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+"""Back-off between tries of one event: 0.1 s, doubling, at most 2 s."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class EventSink:
         queue_size: int,
         timeout_s: float,
         senders: int = 2,
+        retry_s: float = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
         token: TokenFile | None = None,
         verify: ssl.SSLContext | bool = True,
@@ -128,6 +137,7 @@ class EventSink:
         self._senders = senders
         self._tasks: list[asyncio.Task[None]] = []
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=verify)
+        self._retry_s = retry_s
         self._failing = False
         self._in_flight = 0
         """Events taken off the queue by a sender and not yet posted (or failed)."""
@@ -165,7 +175,24 @@ class EventSink:
                 self._metrics.event_queue.labels(self._model).set(self._queue.qsize())
 
     async def _post(self, record: InferenceRecord, ce_type: str, payload: dict[str, Any]) -> None:
+        """Post one event; retry a transient failure with back-off until EVENT_RETRY_S has passed."""
         body = json.dumps(payload, separators=(",", ":")).encode()
+        give_up = time.monotonic() + self._retry_s
+        backoff = RETRY_FIRST_S
+        while True:
+            why, transient = await self._try(record, ce_type, body)
+            if why is None:
+                return
+            if not transient or time.monotonic() + backoff > give_up:
+                self._failed(why)
+                return
+            self._metrics.events_retried.labels(self._model).inc()
+            self._outage(why)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RETRY_MAX_S)
+
+    async def _try(self, record: InferenceRecord, ce_type: str, body: bytes) -> tuple[str | None, bool]:
+        """One post: (None, _) when the sink took it, else (why, whether trying again may help)."""
         try:
             response = await self._client.post(
                 self.url,
@@ -173,20 +200,23 @@ class EventSink:
                 headers={**event_headers(self.attributes, record, ce_type), **self.token.header()},
             )
         except httpx.HTTPError as e:
-            self._failed(f"{type(e).__name__}")
-            return
+            return type(e).__name__, not _tls_failure(e)
         if 200 <= response.status_code < 300:
             self._sent += 1
             self._metrics.events_sent.labels(self._model).inc()
             if self._failing:
                 self._failing = False
                 log.info("event sink %s accepts events again", self.url)
-        elif response.status_code in (401, 403):
-            self._failed(
-                f"HTTP {response.status_code}: check FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE (drift ingest token)"
-            )
-        else:
-            self._failed(f"HTTP {response.status_code}")
+            return None, False
+        if response.status_code in (401, 403):
+            return f"HTTP {response.status_code}: check FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE (drift ingest token)", False
+        return f"HTTP {response.status_code}", response.status_code in (408, 429) or response.status_code >= 500
+
+    def _outage(self, why: str) -> None:
+        if not self._failing:  # one line per outage, not per event; the counters have the rest
+            self._failing = True
+            log.warning("event sink %s is failing (%s); retrying each event for up to %.0f s", self.url, why,
+                        self._retry_s)
 
     def _failed(self, why: str) -> None:
         self._failed_count += 1
@@ -194,7 +224,7 @@ class EventSink:
         if not self._failing:  # one line per outage, not per event; the counter has the rest
             self._failing = True
             log.warning(
-                "event sink %s is failing (%s); counting failures in flywheel_transformer_events_failed_total",
+                "event sink %s is failing (%s); counting events given up in flywheel_transformer_events_failed_total",
                 self.url,
                 why,
             )
@@ -231,3 +261,14 @@ class EventSink:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._client.aclose()
+
+
+def _tls_failure(error: BaseException) -> bool:
+    """Whether a failed post failed the TLS handshake (a certificate the CA did not sign, a wrong name): a
+    configuration fault that trying again will not mend."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

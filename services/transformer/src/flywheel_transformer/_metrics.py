@@ -60,7 +60,11 @@ class Metrics:
         self.events_sent = counter("events_sent_total", "Inference CloudEvents accepted by the sink.")
         self.events_dropped = counter("events_dropped_total", "Inference CloudEvents dropped: queue full.")
         self.events_failed = counter(
-            "events_failed_total", "Inference CloudEvents the sink refused or did not take in time."
+            "events_failed_total",
+            "Inference CloudEvents given up on: refused for good (4xx) or not taken within EVENT_RETRY_S.",
+        )
+        self.events_retried = counter(
+            "events_retried_total", "Posts of inference CloudEvents tried again after a transient failure."
         )
         self.events_unsent = counter(
             "events_unsent_total",

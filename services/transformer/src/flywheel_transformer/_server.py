@@ -268,6 +268,7 @@ def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> Fraud
             settings.model_name,
             queue_size=settings.event_queue_size,
             timeout_s=settings.event_timeout_s,
+            retry_s=settings.event_retry_s,
             senders=settings.event_senders,
             token=TokenFile(settings.event_token_file, name="drift ingest token"),
             verify=verify,
