@@ -209,7 +209,8 @@ class EventSink:
                 log.info("event sink %s accepts events again", self.url)
             return None, False
         if response.status_code in (401, 403):
-            return f"HTTP {response.status_code}: check FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE (drift ingest token)", False
+            why = f"HTTP {response.status_code}: check FLYWHEEL_TRANSFORMER_EVENT_TOKEN_FILE (drift ingest token)"
+            return why, False
         return f"HTTP {response.status_code}", response.status_code in (408, 429) or response.status_code >= 500
 
     def _outage(self, why: str) -> None:
