@@ -120,7 +120,7 @@ def test_json_with_charset_parameter_is_accepted(client: httpx.Client) -> None:
 def test_get_on_an_inference_route_is_405(client: httpx.Client, path: str) -> None:
     # Stock KServe reads "fraud:predict" as a model name: 404 "Model with name fraud:predict does not exist".
     response = client.get(path)
-    assert response.status_code == 405
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert "POST" in response.json()["error"]
 
 

@@ -114,8 +114,10 @@ def test_versioned_metadata_and_readiness_describe_that_version(client: httpx.Cl
 
 
 def test_versioned_infer_takes_post_only(client: httpx.Client) -> None:
-    assert client.get("/v2/models/fraud/versions/v2/infer").status_code == 405
-    assert client.post("/v2/models/fraud/versions/v2/ready").status_code == 405
+    wrong_method = client.get("/v2/models/fraud/versions/v2/infer")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    wrong_method = client.post("/v2/models/fraud/versions/v2/ready")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET"
 
 
 def test_v1_predict_follows_the_version_header_and_names_the_scorer(client: httpx.Client) -> None:

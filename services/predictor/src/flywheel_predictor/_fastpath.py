@@ -85,7 +85,7 @@ class FastPath:
                 if scope["method"] != "POST":
                     # KServe would read "fraud:predict" as a model name and answer 404.
                     error = MethodNotAllowed(f"{path} takes POST with a JSON inference request, not {scope['method']}")
-                    return await _refuse(send, error)
+                    return await _refuse(send, error, allow=b"POST")
                 if protocol in self.handlers:
                     return await self._infer(protocol, scope, receive, send, None)
             elif path == "/metrics" and scope["method"] == "GET":
@@ -121,12 +121,12 @@ class FastPath:
         if route == "infer":
             if method != "POST":
                 error = MethodNotAllowed(f"{scope['path']} takes POST with an inference request, not {method}")
-                return await _refuse(send, error)
+                return await _refuse(send, error, allow=b"POST")
             if self.handlers:
                 return await self._infer("v2", scope, receive, send, version)
             return await self.app(self._as_unversioned(scope, version), receive, send)
         if method != "GET":
-            return await _refuse(send, MethodNotAllowed(f"{scope['path']} takes GET, not {method}"))
+            return await _refuse(send, MethodNotAllowed(f"{scope['path']} takes GET, not {method}"), allow=b"GET")
         try:
             model = await self.versions.get(version)
         except PredictorError as e:
@@ -285,8 +285,10 @@ def _parse(body: bytes) -> Any:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from e
 
 
-async def _refuse(send: Callable, error: PredictorError) -> None:
-    await _respond(send, status_of(error), error_body(error))
+async def _refuse(send: Callable, error: PredictorError, allow: bytes | None = None) -> None:
+    """The error in the family's JSON; a 405 names the methods the route takes in `Allow` (RFC 9110)."""
+    headers = [*_JSON_HEADERS, (b"allow", allow)] if allow else _JSON_HEADERS
+    await _respond(send, status_of(error), error_body(error), headers)
 
 
 async def _respond(send: Callable, status: int, body: bytes, headers: list = _JSON_HEADERS) -> None:
