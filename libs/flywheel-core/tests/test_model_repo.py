@@ -219,3 +219,49 @@ def test_metadata_without_a_training_domain_is_still_schema_version_1_and_means_
 def test_a_training_domain_that_does_not_fit_the_contract_is_never_published(tmp_path, domain, named):
     with pytest.raises(model_repo.ModelMetadataError, match=re.escape(named)):
         publish_one(tmp_path, metadata={**METADATA, "training_domain": domain})
+
+
+def _gates(passed: bool) -> dict:
+    check = {"name": "pr_auc_gain", "passed": passed, "value": 0.01 if passed else -0.02, "threshold": 0.0,
+             "values": {"candidate": 0.7, "stable": 0.69}, "reason": "CI lower bound above 0.0" if passed else "CI lower bound -0.02 <= 0.0"}
+    return {"status": "candidate" if passed else "rejected", "passed": passed, "stable_version": "v1", "checks": [check]}
+
+
+def test_gates_are_published_and_read_back_typed(tmp_path):
+    loaded = model_repo.load_version(publish_one(tmp_path, metadata={**METADATA, "gates": _gates(False)}))
+    gates = loaded.spec.gates
+    assert gates is not None and loaded.spec.rejected and gates.stable_version == "v1"
+    assert [check.name for check in gates.failed()] == ["pr_auc_gain"]
+    assert gates.summary() == "pr_auc_gain: CI lower bound -0.02 <= 0.0"
+
+
+def test_metadata_without_gates_reads_as_published_before_them_and_is_not_rejected(tmp_path):
+    loaded = model_repo.load_version(publish_one(tmp_path))
+    assert loaded.spec.schema_version == 1 and loaded.spec.gates is None and not loaded.spec.rejected
+
+
+@pytest.mark.parametrize(("gates", "named"), [
+    ({**_gates(False), "status": "candidate"}, "gates"),  # failed checks cannot make a candidate
+    ({**_gates(True), "passed": False}, "gates"),  # passed must say what the checks say
+    ({**_gates(True), "status": "approved"}, "gates.status"),
+    ({**_gates(True), "stable_version": "latest"}, "gates.stable_version"),  # the resolved version is recorded
+])
+def test_gates_that_contradict_themselves_are_never_published(tmp_path, gates, named):
+    with pytest.raises(model_repo.ModelMetadataError, match=re.escape(named)):
+        publish_one(tmp_path, metadata={**METADATA, "gates": gates})
+
+
+def test_latest_skips_versions_published_as_rejected(tmp_path):
+    publish_one(tmp_path)  # v1: before gates
+    publish_one(tmp_path, b"v2", metadata={**METADATA, "gates": _gates(True)})
+    publish_one(tmp_path, b"v3", metadata={**METADATA, "gates": _gates(False)})
+    assert model_repo.latest_accepted(tmp_path, "fraud") == "v2"
+    assert model_repo.resolve(tmp_path, "fraud").name == "v2"
+    assert model_repo.resolve(tmp_path, "fraud", "v3").name == "v3"  # named, a rejected version is still readable
+
+
+def test_latest_is_a_clear_error_when_every_version_was_rejected(tmp_path):
+    publish_one(tmp_path, metadata={**METADATA, "gates": _gates(False)})
+    assert model_repo.latest_accepted(tmp_path, "fraud") is None
+    with pytest.raises(model_repo.VersionNotFound, match="rejected by its gates"):
+        model_repo.resolve(tmp_path, "fraud")

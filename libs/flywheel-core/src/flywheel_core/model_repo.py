@@ -101,6 +101,53 @@ class TrainingDomain(_Contract):
     ranges: dict[str, NumericRange] = Field(default_factory=dict, description="numeric field -> min and max seen")
 
 
+class GateCheck(_Contract):
+    """One gate a candidate version had to pass before any traffic (the trainer's `_gates`): its figures, the
+    bound it was held to and, in words, why it passed or failed."""
+
+    name: str = Field(min_length=1, description="e.g. pr_auc_gain, ece_increase, slice_pr_auc_drop, variants")
+    passed: bool
+    value: float | None = Field(
+        None, allow_inf_nan=False, description="the figure compared with `threshold` (None: could not be measured)"
+    )
+    threshold: float | None = Field(None, allow_inf_nan=False, description="the bound `value` was held to")
+    values: dict[str, Any] = Field(
+        default_factory=dict, description="the figures behind `value` (both models, CI ends)"
+    )
+    reason: str = Field(min_length=1)
+
+
+class VersionGates(_Contract):
+    """`gates` of metadata.json: whether the version may be given traffic. `status` "candidate": every check
+    passed (or none needed a stable to compare with); "rejected": published so a person can read why, never to
+    be rolled out (the controller refuses it; `resolve(..., "latest")` skips it). `stable_version` is the
+    version it was compared with (None: no comparison was asked for)."""
+
+    status: Literal["candidate", "rejected"]
+    passed: bool
+    stable_version: str | None = Field(None, pattern=r"^v\d+$")
+    split: str = Field("test", description="the rows the checks ran on: the newest labelled window")
+    checks: list[GateCheck] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _status_follows_checks(self) -> VersionGates:
+        if self.passed != all(check.passed for check in self.checks):
+            raise ValueError("passed must be true exactly when every check passed")
+        if (self.status == "rejected") == self.passed:
+            raise ValueError(f"status {self.status!r} contradicts passed={self.passed}")
+        return self
+
+    def failed(self) -> list[GateCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    def summary(self) -> str:
+        """One line: the failed checks with their reasons, or that every check passed."""
+        failed = self.failed()
+        if not failed:
+            return "every gate passed"
+        return "; ".join(f"{check.name}: {check.reason}" for check in failed)
+
+
 class ModelMetadata(_Contract):
     """`<repo>/<model>/<version>/metadata.json`: written by the trainer (through `publish`), read by the
     predictor, transformer and drift service. `metrics`, `lineage` and `slices` are informational (the
@@ -122,6 +169,14 @@ class ModelMetadata(_Contract):
     training_domain: TrainingDomain | None = Field(
         None, description="what the model saw in training (vocabularies, ranges); None: published before it existed"
     )
+    gates: VersionGates | None = Field(
+        None, description="the gates before any traffic and their verdict; None: published before they existed"
+    )
+
+    @property
+    def rejected(self) -> bool:
+        """Published as rejected by its gates: never to be rolled out or served as "latest"."""
+        return self.gates is not None and self.gates.status == "rejected"
 
     def numeric_columns(self) -> list[str]:
         return [c.name for c in self.input.columns if c.kind == "numeric"]
@@ -251,17 +306,35 @@ def list_versions(repo: Path, model: str) -> list[str]:
 
 
 def resolve(repo: Path, model: str, version: str = "latest") -> Path:
-    """The directory of `version` ("latest" = highest vN) of `model`."""
+    """The directory of `version` of `model`; "latest" is the highest vN not published as rejected by its
+    gates (a rejected version is there to be read, not served by default)."""
     versions = list_versions(repo, model)
     if not versions:
         raise VersionNotFound(f"no published version of model '{model}' under {repo}: train one first (make train)")
     if version == "latest":
-        return Path(repo) / model / versions[-1]
+        accepted = latest_accepted(repo, model)
+        if accepted is None:
+            raise VersionNotFound(
+                f"every published version of model '{model}' under {repo} ({', '.join(versions)}) was rejected by "
+                "its gates (metadata.json `gates`); train a better one or name a version"
+            )
+        return Path(repo) / model / accepted
     if version not in versions:
         raise VersionNotFound(
             f"model '{model}' has no version '{version}' under {repo}; published: {', '.join(versions)}"
         )
     return Path(repo) / model / version
+
+
+def latest_accepted(repo: Path, model: str) -> str | None:
+    """The highest published version of `model` whose metadata does not say it was rejected by its gates
+    (versions from before gates existed count as accepted); None when there is none. Reads only
+    metadata.json: load the version to verify it."""
+    for version in reversed(list_versions(repo, model)):
+        gates = read_metadata(Path(repo) / model / version).get("gates")
+        if not (isinstance(gates, dict) and gates.get("status") == "rejected"):
+            return version
+    return None
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
