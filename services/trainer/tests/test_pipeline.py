@@ -179,3 +179,56 @@ def test_a_run_whose_baseline_wins_publishes_the_baseline_as_fp32_onnx(training_
     baseline = fit_baseline(schema.vectorize_frame(training_set.frame, meta["defaults"])[split.train],
                             training_set.labels[split.train], settings.seed)
     assert np.max(np.abs(served - predict_baseline(baseline, x))) <= 1e-5
+
+
+def test_without_a_stable_version_only_the_variants_gate_runs_and_the_version_is_a_candidate(version_dir):
+    gates = model_repo.load_version(version_dir).spec.gates
+    assert gates is not None and gates.status == "candidate" and gates.stable_version is None
+    assert [check.name for check in gates.checks] == ["variants"]
+    assert "No stable version was named" in (version_dir / "MODEL_CARD.md").read_text()
+
+
+def test_the_stable_is_scored_by_its_own_fp32_graph_on_the_same_test_rows(published_repo, training_set, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(published_repo, repo)
+    lax = dict(gate_min_pr_auc_gain=-1.0, gate_max_ece_increase=1.0, gate_max_slice_pr_auc_drop=1.0, gate_bootstrap=50)
+    settings = load_settings(epochs=1, latency_repeats=5, latency_warmup=1, stable_version="latest", **lax)
+    version = model_repo.load_version(train_and_publish(training_set, repo, "fraud", settings))
+    gates = version.spec.gates
+    assert gates is not None and gates.status == "candidate" and gates.stable_version == "v1", gates.summary()
+    assert [check.name for check in gates.checks] == ["pr_auc_gain", "ece_increase", "slice_pr_auc_drop", "variants"]
+    v1 = model_repo.load_version(repo / "fraud" / "v1").metadata["metrics"]
+    gain = gates.checks[0].values
+    # v1 was trained on the same history, so its test split is these rows: its own figure comes back.
+    assert gain["stable"] == pytest.approx(v1[v1["selected"]]["test"]["pr_auc"], abs=2e-3)
+    assert gain["candidate"] == pytest.approx(version.metadata["variants"]["fp32"]["metrics"]["pr_auc"], abs=1e-9)
+    assert "Every gate passed against the stable version v1" in (version.path / "MODEL_CARD.md").read_text()
+
+
+def test_a_candidate_that_fails_its_gates_is_published_as_rejected_and_exits_6(published_repo, small_data, tmp_path,
+                                                                                monkeypatch):
+    repo = tmp_path / "repo"
+    shutil.copytree(published_repo, repo)
+    for name, value in {"STABLE_VERSION": "v1", "GATE_MIN_PR_AUC_GAIN": "0.99", "GATE_BOOTSTRAP": "50",
+                        "LATENCY_REPEATS": "5", "LATENCY_WARMUP": "1"}.items():
+        monkeypatch.setenv(f"FLYWHEEL_TRAINER_{name}", value)
+    code = main(["train", "--feature-repo", str(FEATURE_REPO), "--data", str(small_data), "--model-repo", str(repo),
+                 "--model", "fraud", "--epochs", "1"])
+    assert code == 6
+    rejected = model_repo.load_version(repo / "fraud" / "v2")  # published, verifiable, marked
+    gates = rejected.spec.gates
+    assert rejected.spec.rejected and gates.stable_version == "v1"
+    assert [check.name for check in gates.failed()] == ["pr_auc_gain"]
+    card = (rejected.path / "MODEL_CARD.md").read_text()
+    assert "**REJECTED: never to be rolled out.**" in card and gates.checks[0].reason in card
+    assert model_repo.resolve(repo, "fraud").name == "v1"  # "latest" passes over it
+
+
+def test_a_stable_version_that_is_not_published_is_a_config_error(published_repo, small_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_TRAINER_STABLE_VERSION", "v9")
+    repo = tmp_path / "repo"
+    shutil.copytree(published_repo, repo)
+    code = main(["train", "--feature-repo", str(FEATURE_REPO), "--data", str(small_data), "--model-repo", str(repo),
+                 "--model", "fraud", "--epochs", "1"])
+    assert code == 2
+    assert model_repo.list_versions(repo, "fraud") == ["v1"]

@@ -36,6 +36,27 @@ def _slice_section(slices: dict[str, Any], title: str) -> list[str]:
     return lines
 
 
+def _gates_section(gates: dict[str, Any] | None) -> list[str]:
+    """Whether the version may be given traffic, and why (metadata `gates`); nothing for a version from before gates."""
+    if gates is None:
+        return []
+    stable = gates.get("stable_version")
+    if gates["status"] == "rejected":
+        head = (f"**REJECTED: never to be rolled out.** This version failed its gates against the stable version "
+                f"{stable} on the newest labelled window (the test split); it is published so the reasons can be read.")
+    elif stable:
+        head = f"Every gate passed against the stable version {stable} on the newest labelled window (the test split)."
+    else:
+        head = ("No stable version was named to compare with (FLYWHEEL_TRAINER_STABLE_VERSION unset): only the "
+                "variants gate ran.")
+    lines = ["## Gates before any traffic", "", head, "",
+             "| gate | passed | value | bound | reason |", "| --- | --- | --- | --- | --- |"]
+    for check in gates["checks"]:
+        lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {_fmt(check.get('value'))} | "
+                     f"{_fmt(check.get('threshold'))} | {check['reason']} |")
+    return [*lines, ""]
+
+
 def render_model_card(metadata: dict[str, Any]) -> str:
     """The model card of a version, from the metadata that is published with it."""
     metrics, lineage, variants = metadata["metrics"], metadata["lineage"], metadata["variants"]
@@ -73,6 +94,7 @@ def render_model_card(metadata: dict[str, Any]) -> str:
     lines = [
         f"# Model card: {metadata['model']} (created {metadata['created_at']})",
         "",
+        *_gates_section(metadata.get("gates")),
         "## Intended use",
         "",
         "Scores card transactions for fraud at authorisation time: the transformer sends the features of "

@@ -16,13 +16,14 @@ from flywheel_core import model_repo
 
 from ._config import TrainerSettings, load_settings
 from ._dataset import build_training_set
-from ._errors import ConfigError, TrainerError, exit_code
+from ._errors import CandidateRejected, ConfigError, TrainerError, exit_code
 
 log = logging.getLogger("flywheel_trainer")
 
 
 def train(settings: TrainerSettings, *, cutoff: pd.Timestamp | None = None) -> Path | None:
-    """Train and publish the next version of `settings.model`; with `if_empty`, do nothing if one exists."""
+    """Train and publish the next version of `settings.model`; with `if_empty`, do nothing if one exists.
+    CandidateRejected (exit 6) when the version failed its gates: it is published, marked rejected."""
     versions = model_repo.list_versions(settings.model_repo, settings.model)
     if settings.if_empty and versions:
         log.info(
@@ -39,6 +40,13 @@ def train(settings: TrainerSettings, *, cutoff: pd.Timestamp | None = None) -> P
         training_set, settings.model_repo, settings.model, settings, feature_repo=str(settings.feature_repo)
     )
     log.info("done: %s in %.1fs wall", target, time.perf_counter() - started)
+    gates = model_repo.load_version(target, verify=False).spec.gates
+    if gates is not None and gates.status == "rejected":
+        raise CandidateRejected(
+            f"{target} was published as rejected (compared with {gates.stable_version}): {gates.summary()}; it must "
+            "not be rolled out (its MODEL_CARD.md and metadata.json `gates` say why)",
+            path=target,
+        )
     return target
 
 
@@ -51,8 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", dest="data_dir", type=Path, help="directory holding transactions.parquet (DATA_DIR)")
     run.add_argument("--model-repo", dest="model_repo", type=Path, help="model repository root (MODEL_REPO)")
     run.add_argument("--model", help="model name, e.g. fraud (MODEL)")
-    run.add_argument("--if-empty", dest="if_empty", action="store_true", default=None,
-                     help="exit 0 without training if the model already has a version (IF_EMPTY)")
+    run.add_argument(
+        "--if-empty",
+        dest="if_empty",
+        action="store_true",
+        default=None,
+        help="exit 0 without training if the model already has a version (IF_EMPTY)",
+    )
     run.add_argument("--epochs", type=int, help="most epochs (EPOCHS)")
     run.add_argument("--cutoff", help="training cut-off, ISO 8601 (default: the last event time)")
     return parser

@@ -107,6 +107,41 @@ class TrainerSettings(BaseSettings):
         "what it writes there is published and digested with the version. `make train` sets it to the drift "
         "service's `precompute` (its own environment), so detector state ships with the model. Default empty: none.",
     )
+    stable_version: str = Field(
+        "",
+        pattern=r"^(|latest|v\d+)$",
+        description="The version the candidate must beat before any traffic (gates on the test split, the newest "
+        "labelled window): vN, or latest (the newest version not published as rejected; none yet: no comparison). "
+        "A candidate that fails is published as rejected (exit 6). Default empty: no comparison, only the variants "
+        "gate.",
+    )
+    gate_min_pr_auc_gain: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="The lower end of the bootstrap CI of PR-AUC(candidate) - PR-AUC(stable) must be above this. "
+        "Default 0.0: shown better, by any margin.",
+    )
+    gate_ci_level: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="Level of that two-sided percentile CI. Default 0.9 (the lower end is the 5th percentile).",
+    )
+    gate_bootstrap: int = Field(
+        500,
+        ge=50,
+        description="Paired bootstrap resamples (frauds and legitimate rows apart), seeded by SEED. Default 500.",
+    )
+    gate_max_ece_increase: float = Field(
+        0.02, ge=0, description="Most ECE(candidate) - ECE(stable) on test. Default 0.02."
+    )
+    gate_max_slice_pr_auc_drop: float = Field(
+        0.05,
+        ge=0,
+        description="Most PR-AUC drop below the stable's in any slice with MIN_SLICE_ROWS rows and "
+        "MIN_SLICE_POSITIVES frauds. Default 0.05.",
+    )
     drift_reference_rows: int = Field(
         5000,
         ge=100,

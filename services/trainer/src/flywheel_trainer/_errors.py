@@ -4,7 +4,8 @@
     ├── ConfigError         a setting or argument is invalid (exit code 2)
     ├── DataError           the data or feature repository cannot give a usable training set
     ├── ExportError         the fp32 ONNX graph does not reproduce the torch model
-    └── PublishError        the model repository refused the new version
+    ├── PublishError        the model repository refused the new version
+    └── CandidateRejected   the version was published, marked rejected by its gates (exit code 6)
 
 The trainer is a batch job, not a server, so the family maps to process exit codes (`EXIT_CODES`)
 instead of HTTP statuses; the message of each error says what to do. `TrainerError` is rooted in
@@ -36,11 +37,21 @@ class PublishError(TrainerError):
     """The model repository could not take the new version."""
 
 
+class CandidateRejected(TrainerError):
+    """The candidate failed a gate against the stable version: it was published as rejected (so a person can read
+    why in its metadata.json `gates` and MODEL_CARD.md) and must never be rolled out."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 EXIT_CODES: dict[type[TrainerError], int] = {
     ConfigError: 2,
     DataError: 3,
     ExportError: 4,
     PublishError: 5,
+    CandidateRejected: 6,
     TrainerError: 1,
 }
 

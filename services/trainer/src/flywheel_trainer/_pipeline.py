@@ -26,7 +26,8 @@ from ._baseline import LinearBaseline, baseline_module, fit_baseline, predict_ba
 from ._config import TrainerSettings
 from ._dataset import TrainingSet
 from ._errors import ExportError
-from ._metrics import classification_metrics, slice_metrics
+from ._gates import GateSettings, evaluate_gates
+from ._metrics import SLICE_COLUMNS, classification_metrics, slice_metrics
 from ._model import FraudNet
 from ._publish import (
     DRIFT_REFERENCE_FILE,
@@ -39,6 +40,7 @@ from ._publish import (
     write_drift_reference,
 )
 from ._split import TimeSplit, time_split
+from ._stable import find_stable, score_stable
 from ._train import predict_probability, train_model
 from ._variants import GateThresholds, gate, measure_latency, run_onnx
 
@@ -202,6 +204,27 @@ def _reduced_variants(fp32: Path, reference: np.ndarray, staging: Path, x_cal: n
     return variants
 
 
+def judge(training_set: TrainingSet, test_rows: np.ndarray, y_test: np.ndarray, p_test: np.ndarray,
+          variants: dict[str, Any], stable: model_repo.ModelVersion | None,
+          s: TrainerSettings) -> model_repo.VersionGates:
+    """The gates before any traffic: against the stable version (STABLE_VERSION) scored on the same test rows when
+    one is asked for, and the variants gate always."""
+    settings = GateSettings(
+        min_pr_auc_gain=s.gate_min_pr_auc_gain, ci_level=s.gate_ci_level, bootstrap=s.gate_bootstrap,
+        max_ece_increase=s.gate_max_ece_increase, max_slice_pr_auc_drop=s.gate_max_slice_pr_auc_drop, seed=s.seed,
+        ece_bins=s.ece_bins, min_slice_rows=s.min_slice_rows, min_slice_positives=s.min_slice_positives,
+    )
+    rows = training_set.frame.iloc[test_rows]
+    scores = score_stable(stable, rows) if stable is not None else None
+    slices = {column: rows[column].astype("string").fillna("<missing>").to_numpy() for column in SLICE_COLUMNS}
+    gates = evaluate_gates(y_test, p_test, variants, settings, slices=slices,
+                           p_stable=scores.probabilities if scores else None,
+                           stable_version=scores.version if scores else None)
+    log.info("gates %s: %s", "passed" if gates.passed else "FAILED (publishing as rejected)",
+             "; ".join(f"{c.name} {'ok' if c.passed else 'FAILED'}: {c.reason}" for c in gates.checks))
+    return gates
+
+
 def train_and_publish(
     training_set: TrainingSet, repo: Path, model_name: str, settings: TrainerSettings, *, feature_repo: str = ""
 ) -> Path:
@@ -214,6 +237,7 @@ def train_and_publish(
         "stage 1/5 split by time: %s",
         ", ".join(f"{k} {v['rows']} rows ({v['start']} .. {v['end']})" for k, v in described.items()),
     )
+    stable = find_stable(repo, model_name, settings.stable_version)  # before training: a wrong name fails at once
     defaults = training_medians(training_set, split.train)
     x = schema.vectorize_frame(frame, defaults)
     y = training_set.labels
@@ -274,7 +298,9 @@ def train_and_publish(
                 if variant["published"]
                 else None
             )
-        log.info("stage 5/5 ONNX variants gated and timed (%.1fs); publishing", time.perf_counter() - stage)
+        log.info("stage 5/5 ONNX variants gated and timed (%.1fs)", time.perf_counter() - stage)
+        gates = judge(training_set, split.test, y_test, run_onnx(staging / VARIANT_FILES["fp32"], x_test), variants,
+                      stable, s)
 
         # The drift reference comes from the newest held-out rows (validation + test): their 30-day
         # features are as warmed up as the history allows and their scores are out-of-sample, so live
@@ -288,6 +314,7 @@ def train_and_publish(
         metadata = {
             **base_metadata(schema.FEATURE_SERVICE, defaults),
             "training_domain": training_domain(frame.iloc[split.train]),
+            "gates": gates.model_dump(mode="json"),
             "variants": variants,
             "metrics": {
                 "baseline": base_metrics,
