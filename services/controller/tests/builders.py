@@ -23,7 +23,7 @@ from flywheel_contracts import (
     Verdict,
 )
 from flywheel_controller._engine import analysis_due, desired_route, reconcile
-from flywheel_controller._types import AnalysisResult, Event, Outcome, RouterView, Tick
+from flywheel_controller._types import AnalysisResult, CandidateGates, Event, Outcome, RouterView, Tick
 
 T0 = datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc)
 ERRORS = {"name": "errors", "provider": "router", "metric": "error_rate", "max": 0.01}
@@ -136,14 +136,19 @@ class Flight:
         return self
 
     def make_tick(
-        self, *, analysis: AnalysisResult | None = None, reachable: bool = True, conflict: str | None = None
+        self,
+        *,
+        analysis: AnalysisResult | None = None,
+        reachable: bool = True,
+        conflict: str | None = None,
+        gates: CandidateGates | None = None,
     ) -> Tick:
         router = (
             RouterView(reachable=True, stable_version=self.router_stable)
             if reachable
             else RouterView(reachable=False, error="connection refused")
         )
-        return Tick(now=self.now, router=router, analysis=analysis, conflict=conflict)
+        return Tick(now=self.now, router=router, analysis=analysis, conflict=conflict, candidate_gates=gates)
 
     def tick(self, **kwargs: Any) -> Outcome:
         tick = self.make_tick(**kwargs)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from flywheel_contracts import IntentAction, Phase, Verdict
 from flywheel_contracts.rollout import DECISIONS_KEPT
 from flywheel_controller._engine import analysis_due, desired_route, reconcile, released_route
-from flywheel_controller._types import DesiredRoute, RouterView, Tick
+from flywheel_controller._types import CandidateGates, DesiredRoute, RouterView, Tick
 
 from builders import (
     ERRORS,
@@ -95,6 +95,31 @@ def test_a_candidate_that_is_already_the_stable_fails():
     assert outcome.status.phase is Phase.FAILED
     assert [e.reason for e in outcome.events] == ["CandidateIsStable"]
     assert outcome.route is None
+
+
+def test_a_candidate_rejected_by_its_gates_is_refused_before_any_traffic_naming_the_gates():
+    flight = Flight(rollout(canary(*STEPS)))
+    outcome = flight.tick(gates=CandidateGates("rejected", "failed against v1: pr_auc_gain: lower end not above 0.0"))
+
+    assert outcome.status.phase is Phase.FAILED and outcome.status.started_at is None
+    assert "rejected by its gates" in outcome.status.message and "pr_auc_gain" in outcome.status.message
+    assert [(e.reason, e.type) for e in outcome.events] == [("CandidateRejected", "Warning")]
+    assert outcome.route is None and outcome.status.candidate_weight == 0
+
+
+def test_a_candidate_that_cannot_be_checked_is_refused_even_while_the_router_is_down():
+    flight = Flight(rollout(shadow(mirrorPercent=50, duration="10m")))
+    outcome = flight.tick(gates=CandidateGates("unverified", "v2 is not published in /repo"), reachable=False)
+
+    assert outcome.status.phase is Phase.FAILED and "not published" in outcome.status.message
+    assert [e.reason for e in outcome.events] == ["CandidateUnverified"]
+    assert outcome.route is None
+
+
+def test_an_accepted_candidate_starts_as_before():
+    flight = Flight(rollout(canary(*STEPS)))
+    flight.tick(gates=CandidateGates("accepted", "published before gates existed"))
+    assert flight.phase is not Phase.FAILED and flight.status.started_at is not None
 
 
 def test_a_rollout_refused_for_an_older_one_of_the_same_model_fails_naming_it():

@@ -6,6 +6,7 @@ runs the same loop against a real kube-apiserver and router.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flywheel_contracts import FINALIZER, ModelRollout, Phase, Route, Verdict
+from flywheel_controller._gates_repo import RepositoryGates
 from flywheel_controller._leader import AlwaysLeader
 from flywheel_controller._reconciler import Reconciler
 from flywheel_controller._store_kube import KubeRolloutStore
@@ -143,6 +145,40 @@ async def test_the_later_rollout_of_a_model_is_refused_and_moves_no_traffic(rig)
     second = await rig.settle("second")
     assert second.status.phase is Phase.FAILED and "first" in (second.status.message or "")
     assert rig.route().candidate.version == "v2"
+
+
+def publish(repo: Path, version: str, status: str) -> None:
+    """A version's metadata.json with the trainer's `gates` verdict (flywheel_core.model_repo.VersionGates)."""
+    passed = status == "candidate"
+    gate = {"name": "pr_auc_gain", "passed": passed, "reason": "lower end -0.004 not above 0.0"}
+    (repo / "fraud" / version).mkdir(parents=True)
+    (repo / "fraud" / version / "metadata.json").write_text(json.dumps(
+        {"model": "fraud", "version": version, "gates": {"status": status, "passed": passed, "stable_version": "v1",
+                                                         "checks": [gate]}}))
+
+
+async def test_a_candidate_published_as_rejected_is_refused_before_any_traffic_moves(rig, tmp_path):
+    rig.reconciler.gates = RepositoryGates(tmp_path)
+    publish(tmp_path, "v2", "rejected")
+    rig.apply()
+    rollout = await rig.settle()
+    assert rollout.status.phase is Phase.FAILED and rollout.status.started_at is None
+    assert "rejected by its gates" in rollout.status.message and "pr_auc_gain" in rollout.status.message
+    assert rig.route().candidate is None and rig.traffic.writes == 0, "the router was never touched"
+    assert FINALIZER not in rollout.finalizers and rig.providers.baselines == []
+    assert [e["reason"] for e in rig.api.list("events")] == ["CandidateRejected"]
+
+
+async def test_a_spec_moved_to_a_rejected_candidate_mid_rollout_is_refused_before_it_takes_traffic(rig, tmp_path):
+    rig.reconciler.gates = RepositoryGates(tmp_path)
+    publish(tmp_path, "v2", "candidate")
+    publish(tmp_path, "v3", "rejected")
+    rig.apply()
+    assert (await rig.settle()).status.phase is Phase.PAUSED and rig.route().candidate.version == "v2"
+    rig.api.modify("modelrollouts", "fraud-v2", lambda obj: obj["spec"].update(candidate={"version": "v3"}))
+    rollout = await rig.settle()
+    assert rollout.status.phase is Phase.FAILED and "v3 was published as rejected" in rollout.status.message
+    assert rig.route().candidate.version == "v2", "v3 never entered the route"
 
 
 async def test_an_ended_rollout_leaves_a_newer_rollouts_route_alone(rig):

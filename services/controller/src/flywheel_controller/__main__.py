@@ -23,6 +23,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
                         help="run without a cluster: ModelRollouts from these files, against the local router")
     parser.add_argument("--state-dir", type=Path, default=Path("data/rollouts"),
                         help="local mode: where each rollout's status is kept (resumes after a restart)")
+    parser.add_argument("--model-repo", type=Path,
+                        help="local mode: the model repository; a candidate published there as rejected by its gates "
+                        "(or not published there) is refused before any traffic (default: MODEL_REPO; unset: no check)")
     parser.add_argument("--keep-running", action="store_true", help="local mode: do not exit when every rollout ended")
     return parser.parse_args(argv)
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.local:
+            if args.model_repo is not None:
+                settings = settings.model_copy(update={"model_repo": args.model_repo})
             return asyncio.run(run_local(settings, args.local, args.state_dir, args.keep_running, tls))
         asyncio.run(serve(settings, tls))
     except (ConfigError, StoreError) as e:

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(
         None, description="Prometheus' HTTP API (for `prometheus` metrics), e.g. http://prometheus:9090. Unset: none."
     )
+    model_repo: Path | None = Field(
+        None,
+        description="The model repository (read only: <repo>/<model>/<version>/metadata.json), to refuse a candidate "
+        "published as rejected by its gates, or not published there, before any traffic moves. Unset: no gate check "
+        "(local mode: --model-repo).",
+    )
     leader_election: bool = Field(
         True, description="Act only while holding the Lease LEASE_NAME (several replicas: one acts, the rest wait)."
     )

@@ -146,7 +146,8 @@ def _endpoint(spec: ModelRolloutSpec, version: str) -> str | None:
 
 
 def _begin(d: Draft) -> None:
-    """Pending: start when the router answers and a stable is known, refuse when it cannot run."""
+    """Pending: start when the router answers and a stable is known, refuse when it cannot run (a conflict, a
+    candidate its gates rejected or that cannot be checked, no stable)."""
     tick, spec = d.tick, d.spec
     if tick.conflict is not None:
         fail(
@@ -154,6 +155,23 @@ def _begin(d: Draft) -> None:
             "ConflictingRollout",
             f"rollout {tick.conflict} already moves traffic of model {spec.model}; "
             "wait for it to end and retry, or delete one of them",
+        )
+        return
+    gates = tick.candidate_gates
+    if gates is not None and gates.verdict == "rejected":
+        fail(
+            d,
+            "CandidateRejected",
+            f"candidate {d.candidate} was published as rejected by its gates ({gates.reason}); a rejected version is "
+            "never rolled out: train one that passes and set spec.candidate to it",
+        )
+        return
+    if gates is not None and gates.verdict == "unverified":
+        fail(
+            d,
+            "CandidateUnverified",
+            f"candidate {d.candidate} cannot be checked against its gates ({gates.reason}); set spec.candidate to a "
+            "version published in the model repository",
         )
         return
     if not tick.router.reachable:

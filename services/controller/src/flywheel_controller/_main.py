@@ -24,6 +24,7 @@ from flywheel_contracts.tls import TLS
 
 from ._config import ConfigError, Settings
 from ._discovery import router_replicas
+from ._gates_repo import make_gate_source
 from ._health import HealthApp
 from ._kube import KubeClient
 from ._leader import AlwaysLeader, LeaseElector
@@ -102,7 +103,8 @@ def build_cluster(settings: Settings, metrics: Metrics,
         elector = AlwaysLeader()
     traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file, verify=verify)
     reconciler = Reconciler(store=store, traffic=traffic, providers=providers, elector=elector, metrics=metrics,
-                            max_concurrent=settings.max_concurrent, resync_seconds=settings.resync_seconds)
+                            max_concurrent=settings.max_concurrent, resync_seconds=settings.resync_seconds,
+                            gates=make_gate_source(settings.model_repo))
     return reconciler, elector, client
 
 
@@ -174,7 +176,8 @@ async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep
     reconciler = Reconciler(store=store, traffic=RouterAdminTraffic(settings.router_admin_url,
                                                                    settings.router_token_file, verify=verify),
                             providers=providers, elector=AlwaysLeader(), metrics=metrics,
-                            resync_seconds=min(settings.resync_seconds, 5.0), on_outcome=progress)
+                            resync_seconds=min(settings.resync_seconds, 5.0), on_outcome=progress,
+                            gates=make_gate_source(settings.model_repo))
     for rollout in await store.list():
         if rollout.status.phase.is_terminal():
             ended[rollout.key] = rollout

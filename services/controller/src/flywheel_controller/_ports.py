@@ -5,6 +5,7 @@ Each has one module per implementation and a do-nothing (or in-memory) one for t
 - TrafficRouter: who moves traffic (the router's admin API; Nop for dry runs).
 - MetricProvider: who measures a metric over an interval (router stats, drift verdicts, PromQL).
 - Elector: who may act (a Lease in a cluster; always-leader locally).
+- GateSource: what the model repository says of a candidate's gates (`_gates_repo`; none: no check).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from flywheel_contracts import MetricSpec, ModelRollout, ModelRolloutStatus, Route
 
-from ._types import DesiredRoute, Event, Observation
+from ._types import CandidateGates, DesiredRoute, Event, Observation
 
 
 class StoreError(Exception):
@@ -76,6 +77,13 @@ class MetricProvider(Protocol):
 
     async def forget(self, rollout_key: str) -> None:
         """Drop any baseline kept for the rollout (it ended or was deleted)."""
+        ...
+
+
+class GateSource(Protocol):
+    async def candidate_gates(self, model: str, version: str) -> CandidateGates | None:
+        """The verdict of `version`'s gates (None: not checked); never raises: a version it cannot read is
+        "unverified" with the reason."""
         ...
 
 

@@ -24,8 +24,9 @@ from flywheel_contracts import FINALIZER, ModelRollout, Phase
 
 from ._analysis import analyse
 from ._engine import analysis_due, reconcile, released_route
+from ._gates_repo import NoGateCheck
 from ._metrics import Metrics
-from ._ports import ConflictError, Elector, RolloutStore, StoreError, TrafficError, TrafficRouter
+from ._ports import ConflictError, Elector, GateSource, RolloutStore, StoreError, TrafficError, TrafficRouter
 from ._types import Event, RouterView, Tick
 
 log = logging.getLogger("flywheel.controller")
@@ -50,6 +51,7 @@ class Reconciler:
         max_concurrent: int = 16,
         resync_seconds: float = 30.0,
         on_outcome: Callable[[ModelRollout, ModelRollout], None] | None = None,
+        gates: GateSource | None = None,
     ) -> None:
         self.store = store
         self.traffic = traffic
@@ -59,6 +61,7 @@ class Reconciler:
         self.clock = clock
         self.resync_seconds = resync_seconds
         self.on_outcome = on_outcome  # (before, after): local mode prints progress from it
+        self.gates: GateSource = gates or NoGateCheck()  # a rejected candidate is refused before any traffic
         self.ready = False
         self._known: dict[str, ModelRollout] = {}
         self._due: list[tuple[float, str]] = []
@@ -182,7 +185,13 @@ class Reconciler:
                 rollout.spec.analysis, observations, list(status.evidence), now=now,
                 step=status.current_step_index, previous=status.last_analysis,
             )
-        tick = Tick(now=now, router=router, analysis=analysis, conflict=self._conflict(rollout))
+        candidate_gates = None
+        status = rollout.status
+        if status.phase is Phase.PENDING or status.observed_generation not in (None, rollout.generation):
+            # About to start (or start again on a new spec): the engine refuses a candidate its gates rejected.
+            candidate_gates = await self.gates.candidate_gates(rollout.spec.model, rollout.spec.candidate.version)
+        tick = Tick(now=now, router=router, analysis=analysis, conflict=self._conflict(rollout),
+                    candidate_gates=candidate_gates)
         outcome = reconcile(rollout, tick)
         before = rollout
         if outcome.status != rollout.status:

@@ -94,6 +94,19 @@ class RouterView:
 
 
 @dataclass(frozen=True)
+class CandidateGates:
+    """What the model repository says of the candidate version before any traffic moves: its metadata.json
+    `gates`, written by the trainer (flywheel_core.model_repo.VersionGates).
+
+    verdict "accepted": it passed its gates, or was published before gates existed; "rejected": published as
+    rejected, `reason` names the failed gates; "unverified": its metadata cannot be read from the repository
+    (not published there, unreadable), `reason` says why. Only "accepted" may start."""
+
+    verdict: Literal["accepted", "rejected", "unverified"]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Tick:
     """Everything the state machine may look at besides spec and status."""
 
@@ -101,6 +114,7 @@ class Tick:
     router: RouterView
     analysis: AnalysisResult | None = None  # present when an interval's analysis was just run
     conflict: str | None = None  # another live rollout of the same model, named, when this one is the later
+    candidate_gates: CandidateGates | None = None  # None: not checked (no model repository configured)
 
 
 @dataclass(frozen=True)
