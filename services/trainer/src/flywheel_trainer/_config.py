@@ -79,7 +79,9 @@ class TrainerSettings(BaseSettings):
         1e-5, gt=0, description="Max abs probability difference fp32 ONNX vs torch on test. Default 1e-5."
     )
     gate_max_auc_diff: float = Field(
-        0.005, gt=0, description="Max |ROC-AUC(variant) - ROC-AUC(fp32)| on test to publish a variant. Default 0.005."
+        0.005,
+        gt=0,
+        description="Max abs(ROC-AUC(variant) - ROC-AUC(fp32)) on test to publish a variant. Default 0.005.",
     )
     gate_max_probability_diff: float = Field(
         0.02, gt=0, description="Max abs probability difference variant vs fp32 on test. Default 0.02."
