@@ -3,6 +3,7 @@ import flywheel_trainer
 
 def test_all_lists_exactly_the_public_names():
     assert flywheel_trainer.__all__ == [
+        "CandidateRejected",
         "ConfigError",
         "DataError",
         "ExportError",

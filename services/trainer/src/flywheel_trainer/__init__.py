@@ -17,7 +17,7 @@ from typing import Any
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from ._config import TrainerSettings, load_settings
-from ._errors import ConfigError, DataError, ExportError, PublishError, TrainerError
+from ._errors import CandidateRejected, ConfigError, DataError, ExportError, PublishError, TrainerError
 
 _LAZY = {
     "GateThresholds": "._variants",
@@ -30,6 +30,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CandidateRejected",
     "ConfigError",
     "DataError",
     "ExportError",
