@@ -36,12 +36,22 @@ card_activity_push = PushSource(
     tags={"producer": "online"},
 )
 
+# A glob as for card_activity: the batch table and the daily snapshots the stream step computes as live
+# traffic passes each 00:00 (merchant_risk.stream-<first day>-<last day>.parquet, same columns).
 merchant_risk_source = FileSource(
     name="merchant_risk_source",
-    path=str(DATA_DIR / "merchant_risk.parquet"),
+    path=str(DATA_DIR / "merchant_risk*.parquet"),
     timestamp_field="event_timestamp",
     description="Daily merchant snapshots at 00:00 UTC from labels known at that instant.",
     tags={"producer": "flywheel_core.feature_pipeline"},
+)
+
+# The stream step pushes each new day's snapshot online here (services/features/_merchant_stream.py).
+merchant_risk_push = PushSource(
+    name="merchant_risk_push",
+    batch_source=merchant_risk_source,
+    description="Online updates of merchant_risk, pushed per daily snapshot of live traffic.",
+    tags={"producer": "online"},
 )
 
 transaction_request = RequestSource(

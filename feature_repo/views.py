@@ -9,7 +9,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64
 
 from entities import card, merchant
-from sources import card_activity_push, merchant_risk_source, transaction_request
+from sources import card_activity_push, merchant_risk_push, transaction_request
 
 card_activity = FeatureView(
     name="card_activity",
@@ -40,7 +40,7 @@ merchant_risk = FeatureView(
               description="Known frauds / labelled transactions, last 30 days; labels known at the snapshot only."),
         Field(name="merchant_amount_mean_30d", dtype=Float64, description="Mean amount, 30 days before the snapshot."),
     ],
-    source=merchant_risk_source,
+    source=merchant_risk_push,
     online=True,
     description="Daily merchant snapshots at 00:00 UTC.",
     tags={"team": "fraud", "entity": "merchant", "cadence": "daily"},

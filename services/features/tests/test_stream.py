@@ -228,3 +228,30 @@ def test_a_line_cut_by_a_crash_is_dropped_and_the_log_stays_readable(stream_sett
     again = CardStream(open_store(stream_settings), stream_settings.data_dir, 1000, 60).open()
     assert len(again.history) == len(first.history)
     assert log.read_bytes().endswith(b"\n") and b't99\n' not in log.read_bytes()
+
+
+def test_live_traffic_past_midnight_brings_that_days_merchant_snapshot_online_and_offline(
+        stream_url, stream_settings, read_header, write_header):
+    data = stream_settings.data_dir
+    last_snapshot = pd.read_parquet(data / feature_pipeline.MERCHANT_RISK_FILE)["event_timestamp"].max()
+    midnight = last_snapshot + pd.Timedelta(days=1)
+    history = pd.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
+    to_midnight = (midnight - history["event_timestamp"].max()) / pd.Timedelta(minutes=1)
+    merchant = "m00150"  # no other test streams it
+    before = [{**_live(stream_settings, "c000141", to_midnight - m), "merchant_id": merchant} for m in (90, 60)]
+    after = _live(stream_settings, "c000141", to_midnight + 30)
+    for body in (before, [after]):
+        answer = httpx.post(f"{stream_url}/stream/transactions", headers=write_header, json={"transactions": body})
+        assert answer.status_code == 200, answer.text
+    # Offline: the day's part, for training. Online: that snapshot, as the batch rules count it (the history's
+    # transactions of the merchant in the 7 days before 00:00, and these two).
+    day = midnight.strftime("%Y%m%d")
+    snapshot = pd.read_parquet(data / f"merchant_risk.stream-{day}-{day}.parquet")
+    assert set(feature_pipeline.to_us(snapshot["event_timestamp"])) == {int(feature_pipeline.to_us(pd.Series([midnight]))[0])}
+    times = history.loc[history["merchant_id"] == merchant, "event_timestamp"]
+    expected = int(((times >= midnight - pd.Timedelta(days=7)) & (times < midnight)).sum()) + len(before)
+    body = httpx.post(f"{stream_url}/get-online-features", headers=read_header, json={
+        "features": ["merchant_risk:merchant_txn_count_7d"], "entities": {"merchant_id": [merchant]}}).json()
+    served = body["results"][body["metadata"]["feature_names"].index("merchant_txn_count_7d")]["values"][0]
+    assert int(served) == expected
+    assert int(snapshot.loc[snapshot["merchant_id"] == merchant, "merchant_txn_count_7d"].iloc[0]) == expected

@@ -51,8 +51,8 @@ def test_scored_transactions_are_posted_in_order_with_the_write_token(tmp_path):
     registry = run(go())
     posted = [t for _, _, body in seen for t in body["transactions"]]
     assert [t["transaction_id"] for t in posted] == ["t0000000001", "t0000000002"]
-    assert posted[0] == {"transaction_id": "t0000000001", "card_id": "c000001", "amount": 12.5, "country": "US",
-                         "event_timestamp": "2026-11-23T12:00:01+00:00"}
+    assert posted[0] == {"transaction_id": "t0000000001", "card_id": "c000001", "merchant_id": "m00001",
+                         "amount": 12.5, "country": "US", "event_timestamp": "2026-11-23T12:00:01+00:00"}
     assert {path for path, _, _ in seen} == {PATH}
     assert {auth for _, auth, _ in seen} == {f"Bearer {token.read_text().strip()}"}
     assert value(registry, "flywheel_transformer_feature_stream_sent_total") == 2

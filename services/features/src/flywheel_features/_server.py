@@ -94,10 +94,10 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
             if stream is None:
                 raise StreamOff(f"the stream step runs only in a single-process server (FLYWHEEL_FEATURES_WORKERS="
                                 f"{settings.workers}): its card state and log have one writer; post to that one")
-            transactions = parse_body(await request.body())
+            posted = parse_body(await request.body())
         except Refused as refusal:
             return JSONResponse(refusal.body(), status_code=status_of(refusal))
-        ingested = await run_in_threadpool(stream.ingest, transactions)
+        ingested = await run_in_threadpool(stream.ingest, posted.cards, posted.merchants)
         return JSONResponse({"accepted": ingested.accepted})
 
     feast_lifespan = app.router.lifespan_context

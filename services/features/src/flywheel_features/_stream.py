@@ -46,6 +46,7 @@ from flywheel_core import card_stream
 from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
 
 from ._errors import InvalidStream
+from ._merchant_stream import MerchantSnapshots
 
 PUSH_SOURCE = "card_activity_push"
 LOG_NAME = "transactions.jsonl"
@@ -74,6 +75,8 @@ class StreamTransaction(BaseModel):
     card_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)]
     amount: Annotated[float, Strict(), Field(allow_inf_nan=False)]
     country: Annotated[str, Strict(), Field(min_length=1, max_length=64)]
+    merchant_id: Annotated[str, Strict(), Field(min_length=1, max_length=128)] | None = None
+    """Optional: without it the transaction counts for its card but for no merchant snapshot."""
     event_timestamp: datetime
     """ISO-8601; a naive stamp is UTC, as everywhere in the data contract."""
 
@@ -94,7 +97,15 @@ class StreamBody(BaseModel):
 _BODY = TypeAdapter(StreamBody)
 
 
-def parse_body(raw: bytes) -> list[card_stream.CardTransaction]:
+@dataclass(frozen=True)
+class Posted:
+    """The posted transactions and, position for position, their merchants (None when not sent)."""
+
+    cards: list[card_stream.CardTransaction]
+    merchants: list[str | None]
+
+
+def parse_body(raw: bytes) -> Posted:
     """The posted transactions, or InvalidStream (422) naming the first bad field."""
     try:
         body = _BODY.validate_json(raw)
@@ -106,7 +117,7 @@ def parse_body(raw: bytes) -> list[card_stream.CardTransaction]:
             "event_timestamp}, ...]}})",
             field=where,
         ) from None
-    return [t.card_transaction() for t in body.transactions]
+    return Posted([t.card_transaction() for t in body.transactions], [t.merchant_id for t in body.transactions])
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class CardStream:
         self._pending_from = 0
         """Log line of the first pending row."""
         self._pending_since = 0.0
+        self.merchants = MerchantSnapshots(store, self.data_dir)
 
     def open(self) -> CardStream:
         """Rebuild the card state from the history and the log; write the rows no part holds yet."""
@@ -143,11 +155,13 @@ class CardStream:
             )
             self.history.extend(card_stream.transactions_of(frame))
         covered = max((int(m.group(2)) for p in self.data_dir.glob(PART_GLOB) if (m := _PART.match(p.name))), default=0)
+        self.merchants.open()
         logged = self._read_log()
         self._logged = len(logged)
         self._pending_from = min(covered, self._logged)
         unpushed: list[card_stream.CardTransaction] = []
-        for line, txn in enumerate(logged):
+        for line, (txn, merchant) in enumerate(logged):
+            self.merchants.add(txn, merchant)
             row = self.history.add(txn)
             if line >= covered:
                 self._pending.append(row)
@@ -157,13 +171,15 @@ class CardStream:
         if current:
             self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
         self._flush()
+        if logged:
+            self.merchants.advance(max(txn.event_us for txn, _ in logged))
         log.info(
             "stream step: %d transactions of %d cards from %s and %d logged live ones in %.1f s",
             len(self.history), self.history.cards, history.name, self._logged, time.monotonic() - started,
         )
         return self
 
-    def _read_log(self) -> list[card_stream.CardTransaction]:
+    def _read_log(self) -> list[tuple[card_stream.CardTransaction, str | None]]:
         """The logged transactions; a last line cut by a crash (its post was never answered) is cut off."""
         if not self.log_path.exists():
             return []
@@ -174,7 +190,9 @@ class CardStream:
                 if not raw.endswith(b"\n"):
                     break
                 try:
-                    out.append(card_stream.CardTransaction(**json.loads(raw)))
+                    entry = json.loads(raw)
+                    merchant = entry.pop("merchant_id", None)
+                    out.append((card_stream.CardTransaction(**entry), merchant))
                 except (ValueError, TypeError):
                     break
                 good += len(raw)
@@ -185,18 +203,23 @@ class CardStream:
                 handle.truncate(good)
         return out
 
-    def ingest(self, transactions: list[card_stream.CardTransaction]) -> Ingested:
+    def ingest(self, transactions: list[card_stream.CardTransaction],
+               merchants: list[str | None] | None = None) -> Ingested:
         """Log, compute, push online (under one lock, so a card's pushes never reorder). A transaction already
         held (a retry) gets its row pushed again but is neither logged nor written offline twice.
 
         A crash after the log and before the push loses nothing: `open` pushes the rows it recomputes."""
+        merchant_of = dict(zip((t.transaction_id for t in transactions), merchants or [], strict=False))
         with self._lock:
             fresh = [t for t in transactions if not self.history.knows(t)]
             if fresh:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.log_path.open("ab") as handle:
-                    handle.write(b"".join(json.dumps(_as_dict(t), separators=(",", ":")).encode() + b"\n"
-                                          for t in fresh))
+                    handle.write(b"".join(
+                        json.dumps(_as_dict(t, merchant_of.get(t.transaction_id)), separators=(",", ":")).encode()
+                        + b"\n" for t in fresh))
+                for t in fresh:
+                    self.merchants.add(t, merchant_of.get(t.transaction_id))
             rows = [self.history.add(t) for t in transactions]
             frame = card_stream.rows_frame(rows)
             # Online holds each card's current state: a late arrival's or an old retry's row would put the card
@@ -210,6 +233,9 @@ class CardStream:
                 self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in fresh)
             if current:
                 self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
+            # After the cards, before the count a caller may wait on: a snapshot needs only what came before its
+            # 00:00, all of which is in.
+            self.merchants.advance(max(t.event_us for t in transactions))
             TRANSACTIONS.inc(len(transactions))
             if self._pending and (len(self._pending) >= self.flush_rows
                                   or time.monotonic() - self._pending_since >= self.flush_s):
@@ -232,6 +258,7 @@ class CardStream:
         self._pending_from = last
 
 
-def _as_dict(txn: card_stream.CardTransaction) -> dict[str, Any]:
-    return {"transaction_id": txn.transaction_id, "card_id": txn.card_id, "event_us": txn.event_us,
-            "amount": txn.amount, "country": txn.country}
+def _as_dict(txn: card_stream.CardTransaction, merchant_id: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"transaction_id": txn.transaction_id, "card_id": txn.card_id, "event_us": txn.event_us,
+                             "amount": txn.amount, "country": txn.country}
+    return {**entry, "merchant_id": merchant_id} if merchant_id else entry

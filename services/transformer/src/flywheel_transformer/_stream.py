@@ -66,8 +66,8 @@ class StreamMetrics:
 def stream_body(transactions: Sequence[Transaction]) -> dict[str, Any]:
     """What the stream step needs of each transaction."""
     return {"transactions": [
-        {"transaction_id": t.transaction_id, "card_id": t.card_id, "amount": t.amount, "country": t.country,
-         "event_timestamp": t.event_timestamp.isoformat()}
+        {"transaction_id": t.transaction_id, "card_id": t.card_id, "merchant_id": t.merchant_id, "amount": t.amount,
+         "country": t.country, "event_timestamp": t.event_timestamp.isoformat()}
         for t in transactions
     ]}
 
