@@ -49,8 +49,10 @@ def synthetic_probabilities(n: int, seed: int) -> np.ndarray:
 
 
 def publish_version(repo: Path, rows: int = 3000, seed: int = 0, metrics: dict[str, Any] | None = None,
-                    extra_files: dict[str, str] | None = None, state: bool = False) -> Path:
-    """Publish a synthetic version as the trainer does (metadata written last, digests recorded)."""
+                    extra_files: dict[str, str] | None = None, state: bool = False,
+                    gates: dict[str, Any] | None = None) -> Path:
+    """Publish a synthetic version as the trainer does (metadata written last, digests recorded); `gates` is
+    metadata.json's verdict (flywheel_core.model_repo.VersionGates), none by default."""
     staging = model_repo.staging_path(repo, "fraud")
     frame = pd.DataFrame(synthetic_rows(rows, seed), columns=NAMES)
     frame["probability"] = synthetic_probabilities(rows, seed)
@@ -67,6 +69,7 @@ def publish_version(repo: Path, rows: int = 3000, seed: int = 0, metrics: dict[s
         "input": {"name": "input", "datatype": "FP32", "shape": [-1, schema.INPUT_DIM], "columns": schema.COLUMNS},
         "output": {"name": "probability", "datatype": "FP32", "shape": [-1, 1]},
         "metrics": metrics if metrics is not None else {"torch": {"test": TEST_METRICS}},
+        **({"gates": gates} if gates is not None else {}),
     }
     return model_repo.publish(staging, repo, "fraud", metadata)
 

@@ -3,7 +3,9 @@
 A version is loaded through `flywheel_core.model_repo.load_version`, which verifies every file's sha256
 (drift_state included, when the trainer shipped it), then its drift_reference.parquet becomes a
 `Reference`. Loaded references are cached per (model, version); "latest" is looked up again every
-REPO_POLL_INTERVAL_S, so a newly published version is picked up without a restart.
+REPO_POLL_INTERVAL_S, so a newly published version is picked up without a restart. "latest" is what
+`model_repo.resolve` means by it: the highest version not published as rejected by its gates (a rejected
+version gets no traffic, so unnamed events are not its own; a caller naming it is still analysed against it).
 
 Versions named by callers are only ever looked up in the repository's listing (`is_published`), never
 used as a path or a cache key until they are found there; the cache and the load errors are bounded by
@@ -40,17 +42,29 @@ class ReferenceLoader:
         self.repo = Path(settings.model_repo)
         self._cache: OrderedDict[tuple[str, str], Reference] = OrderedDict()
         self._failures: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._published: dict[str, tuple[float, list[str]]] = {}
+        self._published: dict[str, tuple[float, list[str], str | None]] = {}
         self._lock = threading.Lock()
 
-    def published(self, model: str) -> list[str]:
-        """Published versions of `model`, oldest first (re-read at most every REPO_POLL_INTERVAL_S)."""
+    def _listing(self, model: str) -> tuple[float, list[str], str | None]:
+        """(when read, published versions oldest first, latest accepted), re-read at most every
+        REPO_POLL_INTERVAL_S: metadata.json files are read here, never per event."""
         now = time.monotonic()
         cached = self._published.get(model)
         if cached is None or now - cached[0] >= self.settings.repo_poll_interval_s:
-            cached = (now, model_repo.list_versions(self.repo, model))
+            cached = (now, model_repo.list_versions(self.repo, model), self._latest_accepted(model))
             self._published[model] = cached
-        return cached[1]
+        return cached
+
+    def _latest_accepted(self, model: str) -> str | None:
+        try:
+            return model_repo.latest_accepted(self.repo, model)
+        except model_repo.ModelRepoError as e:  # a metadata.json removed or unreadable mid-scan
+            log.warning("%s: latest version not resolved: %s", model, e)
+            return None
+
+    def published(self, model: str) -> list[str]:
+        """Published versions of `model`, oldest first (re-read at most every REPO_POLL_INTERVAL_S)."""
+        return self._listing(model)[1]
 
     def is_published(self, model: str, version: str) -> bool:
         """Whether the repository publishes `version` of `model` (a miss re-reads the listing, at most once
@@ -64,8 +78,9 @@ class ReferenceLoader:
         return False
 
     def latest(self, model: str) -> str | None:
-        versions = self.published(model)
-        return versions[-1] if versions else None
+        """The highest published version of `model` not rejected by its gates (`model_repo.resolve`'s
+        "latest"); None when there is none."""
+        return self._listing(model)[2]
 
     def resolve(self, model: str, version: str | None) -> str | None:
         """The version an event belongs to: its own, else FLYWHEEL_DRIFT_ASSUME_VERSION."""
