@@ -47,10 +47,16 @@ class RetrainPhase(str, Enum):
         return self in (RetrainPhase.TRAINING, RetrainPhase.GATING, RetrainPhase.ROLLING_OUT)
 
 
+AlertCategory = Literal["data", "performance"]
+
+
+def _every_category() -> list[AlertCategory]:
+    return ["data", "performance"]
+
+
 class DriftAlertTrigger(BaseModel):
     model_config = _SPEC
-    categories: list[Literal["data", "performance"]] = Field(default_factory=lambda: ["data", "performance"],
-                                                            min_length=1, max_length=2)
+    categories: list[AlertCategory] = Field(default_factory=_every_category, min_length=1, max_length=2)
 
 
 class PerformanceTrigger(BaseModel):

@@ -170,8 +170,8 @@ def slice_pr_auc_drop(
             rows, positives = int(mask.sum()), int(np.sum(y[mask] == 1))
             if rows < s.min_slice_rows or positives < s.min_slice_positives or positives == rows:
                 continue
-            drops[f"{column}={value}"] = average_precision(y[mask], p_stable[mask]) - average_precision(
-                y[mask], p_candidate[mask]
+            drops[f"{column}={value}"] = float(
+                average_precision(y[mask], p_stable[mask]) - average_precision(y[mask], p_candidate[mask])
             )
     if not drops:
         return GateCheck(
