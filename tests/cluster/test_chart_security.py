@@ -325,6 +325,42 @@ def test_model_signing_off_mounts_no_key_and_sets_no_key_file(tools, extra):
                 assert not [m for m in container.get("volumeMounts", []) if "model-signing" in m["name"]]
 
 
+def _controller(docs: list[dict]) -> tuple[dict, dict]:
+    """(pod spec, container) of the controller Deployment."""
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and _component(d) == "controller"]
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    return spec, container
+
+
+@pytest.mark.parametrize("extra", [ALL_ON, (*ALL_ON, "--set", "mode=kserve"),
+                                   (*ALL_ON, *_sets(modelRepo__pvc__claimName="models"))],
+                         ids=["deployment", "kserve", "existing-claim"])
+def test_the_controller_reads_candidates_gates_from_a_read_only_mount_of_the_servers_model_repository(tools, extra):
+    docs = _render(tools, extra=extra)
+    spec, container = _controller(docs)
+    assert {e["name"]: e.get("value") for e in container["env"]}["FLYWHEEL_CONTROLLER_MODEL_REPO"] == "/mnt/models"
+    assert [m for m in container["volumeMounts"] if m["name"] == "model-repo"] == [
+        {"name": "model-repo", "mountPath": "/mnt/models", "readOnly": True}]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "model-repo"]
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    servers = [v for d in docs for c, s in _pod_specs(d) if c in ("predictor", "transformer", "drift")
+               for v in s["volumes"] if v["name"] == "model-repo"]
+    assert servers and all(v == volume for v in servers)  # the claim the servers load versions from
+    assert "initContainers" not in spec and "model-signing-token" not in _held_secrets(spec)  # reads, checks no key
+
+
+@pytest.mark.parametrize("source", [_sets(modelRepo__source="image", modelRepo__image__reference="r.example/m:1"),
+                                    _sets(modelRepo__source="storageUri", modelRepo__storageUri__uri="s3://b/m")],
+                         ids=["image", "storageUri"])
+def test_the_controller_mounts_no_snapshot_of_the_model_repository(tools, source):
+    # A snapshot taken at pod start misses every candidate published later: each rollout would be refused.
+    spec, container = _controller(_render(tools, extra=(*ALL_ON, *source)))
+    assert "FLYWHEEL_CONTROLLER_MODEL_REPO" not in {e["name"] for e in container["env"]}
+    assert "model-repo" not in {v["name"] for v in spec["volumes"]}
+    assert "initContainers" not in spec
+
+
 def test_existing_secrets_replace_every_generated_one(tools):
     names = {"router.auth": "my-router", "drift.auth.ingest": "my-ingest", "drift.auth.labels": "my-labels",
              "features.auth.read": "my-read", "features.auth.write": "my-write",
