@@ -108,6 +108,13 @@ CANDIDATE ?= good
 rollout: install train ## publish a candidate version and roll it out with a canary on the local stack (CANDIDATE=good|harmful)
 	$(UV_PYTHON) scripts/rollout.py --candidate $(CANDIDATE) --model-repo $(MODEL_REPO) --data $(DATA_DIR)
 
+.PHONY: soak
+soak: install train ## 10 minutes of mixed traffic to the transformer, a dependency SIGKILLed every minute: no lost events, flat memory
+	$(UV_PYTHON) scripts/soak.py --model-repo $(MODEL_REPO) --data $(DATA_DIR) $(SOAK_ARGS)
+
+# SOAK_ARGS: extra flags for scripts/soak.py, e.g. SOAK_ARGS='--duration 180' (see scripts/soak.py --help).
+SOAK_ARGS ?=
+
 .PHONY: plugin
 plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv tool install, onto uv's tool bin dir
 	$(UV) tool install --force --reinstall ./services/controller
