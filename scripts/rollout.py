@@ -16,7 +16,9 @@ The Makefile has installed every project and trained v1. This script:
 4. writes a ModelRollout (a canary: 20%, 20 s, 50%, 20 s, judged every 5 s on the router's error rate, p99
    latency and decline rate relative to the stable) to `<data>/rollouts/`;
 5. sends simulated live traffic through the router for the whole run, and runs the controller's local mode
-   (`python -m flywheel_controller --local`) on it, printing its decisions as they happen;
+   (`python -m flywheel_controller --local`, with `--model-repo`: a candidate published as rejected by its gates,
+   as the trainer does with FLYWHEEL_TRAINER_STABLE_VERSION set, is refused before any traffic) on it, printing
+   its decisions as they happen;
 6. says how it ended. The exit status is the controller's: 0 Succeeded, 1 RolledBack/Aborted/Failed, 2 refused.
 
 Standard library only, like scripts/up.py: it runs on the bare interpreter.
@@ -50,6 +52,8 @@ PRE_PUBLISH = f"{ROOT}/services/drift/.venv/bin/python -m flywheel_drift precomp
 """The Makefile's FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND: each version ships with its drift detector state."""
 TERMINAL = ("Succeeded", "RolledBack", "Aborted", "Failed")
 EXIT_GRACE_S = 15.0
+REJECTED_EXIT = 6
+"""The trainer's exit status for a version it published as rejected by its gates (CandidateRejected)."""
 HARMFUL_ENV = {"FLYWHEEL_TRAINER_VALIDATION_FRACTION": "0.001", "FLYWHEEL_TRAINER_SERVE": "torch"}
 """A validation split of ~0.1% of the rows: too few (and usually no fraud) to calibrate on, and the torch model
 served whatever the selection says, see the docstring."""
@@ -58,7 +62,7 @@ ROLLOUT_TEMPLATE = """\
 # Written by scripts/rollout.py (make rollout): a short canary of {model} {candidate} against {stable} on the
 # local stack, judged every {interval} by the router's own counters. Run it again with:
 #   FLYWHEEL_CONTROLLER_ROUTER_ADMIN_URL=... services/controller/.venv/bin/python -m flywheel_controller \\
-#     --local {path} --state-dir {state_dir}
+#     --local {path} --state-dir {state_dir} --model-repo {model_repo}
 apiVersion: flywheel.dev/v1alpha1
 kind: ModelRollout
 metadata:
@@ -96,8 +100,9 @@ def versions(model_repo: Path) -> list[str]:
     return sorted(found, key=lambda v: int(v[1:]))
 
 
-def publish_candidate(kind: str, model_repo: Path, data_dir: Path) -> str:
-    """Train and publish the next version (the Makefile's TRAIN command, plus HARMFUL_ENV for `harmful`)."""
+def publish_candidate(kind: str, model_repo: Path, data_dir: Path) -> tuple[str, bool]:
+    """Train and publish the next version (the Makefile's TRAIN command, plus HARMFUL_ENV for `harmful`); the
+    version, and whether its gates rejected it (published all the same: the controller is what refuses it)."""
     before = set(versions(model_repo))
     env = {
         **os.environ,
@@ -112,14 +117,19 @@ def publish_candidate(kind: str, model_repo: Path, data_dir: Path) -> str:
          "--data", str(data_dir), "--model-repo", str(model_repo), "--model", MODEL],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
-    if result.returncode != 0:
+    rejected = result.returncode == REJECTED_EXIT
+    if result.returncode != 0 and not rejected:
         raise SystemExit(f"training the candidate failed ({result.returncode}):\n{result.stderr[-3000:]}")
     new = [v for v in versions(model_repo) if v not in before]
     if len(new) != 1:
         raise SystemExit(f"expected training to publish one new version, found {new or 'none'} in {model_repo / MODEL}")
+    if rejected:
+        print(f"Published {new[0]} as rejected by its gates; the controller must refuse it:\n"
+              f"{(result.stderr.strip().splitlines() or ['(the trainer said nothing)'])[-1]}", flush=True)
+        return new[0], True
     calibration = re.search(r"calibration: .*", result.stderr)
     print(f"Published {new[0]}" + (f" ({calibration.group(0)})" if calibration else ""), flush=True)
-    return new[0]
+    return new[0], False
 
 
 class Admin:
@@ -211,7 +221,7 @@ def live_transactions(n: int, data_dir: Path, out: Path) -> list[dict]:
 
 
 def run_controller(rollout_file: Path, state_dir: Path, state_file: Path, ports: Ports, token: Path,
-                   log_path: Path) -> int:
+                   log_path: Path, model_repo: Path) -> int:
     """The controller's local mode; its decisions to our stdout as they come, its log to `log_path`.
 
     Its exit status, normally. A controller still running EXIT_GRACE_S after its status file says the rollout
@@ -226,7 +236,7 @@ def run_controller(rollout_file: Path, state_dir: Path, state_file: Path, ports:
         "FLYWHEEL_CONTROLLER_HTTP_PORT": "0",
     }
     argv = [venv_python("services/controller"), "-m", "flywheel_controller", "--local", str(rollout_file),
-            "--state-dir", str(state_dir)]
+            "--state-dir", str(state_dir), "--model-repo", str(model_repo)]
     with open(log_path, "w") as log:
         controller = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
 
@@ -285,7 +295,7 @@ def main() -> int:
     existing = versions(model_repo)
     if not existing:
         return f"{model_repo / MODEL} has no published version: run `make train` first"
-    candidate = publish_candidate(args.candidate, model_repo, data_dir)
+    candidate, rejected = publish_candidate(args.candidate, model_repo, data_dir)
 
     rollouts = data_dir / "rollouts"
     log_dir = rollouts / "logs"
@@ -313,16 +323,18 @@ def main() -> int:
             rollout_file.write_text(ROLLOUT_TEMPLATE.format(
                 model=MODEL, name=name, stable=stable, candidate=candidate, pause="20s", interval="5s", min_samples=40,
                 path=rollout_file.relative_to(ROOT) if rollout_file.is_relative_to(ROOT) else rollout_file,
-                state_dir=rollouts,
+                state_dir=rollouts, model_repo=model_repo,
             ))
             transactions = live_transactions(5000, data_dir, rollouts / "live.jsonl")
             url = f"http://127.0.0.1:{ports.router}/v1/models/{MODEL}:predict"
-            warm(url, candidate, transactions)
+            if not rejected:  # a rejected version gets no request at all, not even a pinned one
+                warm(url, candidate, transactions)
             traffic = Traffic(url, transactions, args.rps, args.concurrency)
             traffic.start()
             print(f"Rolling out {candidate} against {stable} ({rollout_file}), {args.rps:g} simulated req/s:",
                   flush=True)
-            code = run_controller(rollout_file, rollouts, state_file, ports, token, log_dir / "controller.log")
+            code = run_controller(rollout_file, rollouts, state_file, ports, token, log_dir / "controller.log",
+                                  model_repo)
             traffic.stop()
             final = admin.route() or {}
     except KeyboardInterrupt:

@@ -4,7 +4,9 @@ What `make rollout` (scripts/rollout.py) does, shortened: a ModelRollout YAML fr
 (a 20% -> 50% canary judged every 2 s), simulated live traffic through the router the whole time (the script's
 own Traffic thread), the controller as a subprocess. A candidate trained normally is promoted; one trained the
 script's harmful way (a validation split too small to calibrate on: it declines a quarter of the traffic where
-v1 declines none) is rolled back, and the router sends everything to the stable again within seconds.
+v1 declines none) is rolled back, and the router sends everything to the stable again within seconds. One its
+gates rejected (the trainer publishes it marked so, exit 6) is refused before the route gives it any weight: the
+controller reads the model repository (`--model-repo`), as the script has it do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from conftest import applied
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from rollout import HARMFUL_ENV, PRE_PUBLISH, ROLLOUT_TEMPLATE, Traffic, live_transactions, versions, warm  # noqa: E402
+from rollout import (  # noqa: E402
+    HARMFUL_ENV,
+    PRE_PUBLISH,
+    REJECTED_EXIT,
+    ROLLOUT_TEMPLATE,
+    Traffic,
+    live_transactions,
+    versions,
+    warm,
+)
 
 from localstack import venv_python  # noqa: E402
 
@@ -35,7 +46,7 @@ ROLLBACK_WITHIN_S = 5.0
 class Controller:
     """Writes rollouts and runs the controller's local mode on them, against the stack's router."""
 
-    def __init__(self, ports, data_dir: Path, workdir: Path) -> None:
+    def __init__(self, ports, data_dir: Path, workdir: Path, model_repo: Path) -> None:
         self.admin = f"http://127.0.0.1:{ports.router_admin}"
         self.token = data_dir / "router" / "token"
         self.auth = {"authorization": f"Bearer {self.token.read_text().strip()}"}
@@ -46,6 +57,7 @@ class Controller:
             "FLYWHEEL_CONTROLLER_DRIFT_URL": f"http://127.0.0.1:{ports.drift}",
             "FLYWHEEL_CONTROLLER_HTTP_PORT": "0",
         }
+        self.model_repo = model_repo
         self.dir = workdir / "rollouts"
         self.dir.mkdir(exist_ok=True)
         self.predict_url = f"http://127.0.0.1:{ports.router}/v1/models/fraud:predict"
@@ -65,16 +77,20 @@ class Controller:
         assert answer.status_code in (200, 201), answer.text
         applied(self.client, self.admin, self.auth, answer.json()["generation"])
 
-    def roll_out(self, stable: str, candidate: str, traffic: Traffic) -> tuple[subprocess.CompletedProcess, dict]:
-        warm(self.predict_url, candidate, traffic.transactions)
+    def roll_out(self, stable: str, candidate: str,
+                 traffic: Traffic | None) -> tuple[subprocess.CompletedProcess, dict]:
+        """Run a canary of `candidate` to its end; `traffic`'s transactions warm the candidate up first (None:
+        no request to it at all)."""
+        if traffic is not None:
+            warm(self.predict_url, candidate, traffic.transactions)
         name = f"fraud-{candidate}-canary"
         path = self.dir / f"{name}.yaml"
         path.write_text(ROLLOUT_TEMPLATE.format(model="fraud", name=name, stable=stable, candidate=candidate,
                                                 pause="5s", interval="2s", min_samples=20, path=path,
-                                                state_dir=self.dir))
+                                                state_dir=self.dir, model_repo=self.model_repo))
         done = subprocess.run(
             [venv_python("services/controller"), "-m", "flywheel_controller", "--local", str(path),
-             "--state-dir", str(self.dir)],
+             "--state-dir", str(self.dir), "--model-repo", str(self.model_repo)],
             cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120,
         )
         state = self.dir / f"default_{name}.status.json"
@@ -92,8 +108,8 @@ def traffic(stack, ports, workdir: Path, data_env: dict[str, str]) -> Iterator[T
 
 
 @pytest.fixture(scope="module")
-def controller(stack, ports, data_env: dict[str, str], workdir: Path) -> Iterator[Controller]:
-    controller = Controller(ports, Path(data_env["FLYWHEEL_DATA_DIR"]), workdir)
+def controller(stack, ports, data_env: dict[str, str], workdir: Path, model_repo: Path) -> Iterator[Controller]:
+    controller = Controller(ports, Path(data_env["FLYWHEEL_DATA_DIR"]), workdir, model_repo)
     yield controller
     controller.client.close()
 
@@ -140,3 +156,29 @@ def test_a_harmful_candidate_is_rolled_back_to_the_stable_within_seconds(control
     route = controller.route()
     assert route["stable"]["version"] == "v1"
     assert not route.get("candidateWeight"), route
+
+
+def test_a_candidate_its_gates_rejected_is_refused_and_never_gets_weight(controller, model_repo, data_env):
+    before = versions(model_repo)
+    trained = subprocess.run(  # an impossible bar: PR-AUC 0.99 above v1's
+        [venv_python("services/trainer"), "-m", "flywheel_trainer", "train", "--feature-repo", "feature_repo",
+         "--data", data_env["FLYWHEEL_DATA_DIR"], "--model-repo", str(model_repo), "--model", "fraud",
+         "--epochs", "1"],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, **data_env, "FLYWHEEL_TRAINER_PRE_PUBLISH_COMMAND": PRE_PUBLISH,
+             "FLYWHEEL_TRAINER_STABLE_VERSION": "v1", "FLYWHEEL_TRAINER_GATE_MIN_PR_AUC_GAIN": "0.99"},
+    )
+    assert trained.returncode == REJECTED_EXIT, trained.stderr[-3000:]
+    (rejected,) = [v for v in versions(model_repo) if v not in before]
+    controller.reset_route("v1")
+
+    done, status = controller.roll_out("v1", rejected, traffic=None)
+
+    assert done.returncode == 1, f"{done.stdout}\n{done.stderr[-3000:]}"
+    assert status["phase"] == "Failed" and "rejected by its gates" in status["message"], status
+    assert f"fraud-{rejected}-canary CandidateRejected" in done.stderr, done.stderr[-3000:]
+    assert not status.get("startedAt") and not status.get("candidateWeight"), status
+    assert [d["action"] for d in status["decisions"]] == ["Fail"], status["decisions"]
+    route = controller.route()
+    assert route["stable"]["version"] == "v1"
+    assert not route.get("candidate") and not route.get("candidateWeight"), route
