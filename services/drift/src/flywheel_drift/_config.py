@@ -64,8 +64,8 @@ class Settings(BaseSettings, _Admission):
 
     assume_version: str = Field("latest", pattern=r"^(|latest|v\d+)$")
     """Version to attribute events that do not name one (KServe V1 responses carry none). Default `latest`:
-    the highest published version not rejected by its gates, looked up again every `REPO_POLL_INTERVAL_S`. Empty: such events are
-    counted in `events_without_version_total` and not analysed."""
+    the highest published version not rejected by its gates, looked up again every `REPO_POLL_INTERVAL_S`.
+    Empty: such events are counted in `events_without_version_total` and not analysed."""
 
     repo_poll_interval_s: float = Field(30.0, gt=0, le=3600)
     """Seconds between looks at the model repo for a new latest version (default 30)."""
