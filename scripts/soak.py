@@ -62,9 +62,9 @@ INVALID = ("malformed_json", "wrong_types", "negative_amount", "unknown_field", 
 TRANSFORMER_EVENTS = ("events_sent_total", "events_retried_total", "events_dropped_total", "events_failed_total",
                       "events_unsent_total", "event_queue_records")
 SHED = (429, 503)
+"""Answers that say "not now" (a dependency down, load shed): expected during the soak, counted."""
 SETTLE_S = 20.0
 """At the end, seconds without a new prediction logged after which the ones still missing count as lost."""
-"""Answers that say "not now" (a dependency down, load shed): expected during the soak, counted."""
 
 
 class Traffic:
@@ -396,7 +396,7 @@ def main() -> int:
         with Stack(services, log_dir=run_dir) as stack:
             base = f"http://{LOOPBACK}:{ports.transformer}"
             traffic = Traffic(base, transactions, args.concurrency, args.timeout)
-            for _ in range(10):  # warm up: first lookups and the first model call, not counted as the soak
+            for _ in range(10):  # warm up before the first RSS sample; counted (their events must arrive too)
                 traffic.send("valid", 0)
             traffic.pool.shutdown(wait=True)
             traffic.pool = ThreadPoolExecutor(args.concurrency, thread_name_prefix="soak-client")
