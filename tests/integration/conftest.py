@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+
+from flywheel_core import feature_pipeline, label_feed
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -135,6 +139,22 @@ def live_transactions(workdir: Path, data_env: dict[str, str]) -> list[dict]:
     run([venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", "none", "--n", "50",
          "--out", str(out)], data_env)
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def streamed(ports: Ports) -> float:
+    """Transactions the features service's stream step has taken (logged, their card rows pushed online)."""
+    text = httpx.get(f"http://127.0.0.1:{ports.features}/metrics", timeout=5).text
+    match = re.search(r"^flywheel_features_stream_transactions_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def newest_known(data_dir: Path) -> pd.Timestamp:
+    """The newest event the history or the stream step holds: a transaction after it is new to every card."""
+    history = pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
+    newest = pd.Timestamp(history["event_timestamp"].max())
+    newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
+    scored = label_feed.scored(data_dir)
+    return max(newest, pd.Timestamp(max(scored.values()), unit="us", tz="UTC")) if scored else newest
 
 
 def applied(client: httpx.Client, admin: str, auth: dict, generation: int) -> None:

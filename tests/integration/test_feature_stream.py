@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from flywheel_core import feature_pipeline, schema
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from conftest import streamed  # noqa: E402
 from localstack import (  # noqa: E402
     Ports,
     Stack,
@@ -93,12 +93,6 @@ def stack(workdir: Path, data: Path, model_repo: Path, stream: bool, window_rows
         extra["FLYWHEEL_TRANSFORMER_FEATURE_STREAM_URL"] = ""
     with Stack(default_services(model_repo, data, ports, extra_env=extra), log_dir=workdir / "logs") as running:
         yield running, ports
-
-
-def streamed(ports: Ports) -> float:
-    text = httpx.get(f"http://127.0.0.1:{ports.features}/metrics", timeout=5).text
-    match = re.search(r"^flywheel_features_stream_transactions_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def send(ports: Ports, transactions: list[dict], stream: bool, batch: int = 50,

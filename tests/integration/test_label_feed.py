@@ -8,7 +8,6 @@ real drift service and appends those transactions, labelled, to the offline data
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -16,24 +15,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from flywheel_core import feature_pipeline, label_feed, schema
+from flywheel_core import label_feed, schema
 
-from conftest import ROOT, run
+from conftest import ROOT, newest_known, run, streamed
 from localstack import token, venv_python
-
-
-def _streamed(ports) -> float:
-    text = httpx.get(f"http://127.0.0.1:{ports.features}/metrics", timeout=5).text
-    match = re.search(r"^flywheel_features_stream_transactions_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def _newest_known(data_dir: Path) -> pd.Timestamp:
-    history = pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
-    newest = pd.Timestamp(history["event_timestamp"].max())
-    newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
-    scored = label_feed.scored(data_dir)
-    return max(newest, pd.Timestamp(max(scored.values()), unit="us", tz="UTC")) if scored else newest
 
 
 def _feed(ports, data_dir: Path, truth: Path) -> subprocess.CompletedProcess:
@@ -47,7 +32,7 @@ def _feed(ports, data_dir: Path, truth: Path) -> subprocess.CompletedProcess:
 
 def test_labels_that_came_due_reach_the_drift_service_and_the_trainers_data_once(stack, ports, data_env, workdir):
     data_dir = Path(data_env["FLYWHEEL_DATA_DIR"])
-    start = _newest_known(data_dir) + pd.Timedelta(minutes=1)
+    start = newest_known(data_dir) + pd.Timedelta(minutes=1)
     truth_path = workdir / "label-feed-truth.jsonl"
     run([venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--scenario", "prior", "--n", "40",
          "--traffic-seed", "11", "--start", start.isoformat(), "--out", str(truth_path)], data_env)
@@ -55,13 +40,13 @@ def test_labels_that_came_due_reach_the_drift_service_and_the_trainers_data_once
     # Then one transaction eight simulated days later: the clock that makes every label of the 40 due.
     clock = {**truth[0], "transaction_id": "t0000000000clock",
              "event_timestamp": (start + pd.Timedelta(days=8)).isoformat().replace("+00:00", "Z")}
-    before = _streamed(ports)
+    before = streamed(ports)
     for batch in (truth, [clock]):
         answer = httpx.post(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict", timeout=30,
                             json={"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS} for t in batch]})
         assert answer.status_code == 200, answer.text
     deadline = time.monotonic() + 30  # a bound for a stuck stack, not the assertion
-    while _streamed(ports) < before + len(truth) + 1:
+    while streamed(ports) < before + len(truth) + 1:
         assert time.monotonic() < deadline, "the stream step never logged the scored transactions"
         time.sleep(0.05)
 

@@ -23,28 +23,22 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from flywheel_core import feature_pipeline, schema
 from flywheel_core import model_repo as repo
+from flywheel_core import schema
 
-from conftest import run
+from conftest import newest_known, run, streamed
 from localstack import bearer, token, venv_python
 
 STREAM_PART = re.compile(r"^card_activity\.stream-\d{10}-(\d{10})\.parquet$")
 
 
-def _streamed(ports) -> float:
-    text = httpx.get(f"http://127.0.0.1:{ports.features}/metrics", timeout=5).text
-    match = re.search(r"^flywheel_features_stream_transactions_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 def _quiet_stream(ports) -> None:
     """Until the stream step has taken what the transformer still had queued (bounded)."""
     deadline = time.monotonic() + 60
-    before = _streamed(ports)
+    before = streamed(ports)
     while True:
         time.sleep(1.0)
-        now = _streamed(ports)
+        now = streamed(ports)
         if now == before:
             return
         assert time.monotonic() < deadline, "the stream step never went quiet"
@@ -65,12 +59,7 @@ def _offline_lines(data_dir: Path) -> int:
 def fresh_sample(live: list[dict], data_dir: Path, n: int = 20) -> list[dict]:
     """n live transactions of distinct cards, moved (spacing kept) to just after the newest transaction the
     history and the stream step hold, under new ids."""
-    history = pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
-    newest = pd.Timestamp(history["event_timestamp"].max())
-    newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
-    streamed = _stream_log(data_dir)
-    if streamed:
-        newest = max(newest, pd.Timestamp(max(t["event_us"] for t in streamed), unit="us", tz="UTC"))
+    newest = newest_known(data_dir)
     picked, cards = [], set()
     for t in live:
         if t["card_id"] not in cards:

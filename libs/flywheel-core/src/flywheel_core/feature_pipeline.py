@@ -28,6 +28,8 @@ US_PER_DAY = 24 * US_PER_HOUR
 CARD_ACTIVITY_FILE = "card_activity.parquet"
 MERCHANT_RISK_FILE = "merchant_risk.parquet"
 TRANSACTIONS_FILE = "transactions.parquet"
+LIVE_TRANSACTIONS_GLOB = "transactions.live-*.parquet"
+"""Live transactions whose labels arrived, appended beside TRANSACTIONS_FILE (flywheel_core.label_feed)."""
 
 CARD_ACTIVITY_COLUMNS = (
     "card_id", "event_timestamp", "txn_count_1h", "txn_count_24h", "amount_sum_24h", "amount_mean_30d",

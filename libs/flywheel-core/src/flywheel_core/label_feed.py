@@ -46,7 +46,7 @@ from .sim import TRANSACTION_COLUMNS
 
 STREAM_LOG = Path("stream") / "transactions.jsonl"
 """The features service's stream log, relative to the data directory: what was scored."""
-LIVE_PART_GLOB = "transactions.live-*.parquet"
+LIVE_PART_GLOB = feature_pipeline.LIVE_TRANSACTIONS_GLOB
 _LIVE_PART = re.compile(r"^transactions\.live-(\d{6})\.parquet$")
 POST_CHUNK = 1000
 """Labels per POST (the drift service takes bodies up to its MAX_BODY_BYTES)."""

@@ -34,12 +34,16 @@ from feast.data_source import PushMode
 from prometheus_client import Counter
 
 from flywheel_core import card_stream, feature_pipeline
-from flywheel_core.feature_pipeline import MERCHANT_RISK_FILE, TRANSACTIONS_FILE, US_PER_DAY, write_parquet
+from flywheel_core.feature_pipeline import (
+    LIVE_TRANSACTIONS_GLOB,
+    MERCHANT_RISK_FILE,
+    TRANSACTIONS_FILE,
+    US_PER_DAY,
+    write_parquet,
+)
 
 PUSH_SOURCE = "merchant_risk_push"
 PART_GLOB = "merchant_risk.stream-*.parquet"
-LIVE_PART_GLOB = "transactions.live-*.parquet"
-"""Live transactions whose labels arrived (flywheel_core.label_feed)."""
 _NEVER_US = 100 * 365 * US_PER_DAY
 """Label delay of a live transaction whose label has not arrived: never known at any snapshot."""
 _MAX_DAYS_AT_ONCE = 400
@@ -122,7 +126,7 @@ class MerchantSnapshots:
         live["label_timestamp"] = feature_pipeline.from_us(
             feature_pipeline.to_us(live["event_timestamp"]) + _NEVER_US) if len(live) else live["event_timestamp"]
         labelled = [pd.read_parquet(p, columns=["transaction_id", "is_fraud", "label_timestamp"])
-                    for p in sorted(self.data_dir.glob(LIVE_PART_GLOB))]
+                    for p in sorted(self.data_dir.glob(LIVE_TRANSACTIONS_GLOB))]
         if labelled and len(live):
             known = pd.concat(labelled, ignore_index=True).drop_duplicates("transaction_id").set_index("transaction_id")
             hit = live["transaction_id"].isin(known.index)

@@ -212,6 +212,7 @@ class CardStream:
         merchant_of = dict(zip((t.transaction_id for t in transactions), merchants or [], strict=False))
         with self._lock:
             fresh = [t for t in transactions if not self.history.knows(t)]
+            is_fresh = set(fresh)
             if fresh:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.log_path.open("ab") as handle:
@@ -230,7 +231,7 @@ class CardStream:
                     self._pending_since = time.monotonic()
                     self._pending_from = self._logged
                 self._logged += len(fresh)
-                self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in fresh)
+                self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in is_fresh)
             if current:
                 self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
             # After the cards, before the count a caller may wait on: a snapshot needs only what came before its

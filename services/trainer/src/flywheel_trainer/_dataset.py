@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import LIVE_TRANSACTIONS_GLOB
 from flywheel_core.model_repo import sha256_file
 
 from ._errors import ConfigError, DataError
@@ -50,10 +51,6 @@ class TrainingSet:
         return self.frame["is_fraud"].to_numpy().astype("int64")
 
 
-LIVE_PART_GLOB = "transactions.live-*.parquet"
-"""Live transactions whose labels have arrived, appended beside the history (flywheel_core.label_feed)."""
-
-
 def read_transactions(data_dir: Path) -> pd.DataFrame:
     """The history and every live part (a transaction in both counts once, as the history has it)."""
     path = Path(data_dir) / TRANSACTIONS_FILE
@@ -62,7 +59,7 @@ def read_transactions(data_dir: Path) -> pd.DataFrame:
             f"{path} does not exist: simulate the history first (python -m flywheel_core.sim history --out {data_dir})"
         )
     frame = pd.read_parquet(path)
-    parts = [pd.read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_PART_GLOB))]
+    parts = [pd.read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_TRANSACTIONS_GLOB))]
     if parts:
         frame = pd.concat([frame, *parts], ignore_index=True).drop_duplicates("transaction_id", keep="first")
     missing = [c for c in _TX_COLUMNS if c not in frame.columns]

@@ -273,14 +273,14 @@ def train_and_publish(
     served: FraudNet | LinearBaseline
     if selected == "baseline":
         served = baseline_module(baseline)
-        drift = (
+        gap = (
             float(np.max(np.abs(predict_probability(served, x_test) - predict_baseline(baseline, x_test))))
             if len(x_test)
             else 0.0
         )
-        if drift > s.parity_atol:
+        if gap > s.parity_atol:
             raise ExportError(
-                f"the baseline's graph differs from scikit-learn by {drift:.2e} > {s.parity_atol} on the test split"
+                f"the baseline's graph differs from scikit-learn by {gap:.2e} > {s.parity_atol} on the test split"
             )
     else:
         served = net
