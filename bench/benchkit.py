@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import re
-import socket
+import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,10 +30,9 @@ def latest_version(repo: Path, model: str) -> Path | None:
     return max(versions)[1] if versions else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A port outside the kernel's ephemeral range (flywheel_contracts.ports, standard library only, run by path).
+free_port: Callable[[], int] = runpy.run_path(
+    str(Path(__file__).resolve().parents[1] / "libs/flywheel-contracts/src/flywheel_contracts/ports.py"))["free_port"]
 
 
 def cpu_seconds(pid: int) -> float:

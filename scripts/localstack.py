@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -98,11 +98,9 @@ class Service:
             self.process.wait()
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now, for a stack that must not collide with `make up`'s."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Standard library only, like this module: run by path, as this module has no venv to import it from.
+free_port: Callable[[], int] = runpy.run_path(
+    str(ROOT / "libs" / "flywheel-contracts" / "src" / "flywheel_contracts" / "ports.py"))["free_port"]
 
 
 def venv_python(project: str) -> str:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from flywheel_contracts.ports import free_port
 from flywheel_core import model_repo, schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +58,6 @@ def publish(repo: Path, with_state: bool) -> Path:
             "output": {"name": "probability", "datatype": "FP32", "shape": [-1, 1]}}
     return model_repo.publish(staging, repo, "fraud", meta)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -27,8 +27,8 @@ import contextlib
 import ctypes
 import json
 import os
+import runpy
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,10 +104,10 @@ def build(env: dict[str, str] | None = None) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A port outside the kernel's ephemeral range, so no outgoing connection takes it before the component binds it
+# (flywheel_contracts.ports, standard library only, run by path).
+free_port: Callable[[], int] = runpy.run_path(
+    str(Path(__file__).resolve().parents[2] / "libs/flywheel-contracts/src/flywheel_contracts/ports.py"))["free_port"]
 
 
 def die_with_parent() -> None:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from flywheel_contracts import admission as module
 from flywheel_contracts.admission import DEFAULT_EXEMPT_PATHS, Admission, AdmissionSettings, admission
+from flywheel_contracts.ports import free_port
 
 PATIENCE_S = 20  # a bound on waiting for the server to reach a state, never an assertion on speed
 
@@ -97,11 +98,6 @@ class Running:
         eventually(lambda: self.middleware.waiting == before + 1, "a request waiting")
         return waiting
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

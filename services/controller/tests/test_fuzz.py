@@ -9,7 +9,6 @@ Bounded for `make test`: a fixed number of examples, derandomized, so CI sends t
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from flywheel_contracts.ports import free_port
 from flywheel_controller._health import METHODS, PATHS, HealthApp
 from flywheel_controller._metrics import Metrics
 
@@ -69,9 +69,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def health() -> Iterator[Served]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     metrics = Metrics()
     metrics.verdicts.labels(model="fraud", verdict="Successful").inc()  # a series with labels in the exposition
     served: Served

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import trustme
 import uvicorn
 
+from flywheel_contracts.ports import free_port
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV, TLS
 from flywheel_controller._config import Settings
 from flywheel_controller._discovery import router_replicas
@@ -55,11 +55,6 @@ def _write(ca: trustme.CA, where: Path, *names: str) -> dict[str, str]:
     ca.cert_pem.write_to_path(str(where / "ca.crt"))
     return {CERT_FILE_ENV: str(where / "tls.crt"), KEY_FILE_ENV: str(where / "tls.key"), CA_FILE_ENV: str(where / "ca.crt")}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _stats(scope, receive, send) -> None:

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,14 +9,9 @@ import time
 import httpx
 
 from flywheel_contracts.auth import TokenFile, write_token
+from flywheel_contracts.ports import free_port
 
 from test_events import kserve, transformer_request, transformer_response
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(tmp_path, port, **extra: str):

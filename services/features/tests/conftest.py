@@ -3,7 +3,6 @@ temporary SQLite online store, once per session, through the same functions the 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from fastapi import FastAPI
 from feast import FeatureStore
 
 from flywheel_contracts.auth import TokenFile, write_token
+from flywheel_contracts.ports import free_port
 from flywheel_core import feature_pipeline, sim
 from flywheel_features import Settings, apply, create_app, materialize, open_store
 
@@ -82,11 +82,6 @@ def merchant_risk(data_dir: Path) -> pd.DataFrame:
 def transactions(data_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

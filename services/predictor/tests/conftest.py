@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from flywheel_contracts.ports import free_port
+
 import tiny_model  # noqa: E402
 
 START_TIMEOUT_S = 60
@@ -32,11 +33,6 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_env(repo: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:

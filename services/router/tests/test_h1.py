@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 import uvicorn
 
+from flywheel_contracts.ports import free_port
 from flywheel_router._h1 import H1Upstreams
 from flywheel_router._upstream import UpstreamFailure
 
@@ -55,11 +55,6 @@ class App:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flywheel_contracts.ports import free_port
 from flywheel_core import schema
 
 from conftest import ONLINE_NAMES, feast_answer
@@ -198,9 +199,7 @@ class TransformerProcess:
     """`python -m flywheel_transformer` on a free port with the given settings."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_TRANSFORMER_")}
         self.env.update({"FLYWHEEL_TRANSFORMER_HTTP_PORT": str(self.port), **env})

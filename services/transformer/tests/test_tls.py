@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import trustme
 
+from flywheel_contracts.ports import free_port
 from flywheel_contracts.tls import CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV
 
 from conftest import publish_version, transaction
@@ -60,9 +60,7 @@ def https(stub: ThreadedServer, files: dict[str, str]) -> ThreadedServer:
 
 @contextmanager
 def transformer(workdir: Path, extra: dict[str, str], verify: ssl.SSLContext | bool) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_TRANSFORMER_", "FLYWHEEL_TLS_"))}
     env.update({"FLYWHEEL_TRANSFORMER_MODEL_REPO": str(workdir / "model_repo"),
                 "FLYWHEEL_TRANSFORMER_HTTP_PORT": str(port), "FLYWHEEL_TRANSFORMER_HTTP_HOST": "127.0.0.1",
