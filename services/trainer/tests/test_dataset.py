@@ -63,3 +63,12 @@ def test_a_feast_data_dir_other_than_the_data_is_refused(small_data, tmp_path, m
     monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="FLYWHEEL_DATA_DIR"):
         build_training_set(FEATURE_REPO, small_data)
+
+
+def test_a_data_window_keeps_only_the_newest_span_before_the_cutoff(small_data, training_set):
+    window = pd.Timedelta(days=10)
+    windowed = build_training_set(FEATURE_REPO, small_data, data_window=window)
+    assert windowed.cutoff == training_set.cutoff
+    assert (windowed.frame["event_timestamp"] > windowed.cutoff - window).all()
+    newest = training_set.frame[training_set.frame["event_timestamp"] > training_set.cutoff - window]
+    assert 0 < len(windowed.frame) == len(newest) < len(training_set.frame)

@@ -41,6 +41,9 @@ def test_metadata_follows_the_contract(version_dir):
     assert set(lineage["data_files_sha256"]) >= {"transactions.parquet", "card_activity.parquet", "merchant_risk.parquet"}
     assert lineage["seed"] == load_settings().seed and lineage["packages"]["torch"].startswith("2.15.0")
     assert lineage["training"]["epochs_run"] <= TEST_EPOCHS
+    # Trained by hand (no RUN_ID): the run link is there, empty; a controller's run fills it in.
+    assert lineage["run"] == {"id": None, "trigger": None, "reason": None, "policy": None, "parent": None,
+                              "window": None}
 
 
 def test_every_file_is_listed_with_its_digest_and_edits_are_detected(version_dir, tmp_path):
@@ -232,3 +235,21 @@ def test_a_stable_version_that_is_not_published_is_a_config_error(published_repo
                  "--model", "fraud", "--epochs", "1"])
     assert code == 2
     assert model_repo.list_versions(repo, "fraud") == ["v1"]
+
+
+def test_a_controller_run_is_recorded_in_the_lineage_it_is_found_by():
+    from flywheel_trainer._pipeline import run_lineage
+
+    settings = load_settings(run_id="fraud-retrain-7", run_trigger="DriftAlert", run_reason="data alert (ks)",
+                             run_policy="fraud", window="720h")
+    assert run_lineage(settings, "v3") == {"id": "fraud-retrain-7", "trigger": "DriftAlert",
+                                           "reason": "data alert (ks)", "policy": "fraud", "parent": "v3",
+                                           "window": "720h"}
+
+
+@pytest.mark.parametrize("window", ["30d", "-1h", "h"])
+def test_a_data_window_that_is_not_a_duration_is_refused(window):
+    from flywheel_trainer import ConfigError
+
+    with pytest.raises(ConfigError, match="WINDOW"):
+        load_settings(window=window)

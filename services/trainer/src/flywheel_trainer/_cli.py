@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from flywheel_contracts.rollout import parse_duration
 from flywheel_core import model_repo
 
 from ._config import TrainerSettings, load_settings
@@ -34,7 +35,8 @@ def train(settings: TrainerSettings, *, cutoff: pd.Timestamp | None = None) -> P
 
     started = time.perf_counter()
     training_set = build_training_set(
-        settings.feature_repo, settings.data_dir, cutoff, yaml=settings.feature_store_yaml
+        settings.feature_repo, settings.data_dir, cutoff, yaml=settings.feature_store_yaml,
+        data_window=pd.Timedelta(seconds=parse_duration(settings.window)) if settings.window else None,
     )
     target = train_and_publish(
         training_set, settings.model_repo, settings.model, settings, feature_repo=str(settings.feature_repo)

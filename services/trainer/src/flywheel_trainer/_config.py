@@ -117,6 +117,24 @@ class TrainerSettings(BaseSettings):
         "A candidate that fails is published as rejected (exit 6). Default empty: no comparison, only the variants "
         "gate.",
     )
+    window: str = Field(
+        "",
+        pattern=r"^$|^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$",
+        description="Train only on transactions of the last WINDOW before the cut-off, a Go duration such as 720h "
+        "(stateless retraining on a sliding window: a RetrainPolicy's training.window). Default empty: the whole "
+        "history.",
+    )
+    run_id: str = Field(
+        "",
+        max_length=253,
+        description="The run that asked for this version (the controller sets its trainer Job's name); recorded in "
+        "the metadata's lineage.run, where the controller finds the version the Job published. Default empty.",
+    )
+    run_trigger: str = Field(
+        "", max_length=64, description="What started the run (DriftAlert, Performance, Schedule, Manual); lineage only."
+    )
+    run_reason: str = Field("", max_length=1024, description="Why, in a sentence (lineage only). Default empty.")
+    run_policy: str = Field("", max_length=253, description="The RetrainPolicy that started the run (lineage only).")
     gate_min_pr_auc_gain: float = Field(
         0.0,
         ge=-1,

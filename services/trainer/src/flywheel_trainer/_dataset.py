@@ -160,10 +160,12 @@ def build_training_set(
     window: pd.Timedelta | None = None,
     *,
     yaml: str = "feature_store.yaml",
+    data_window: pd.Timedelta | None = None,
 ) -> TrainingSet:
     """Point-in-time features for every mature transaction labelled at `cutoff` (default: last event).
 
-    `window` is the label maturity (default: inferred with `label_window`).
+    `window` is the label maturity (default: inferred with `label_window`). `data_window` keeps only transactions
+    of that span before the cut-off (a sliding window; default: the whole history).
     """
     keep_feast_metrics_in_memory()
     from feast import FeatureStore  # imported here: Feast takes seconds to import and tests of the rest need none
@@ -176,10 +178,13 @@ def build_training_set(
         cutoff = cutoff.tz_localize("UTC")
     window = label_window(transactions, cutoff) if window is None else pd.Timedelta(window)
     labelled = labelled_at(transactions, cutoff, window)
+    if data_window is not None:
+        labelled = labelled.loc[labelled["event_timestamp"] > cutoff - data_window].reset_index(drop=True)
     if labelled.empty:
         raise DataError(
             f"no transaction older than the label window ({window}) has a label known at the cut-off "
-            f"{cutoff.isoformat()}: simulate a longer history"
+            f"{cutoff.isoformat()}" + (f" within the data window ({data_window})" if data_window is not None else "")
+            + ": simulate a longer history"
         )
     log.info(
         "training set: %d of %d transactions labelled at cut-off %s and older than the %s label window (%d frauds)",

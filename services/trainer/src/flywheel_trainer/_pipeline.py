@@ -225,6 +225,22 @@ def judge(training_set: TrainingSet, test_rows: np.ndarray, y_test: np.ndarray, 
     return gates
 
 
+def run_lineage(settings: TrainerSettings, parent: str | None) -> dict[str, Any]:
+    """Who asked for this version and why: the link from a RetrainPolicy's run to the version it published.
+
+    `id` is the controller's trainer Job name (RUN_ID); the controller finds the version by it. `parent` is the
+    stable version the gates compared with (None: none). `window` is the sliding data window (None: all history).
+    """
+    return {
+        "id": settings.run_id or None,
+        "trigger": settings.run_trigger or None,
+        "reason": settings.run_reason or None,
+        "policy": settings.run_policy or None,
+        "parent": parent,
+        "window": settings.window or None,
+    }
+
+
 def train_and_publish(
     training_set: TrainingSet, repo: Path, model_name: str, settings: TrainerSettings, *, feature_repo: str = ""
 ) -> Path:
@@ -354,6 +370,7 @@ def train_and_publish(
                 "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                              "pos_weight": result.pos_weight, "history": result.history},
                 "drift_reference_rows": int(len(sample)),
+                "run": run_lineage(s, stable.version if stable else None),
                 "wall_seconds_before_publish": round(time.perf_counter() - started, 1),
             },
         }
