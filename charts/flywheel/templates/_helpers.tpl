@@ -212,6 +212,11 @@ model repository claim, so it needs both (an image volume or an object store cop
 {{- if and .Values.trainer.enabled .Values.features.enabled (eq .Values.modelRepo.source "pvc") }}true{{ end -}}
 {{- end -}}
 
+{{- /* The controller acts on RetrainPolicies: it is asked to, and there is a trainer CronJob to make Jobs from. */}}
+{{- define "flywheel.controllerRetrains" -}}
+{{- if and .Values.controller.enabled .Values.controller.retrain (include "flywheel.trainerRendered" .) }}true{{ end -}}
+{{- end -}}
+
 {{- define "flywheel.modelRepoClaim" -}}
 {{- default (include "flywheel.componentName" (dict "ctx" . "component" "model-repo")) .Values.modelRepo.pvc.claimName -}}
 {{- end -}}

@@ -1,4 +1,5 @@
-"""`kubectl flywheel`: list, inspect and steer ModelRollouts from a terminal (the `kubectl-flywheel` script).
+"""`kubectl flywheel`: list, inspect and steer ModelRollouts, and ask a RetrainPolicy for a run (`retrain`), from a
+terminal (the `kubectl-flywheel` script).
 
 It shells out to `kubectl` rather than speaking to the API server itself: kubectl already understands every
 kubeconfig form and auth plugin (exec, OIDC, cloud CLIs), and a person's --kubeconfig/--context/-n (and
@@ -33,12 +34,15 @@ import yaml
 from pydantic import ValidationError
 
 from flywheel_contracts import Intent, IntentAction, ModelRollout, Phase
+from flywheel_contracts.retrain import MANUAL_REQUEST_ANNOTATION, RetrainPolicy
+from flywheel_contracts.retrain import PLURAL as POLICY_PLURAL
 from flywheel_contracts.rollout import GROUP, PLURAL, VERSION
 
 from ._cli_render import render_list, render_outcome, render_status
 
 RESOURCE = f"{PLURAL}.{GROUP}"
 """Fully qualified, so another group's `modelrollouts` (or a short name clash) can never be meant."""
+POLICY_RESOURCE = f"{POLICY_PLURAL}.{GROUP}"
 WAIT_POLL_S = 0.5
 KUBECTL_TIMEOUT_S = 60.0
 """Longest one kubectl call may take before the cluster counts as unreachable."""
@@ -122,18 +126,17 @@ class Kubectl:
             return "default"
         return (done.stdout.strip() if done.returncode == 0 else "") or "default"
 
-    def _fail(self, stderr: str, verb: str, name: str | None) -> CliError:
+    def _fail(self, stderr: str, verb: str, name: str | None, kind: str = "ModelRollout") -> CliError:
         first = _first_error_line(stderr)
         low = stderr.lower()
         if any(s in low for s in _CRD_MISSING):
             return CliError(
-                "the cluster has no ModelRollout CRD: install the chart or kubectl apply -f manifests/crds/"
+                f"the cluster has no {kind} CRD: install the chart or kubectl apply -f manifests/crds/"
             )
         if "(notfound)" in low and name:
-            return CliError(
-                f"no ModelRollout '{name}' in namespace '{self.current_namespace()}' "
-                "(kubectl flywheel list shows the rollouts)"
-            )
+            listing = "kubectl flywheel list shows the rollouts" if kind == "ModelRollout" else (
+                "kubectl get retrainpolicies lists them")
+            return CliError(f"no {kind} '{name}' in namespace '{self.current_namespace()}' ({listing})")
         if "forbidden" in low:
             denied = re.search(r'cannot (\w+) resource "([^"]+)"', stderr)
             what = f"{denied.group(1)} {denied.group(2)}" if denied else f"{verb} {RESOURCE}"
@@ -147,10 +150,10 @@ class Kubectl:
             return CliError(f"cannot reach the cluster: {first}")
         return CliError(f"kubectl {verb} failed: {first}")
 
-    def _json(self, args: list[str], verb: str, name: str | None) -> dict:
+    def _json(self, args: list[str], verb: str, name: str | None, kind: str = "ModelRollout") -> dict:
         done = self._run(args)
         if done.returncode != 0:
-            raise self._fail(done.stderr, verb, name)
+            raise self._fail(done.stderr, verb, name, kind)
         try:
             return json.loads(done.stdout)
         except json.JSONDecodeError as e:
@@ -166,6 +169,14 @@ class Kubectl:
     def patch_status(self, name: str, body: dict) -> None:
         patch = ["--subresource=status", "--type=merge", "-p", json.dumps(body, separators=(",", ":"))]
         self._json(["patch", RESOURCE, name, *patch, "-o", "json"], "patch", name)
+
+    def get_policy(self, name: str) -> dict:
+        return self._json(["get", POLICY_RESOURCE, name, "-o", "json"], "get", name, "RetrainPolicy")
+
+    def annotate_policy(self, name: str, annotations: dict[str, str]) -> dict:
+        body = json.dumps({"metadata": {"annotations": annotations}}, separators=(",", ":"))
+        return self._json(["patch", POLICY_RESOURCE, name, "--type=merge", "-p", body, "-o", "json"], "patch", name,
+                          "RetrainPolicy")
 
 
 def _parse(obj: dict) -> ModelRollout:
@@ -293,6 +304,49 @@ def _intent(args: argparse.Namespace, kubectl: Kubectl, io: _Io) -> int:
         io.sleep(min(WAIT_POLL_S, remaining))
 
 
+def _retrain(args: argparse.Namespace, kubectl: Kubectl, io: _Io) -> int:
+    """Ask for a retraining now: the RetrainPolicy's retrain-requested-at annotation, then wait until the controller
+    starts the run (or says why it does not)."""
+    policy = _parse_policy(kubectl.get_policy(args.name))
+    if not policy.spec.triggers.manual:
+        raise CliError(f"cannot retrain {policy.name}: its triggers.manual is false", 2)
+    if policy.status.phase.busy():
+        run = policy.status.last_run
+        raise CliError(f"cannot retrain {policy.name}: a run is under way ({policy.status.phase.value}"
+                       f"{', ' + run.job if run and run.job else ''}); one at a time", 2)
+    requested = _now().replace(microsecond=0)
+    kubectl.annotate_policy(policy.name, {MANUAL_REQUEST_ANNOTATION: requested.isoformat().replace("+00:00", "Z")})
+    if args.no_wait:
+        io.print(f"asked {policy.name} to retrain at {requested.isoformat()}; kubectl get retrainpolicy {policy.name} "
+                 "shows when the controller has started the run")
+        return 0
+    deadline = io.clock() + args.timeout
+    while True:
+        current = _parse_policy(kubectl.get_policy(policy.name))
+        run = current.status.last_run
+        if run is not None and run.started_at is not None and run.started_at >= requested:
+            io.print(f"{current.name}: started {run.job} ({run.trigger.value if run.trigger else 'Manual'}: "
+                     f"{run.reason}); phase {current.status.phase.value}")
+            return 0
+        remaining = deadline - io.clock()
+        if remaining <= 0:
+            raise CliError(
+                f"asked {current.name} to retrain, but no run started within {args.timeout:g} s: "
+                f"{current.status.message or 'the controller has not answered'} (is it running? {CONTROLLER_HINT}); "
+                "the request stays in the annotation and is handled when the controller runs")
+        io.sleep(min(WAIT_POLL_S, remaining))
+
+
+def _parse_policy(obj: dict) -> RetrainPolicy:
+    try:
+        return RetrainPolicy.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        name = (obj.get("metadata") or {}).get("name")
+        raise CliError(f"RetrainPolicy {name} is not valid ({where}: {first['msg']})") from e
+
+
 def _version(args: argparse.Namespace, kubectl: Kubectl | None, io: _Io) -> int:
     try:
         version = metadata.version("flywheel-controller")
@@ -366,6 +420,12 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-wait", action="store_true", help="return once the request is written")
         sub.add_argument("--timeout", type=_positive, default=30.0,
                          help="seconds to wait for the controller to act (30)")
+
+    retrain = command("retrain", "ask a RetrainPolicy for a training run now (its manual trigger)", _retrain)
+    retrain.add_argument("name", help="the RetrainPolicy")
+    retrain.add_argument("--no-wait", action="store_true", help="return once the request is written")
+    retrain.add_argument("--timeout", type=_positive, default=30.0,
+                         help="seconds to wait for the controller to start the run (30)")
 
     command("version", "print the plugin's version", _version)
     return p

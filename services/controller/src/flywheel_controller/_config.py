@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(
         30.0, gt=0, description="Every rollout is looked at again at least this often, even with no event (s)."
     )
+    trainer_cronjob: str | None = Field(
+        None,
+        max_length=52,
+        description="The trainer CronJob whose jobTemplate makes each RetrainPolicy's training Job (the chart sets "
+        "its own). Unset: RetrainPolicies are not acted on. Needs MODEL_REPO, where the trained version is found.",
+    )
+    retrain_interval_s: float = Field(
+        15.0, gt=0, le=3600, description="How often every RetrainPolicy is looked at (its triggers, its run) (s)."
+    )
 
 
 def load_settings() -> Settings:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +72,40 @@ def read_gates(repo: Path, model: str, version: str) -> CandidateGates:
     failed = "; ".join(f"{check.name}: {check.reason}" for check in gates.checks if not check.passed)
     against = f" against {gates.stable_version}" if gates.stable_version else ""
     return CandidateGates("rejected", f"failed{against}: {failed or 'no check named'}")
+
+
+def published_by_run(repo: Path, model: str, run: str) -> str | None:
+    """The version of `model` whose metadata lineage names `run` (`lineage.run.id`: the trainer's RUN_ID, which the
+    RetrainPolicy loop sets to its run's name), newest first; None when that run published nothing. Blocking file
+    I/O, metadata.json only."""
+    root = Path(repo) / model
+    if not _NAME.match(model) or not root.is_dir():
+        return None
+    numbered = sorted(((int(child.name[1:]), child) for child in root.iterdir() if _VERSION.match(child.name)),
+                      reverse=True)
+    for _, child in numbered:
+        try:
+            document: Any = json.loads((child / "metadata.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not published (yet), or broken: not this run's version
+        lineage = document.get("lineage") if isinstance(document, dict) else None
+        found = lineage.get("run") if isinstance(lineage, dict) else None
+        if isinstance(found, dict) and found.get("id") == run:
+            return child.name
+    return None
+
+
+def trained_at(repo: Path, model: str, version: str) -> datetime | None:
+    """The training cut-off of `version` (metadata lineage.cutoff, RFC 3339); None when unknown."""
+    if not _NAME.match(model) or not _VERSION.match(version):
+        return None
+    try:
+        document: Any = json.loads((Path(repo) / model / version / "metadata.json").read_text())
+        cutoff = document["lineage"]["cutoff"]
+        moment = datetime.fromisoformat(str(cutoff).replace("Z", "+00:00"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class RepositoryGates:

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -31,6 +32,9 @@ from ._leader import AlwaysLeader, LeaseElector
 from ._metrics import Metrics
 from ._providers import make_providers
 from ._reconciler import Reconciler
+from ._retrain_kube import KubeJobRuns, KubePolicyStore, KubeRollouts
+from ._retrain_sources import DriftReports, RouterServing
+from ._retrainer import Retrainer
 from ._store_file import FileRolloutStore
 from ._store_kube import KubeRolloutStore
 from ._traffic import RouterAdminTraffic
@@ -108,25 +112,45 @@ def build_cluster(settings: Settings, metrics: Metrics,
     return reconciler, elector, client
 
 
+def build_retrainer(settings: Settings, client: KubeClient, elector: LeaseElector | AlwaysLeader,
+                    tls: TLS = PLAIN) -> Retrainer | None:
+    """The RetrainPolicy loop, when the chart names the trainer CronJob its Jobs are made from."""
+    if not settings.trainer_cronjob:
+        return None
+    namespace = _namespace(settings)
+    verify = tls.client_context()
+    traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file, verify=verify)
+    return Retrainer(
+        store=KubePolicyStore(client, namespace), runs=KubeJobRuns(client, namespace, settings.trainer_cronjob),
+        rollouts=KubeRollouts(client, namespace), serving=RouterServing(traffic, settings.model_repo),
+        reports=DriftReports(settings.drift_url, verify), model_repo_path=settings.model_repo,
+        interval_s=settings.retrain_interval_s, is_leader=lambda: elector.is_leader,
+    )
+
+
 async def serve(settings: Settings, tls: TLS = PLAIN) -> None:
     metrics = Metrics()
     reconciler, elector, client = build_cluster(settings, metrics, tls)
+    retrainer = build_retrainer(settings, client, elector, tls)
     log.info("controller for namespace %s as %s; router %s", _namespace(settings), settings.identity,
              settings.router_service or settings.router_admin_url)
     try:
-        await run_until_signal(reconciler, elector, settings, metrics, tls=tls)
+        await run_until_signal(reconciler, elector, settings, metrics, tls=tls,
+                               also=[retrainer.run()] if retrainer is not None else [])
     finally:
         await client.aclose()
 
 
 async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, metrics: Metrics,
-                           done: asyncio.Future | None = None, tls: TLS = PLAIN) -> None:
+                           done: asyncio.Future | None = None, tls: TLS = PLAIN,
+                           also: list[Coroutine[Any, Any, None]] | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
-             asyncio.create_task(elector.run(), name="elector")]
+             asyncio.create_task(elector.run(), name="elector"),
+             *(asyncio.create_task(loop_, name="retrainer") for loop_ in also or [])]
     server = health = None
     if settings.http_port:
         server = _Server(uvicorn.Config(HealthApp(metrics.registry, lambda: reconciler.ready), host=settings.http_host,

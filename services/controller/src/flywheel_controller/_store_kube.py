@@ -179,34 +179,10 @@ class KubeRolloutStore:
         return self._parse(body)
 
     async def post_event(self, rollout: ModelRollout, event: Event) -> None:
-        now = datetime.now(timezone.utc)
-        seconds = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{rollout.name}.", "namespace": rollout.namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": rollout.name,
-                "namespace": rollout.namespace,
-                "uid": rollout.uid,
-                "resourceVersion": rollout.resource_version,
-            },
-            "reason": event.reason,
-            "message": event.message[:EVENT_MESSAGE_MAX],
-            "type": event.type,
-            "source": {"component": "flywheel-controller"},
-            "reportingComponent": "flywheel.dev/controller",
-            "reportingInstance": self.instance,
-            # With eventTime set the API server requires an action too (it validates the event as a new-style one).
-            "action": "Reconcile",
-            "firstTimestamp": seconds,
-            "lastTimestamp": seconds,
-            "eventTime": micro_time(now),
-            "count": 1,
-        }
-        await self.client.request("POST", f"/api/v1/namespaces/{rollout.namespace}/events", json_body=body)
+        involved = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": rollout.name,
+                    "namespace": rollout.namespace, "uid": rollout.uid, "resourceVersion": rollout.resource_version}
+        await self.client.request("POST", f"/api/v1/namespaces/{rollout.namespace}/events",
+                                  json_body=event_body(involved, event, self.instance))
 
     def _parse(self, obj: dict[str, Any]) -> ModelRollout:
         try:
@@ -217,6 +193,31 @@ class KubeRolloutStore:
             raise StoreError(
                 f"ModelRollout {_key(obj, self.namespace)} is not valid ({where}: {first['msg']}): fix the object"
             ) from e
+
+
+def event_body(involved: dict[str, Any], event: Event, instance: str) -> dict[str, Any]:
+    """A core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid, resourceVersion), from this
+    controller."""
+    now = datetime.now(timezone.utc)
+    seconds = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+        "involvedObject": involved,
+        "reason": event.reason,
+        "message": event.message[:EVENT_MESSAGE_MAX],
+        "type": event.type,
+        "source": {"component": "flywheel-controller"},
+        "reportingComponent": "flywheel.dev/controller",
+        "reportingInstance": instance,
+        # With eventTime set the API server requires an action too (it validates the event as a new-style one).
+        "action": "Reconcile",
+        "firstTimestamp": seconds,
+        "lastTimestamp": seconds,
+        "eventTime": micro_time(now),
+        "count": 1,
+    }
 
 
 def _key(obj: Mapping[str, Any], namespace: str) -> str:
