@@ -13,7 +13,8 @@ stay flat and that no file descriptor leak. This script checks all three end to 
    are simulated live transactions, each with its own transaction_id, so every 200 is one prediction the drift
    service must end up holding; the fifth is invalid, rotating through malformed JSON, wrong types, a negative
    amount, an unknown field (ignored by the transformer, so scored: it carries a unique id too), a wrong
-   method and an unknown route. Answers are counted by kind and status;
+   method and an unknown route. Answers are counted by kind and status, a 503 `overloaded` with Retry-After
+   (the transformer's admission control shedding load) as `shed`, apart from the other 503s;
 3. every --kill-every seconds SIGKILLs one service, rotating through features, predictor and drift, and
    restarts it. Requests answered 503 while a dependency is down are expected and counted, not errors. The
    transformer itself is never killed: its event queue lives in its memory, so killing it loses what it
@@ -25,7 +26,8 @@ stay flat and that no file descriptor leak. This script checks all three end to 
    samples - median of the first minute's, fd growth = the same for open descriptors.
 
 It prints a summary and writes it with the exact command to --out (default bench/results/soak.json). The exit
-status is 1 when an event was lost, a request got an unexpected answer (a 5xx other than 503, or none),
+status is 1 when an event was lost, a request got an unexpected answer (a 5xx other than 503, none, or a 503
+that is not shedding to a request that never reaches a dependency),
 RSS grew by more than --max-rss-growth (20%) or open fds by more than --max-fd-growth (16), or a service did
 not come back; 2 when the stack did not start. Standard library only, like scripts/up.py.
 """
@@ -61,8 +63,13 @@ VICTIMS = ("features", "predictor", "drift")
 INVALID = ("malformed_json", "wrong_types", "negative_amount", "unknown_field", "wrong_method", "unknown_route")
 TRANSFORMER_EVENTS = ("events_sent_total", "events_retried_total", "events_dropped_total", "events_failed_total",
                       "events_unsent_total", "event_queue_records")
-SHED = (429, 503)
-"""Answers that say "not now" (a dependency down, load shed): expected during the soak, counted."""
+SHED = "shed"
+"""The answers key of a request shed by admission control: 503, code `overloaded`, with Retry-After. The transformer
+sheds before it reads the body, so any request may get it, malformed or not (services/transformer/README.md)."""
+NOT_NOW = (429, 503)
+"""Other answers that say "not now": a dependency down. Expected only for requests that reach the dependencies."""
+REACH_DEPENDENCIES = ("valid", "unknown_field")
+"""The kinds that are scored, so a features or predictor outage can fail them; the other kinds are refused first."""
 SETTLE_S = 20.0
 """At the end, seconds without a new prediction logged after which the ones still missing count as lost."""
 
@@ -75,7 +82,7 @@ class Traffic:
         self.base, self.transactions, self.timeout_s = base, transactions, timeout_s
         self.next_valid = 0
         self.answers: dict[str, dict[str, int]] = {}
-        """Kind -> status (as a string, "0" for no answer) -> count."""
+        """Kind -> status (as a string, "0" for no answer; SHED for load shed) -> count."""
         self.scored: dict[str, int] = {}
         """Model version -> 200 answers with a prediction (of any kind): what the drift service must hold."""
         self.skipped = 0
@@ -121,6 +128,7 @@ class Traffic:
 
     def _one(self, kind: str, method: str, url: str, body: bytes | None, content_type: str) -> None:
         version = None
+        status: int | str
         try:
             request = urllib.request.Request(url, data=body, method=method, headers={"content-type": content_type})
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -129,7 +137,7 @@ class Traffic:
             if status == 200 and "predictions" in answer:
                 version = answer["predictions"][0].get("model_version", "?")
         except urllib.error.HTTPError as e:
-            status = e.code
+            status = SHED if shed(e) else e.code
             e.close()
         except (OSError, ValueError):
             status = 0  # refused, reset, timed out or unreadable: the outcome is unknown
@@ -211,6 +219,16 @@ class Sampler(threading.Thread):
                 self.samples.append(sample)
             if self.stopping.wait(self.every_s):
                 return
+
+
+def shed(error: urllib.error.HTTPError) -> bool:
+    """Whether an error answer is admission control shedding load (503 `overloaded` + Retry-After), not a failure."""
+    if error.code != 503 or not error.headers.get("retry-after"):
+        return False
+    try:
+        return json.loads(error.read()).get("code") == "overloaded"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def get_json(url: str, timeout_s: float = 5.0) -> dict:
@@ -305,13 +323,18 @@ def verdict(args: argparse.Namespace, result: dict) -> list[str]:
 
 def unexpected(answers: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """Answers no client should get: a 5xx other than 503, no answer, a 4xx to a valid request (other than
-    429), or a 2xx to an invalid one (other than an unknown field, which the transformer ignores)."""
+    429), a 2xx to an invalid one (other than an unknown field, which the transformer ignores), or a 429/503 that
+    is not shedding to a request refused before any dependency is asked. Shed answers are expected for any kind."""
     found = {}
     for kind, by_status in answers.items():
         bad = {}
         for status, n in by_status.items():
+            if status == SHED:
+                continue
             code = int(status)
-            if code in SHED:
+            if code in NOT_NOW:
+                if kind not in REACH_DEPENDENCIES:
+                    bad[status] = n
                 continue
             wrong_class = (kind == "valid") != (code == 200) and kind != "unknown_field"
             if code == 0 or code >= 500 or wrong_class:
@@ -437,6 +460,7 @@ def main() -> int:
                      "victims": list(VICTIMS), "concurrency": args.concurrency, "timeout_s": args.timeout,
                      "invalid_kinds": list(INVALID), "not_killed": "transformer (its event queue is in memory)"},
         "traffic": {"seconds": round(elapsed, 1), "requests": sum(sum(s.values()) for s in traffic.answers.values()),
+                    "shed": sum(s.get(SHED, 0) for s in traffic.answers.values()),
                     "skipped_at_concurrency_limit": traffic.skipped, "answers": traffic.answers,
                     "scored_by_version": traffic.scored},
         "kills": chaos.kills,

@@ -146,6 +146,21 @@ def test_past_the_limit_a_request_is_answered_503_with_retry_after_while_the_oth
         assert_idle(running)
 
 
+def test_shedding_comes_before_the_body_is_parsed_so_any_body_malformed_or_not_gets_the_same_503():
+    with serving(max_in_flight=1, max_waiting=0, retry_after_s=2) as running:
+        held = running.hold(1)
+        shed = running.post(b'{"instances": [{"amount": 12.5,')  # malformed JSON: the app would answer it 400
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "2" and shed.json()["code"] == "overloaded"
+        assert running.gate.entered == [b"held-0"]  # the shed body never reached the app
+        running.gate.release()
+        assert held[0].result().status_code == 200
+        admitted = running.post_later(b'{"instances": [{"amount": 12.5,')
+        eventually(lambda: len(running.gate.entered) == 2, "the same body admitted once there is room")
+        running.gate.release()
+        assert admitted.result().status_code == 200
+        assert_idle(running)
+
+
 def test_health_readiness_and_metrics_are_never_shed():
     with serving(max_in_flight=1, max_waiting=0) as running:
         running.hold(1)

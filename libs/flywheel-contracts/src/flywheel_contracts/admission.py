@@ -7,6 +7,10 @@ short FIFO (at most `max_waiting` requests, each at most `max_wait_ms`) for a sl
 hands straight to the oldest waiter (no barging); anything beyond is answered immediately with 503, a
 `Retry-After` header and the family's body (`flywheel_contracts.errors.Overloaded`, code `overloaded`).
 
+Shedding comes before the body is parsed (a waiting request only buffers up to 64 KiB of it), so under overload
+any request gets that 503, a malformed one included, and its 400 only once there is room. On purpose: parsing is
+the work the limit protects, and the 503 says "not now", nothing about the body.
+
 503, not 429: the limit is this replica's capacity, not a caller's quota. 503 + Retry-After is what load
 balancers and KServe/Knative clients read as "try another replica or come back shortly" (Envoy retries it
 with `retry_on: 5xx`, the router retries a candidate's 503 on the stable); 429 says "you, slow down".
