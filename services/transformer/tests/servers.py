@@ -161,12 +161,16 @@ class PredictorStub(ThreadedServer):
 class CloudEventSink(ThreadedServer):
     """Records every posted event's headers and body; answers after `delay_s`, or with `hold` set only once the
     test calls release(). With `token` set, an event without `Authorization: Bearer <token>` gets a 401 and is
-    not recorded. `arrived` counts the posts that reached the handler, held ones included."""
+    not recorded. `arrived` counts the posts that reached the handler, held ones included. With `down` set it
+    is a sink in an outage, as a drift pod restarting behind a proxy looks: every post is answered 503 at once
+    and not recorded (`refused` counts them)."""
 
     def __init__(self, delay_s: float = 0.0, token: str | None = None, hold: bool = False) -> None:
         self.delay_s = delay_s
         self.token = token
         self.hold = hold
+        self.down = False
+        self.refused = 0
         self.arrived = 0
         self.events: list[dict[str, Any]] = []
         super().__init__([Route("/", self.handle, methods=["POST"])])
@@ -176,6 +180,9 @@ class CloudEventSink(ThreadedServer):
         if denied is not None:
             return denied
         body = await request.body()  # before the delay: a client that gives up must not leave a traceback here
+        if self.down:
+            self.refused += 1
+            return JSONResponse({"error": "no healthy upstream", "code": "unavailable"}, status_code=503)
         self.arrived += 1
         if self.hold:
             await self.held()

@@ -127,20 +127,22 @@ def test_a_full_queue_drops_the_whole_record_and_counts_both_events():
 
 def test_sink_errors_and_timeouts_are_counted_not_raised():
     def handler(request):
-        if request.headers["ce-type"] == REQUEST_TYPE:
+        if request.headers["ce-id"] == "erring":
             return httpx.Response(500)
         raise httpx.ReadTimeout("slow sink")
 
     async def go():
         sink, registry = sink_with(handler)
-        sink.submit(record())
+        sink.submit(record("erring"))
+        sink.submit(record("slow"))
         await sink.drain()
         await sink.aclose()
         return registry
 
     registry = run(go())
-    assert value(registry, "flywheel_transformer_events_failed_total") == 2
+    assert value(registry, "flywheel_transformer_events_failed_total") == 4  # retries off: each record given up whole
     assert value(registry, "flywheel_transformer_events_sent_total") == 0
+    assert value(registry, "flywheel_transformer_events_submitted_total") == 4
 
 
 def test_a_sink_that_is_briefly_down_loses_no_event_each_is_retried_until_taken():
@@ -182,6 +184,32 @@ def test_a_refused_event_is_not_retried_and_a_transient_failure_is_given_up_afte
     assert value(registry, "flywheel_transformer_events_failed_total") == 2
     assert value(registry, "flywheel_transformer_events_retried_total") == 1  # only the 503, once
     assert value(registry, "flywheel_transformer_events_sent_total") == 0
+
+
+def test_a_record_whose_retry_budget_runs_out_is_given_up_whole_never_half_a_pair():
+    posts = []
+
+    def handler(request):
+        posts.append((request.headers["ce-id"], request.headers["ce-type"]))
+        if len(posts) <= 2:  # down for the request event's two tries, back right after the last one
+            return httpx.Response(503)
+        return httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler, retry_s=0.25)  # tries at 0 and 0.1 s; one at 0.3 s would pass 0.25
+        sink.submit(record("lost"))
+        await sink.drain()
+        sink.submit(record("next"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    # The response of "lost" is not posted to the sink that is back: it would be half a pair, its request gone.
+    assert posts == [("lost", REQUEST_TYPE), ("lost", REQUEST_TYPE), ("next", REQUEST_TYPE), ("next", RESPONSE_TYPE)]
+    assert value(registry, "flywheel_transformer_events_failed_total") == 2
+    assert value(registry, "flywheel_transformer_events_sent_total") == 2
+    assert value(registry, "flywheel_transformer_events_submitted_total") == 4
 
 
 def test_the_version_that_scored_is_the_ce_modelversion_extension_of_both_events():

@@ -136,11 +136,13 @@ class Settings(BaseSettings, _Admission):
     """Timeout in seconds of one post to the event sink (default 1.0)."""
 
     event_retry_s: float = Field(30.0, ge=0, le=3600)
-    """Seconds an event is retried after a transient failure (no answer, a timeout, 408, 429, 5xx) before it is
-    given up and counted in `events_failed_total` (default 30: longer than a drift pod takes to restart). Back-off
-    from 0.1 s doubling to 2 s. Delivery is at least once: the drift service drops a second copy by `ce-id`. While
-    the sink is down the senders wait, the queue (EVENT_QUEUE_SIZE) fills and new records are dropped, counted;
-    0 turns retries off. A 4xx other than 408/429 is never retried."""
+    """Seconds a record (its request and response event together) is retried after a transient failure (no answer,
+    a timeout, 408, 429, 5xx), from when a sender takes it, before both events are given up and counted in
+    `events_failed_total` (default 30: longer than a drift pod takes to restart). Back-off from 0.1 s doubling to
+    2 s. Delivery is at least once: the drift service drops a second copy by `ce-id`. While the sink is down the
+    other records wait in the queue (EVENT_QUEUE_SIZE); once it is full new records are dropped, counted in
+    `events_dropped_total` (README, *Inference log*). 0 turns retries off. A 4xx other than 408/429 is never
+    retried."""
 
     event_drain_timeout_s: float = Field(5.0, gt=0, le=300)
     """Most seconds spent at shutdown (SIGTERM) posting the inference records still queued (default 5); what

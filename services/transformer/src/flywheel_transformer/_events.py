@@ -11,11 +11,23 @@ alone (the bodies carry it too: the request's `parameters.metadata_version`, the
 `model_version`).
 
 A request handler only does `put_nowait` on a bounded queue; sender tasks post with a short timeout and
-retry a transient failure (no answer, timeout, 408, 429, 5xx) with back-off for up to EVENT_RETRY_S, so a
-drift pod restarting loses nothing: delivery is at least once, and the drift service analyses a `ce-id`
-once. A full queue drops the whole record (both events, so the sink never sees half a pair) and counts
-it; an event given up on (a 4xx, or the retry time spent) is counted too. Nothing here can slow or fail a
-prediction.
+retry a transient failure (no answer, timeout, 408, 429, 5xx) with back-off, so a drift pod restarting
+loses nothing: delivery is at least once, and the drift service analyses a `ce-id` once. Nothing here can
+slow or fail a prediction.
+
+What a longer sink outage costs, and how it is counted (every event submitted ends in exactly one of
+sent, failed, dropped or unsent; `events_submitted_total` is their sum plus what is queued or in flight):
+
+- A record's two events share one retry budget, EVENT_RETRY_S from when a sender takes the record. When it
+  is spent on a transient failure, the record is given up whole: the event that failed and any not yet
+  posted count in `events_failed_total`, so a sink coming back a moment later is not sent the response
+  of a request it never took. Each sender so gives up about one record per EVENT_RETRY_S of outage.
+- The other records wait in the queue, oldest first, at most EVENT_QUEUE_SIZE of them (the memory bound);
+  a record scored while it is full is dropped whole, `events_dropped_total` +2. Dropping starts about
+  EVENT_QUEUE_SIZE / request rate seconds into an outage.
+- When the sink is back, the senders' next try (within the 2 s back-off cap) succeeds, the backlog goes out
+  oldest first, then new records: records scored while the backlog drains may still find the queue full.
+- An event refused for good (a 4xx other than 408/429) is counted failed alone; its partner is still sent.
 
 At shutdown (`close`) the queue is drained for at most a deadline (EVENT_DRAIN_TIMEOUT_S): Kubernetes
 sends SIGTERM and kills the pod terminationGracePeriodSeconds later, so waiting longer than that loses
@@ -147,6 +159,7 @@ class EventSink:
     def submit(self, record: InferenceRecord) -> bool:
         """Queue a record without waiting; False (and counted) when the queue is full."""
         self._start()
+        self._metrics.events_submitted.labels(self._model).inc(2)
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
@@ -167,25 +180,34 @@ class EventSink:
             record = await self._queue.get()
             self._in_flight += 2
             try:
+                give_up = time.monotonic() + self._retry_s  # one budget for the record, not one per event
                 for ce_type, payload in ((REQUEST_TYPE, record.request), (RESPONSE_TYPE, record.response)):
-                    await self._post(record, ce_type, payload)
+                    expired = await self._post(record, ce_type, payload, give_up)
                     self._in_flight -= 1  # not when cancelled mid-post: that event was not sent
+                    if expired and ce_type == REQUEST_TYPE:  # the sink is down: give the response up with it
+                        self._failed(f"{expired}; its request event was given up", count=1)
+                        self._in_flight -= 1
+                        break
             finally:
                 self._queue.task_done()
                 self._metrics.event_queue.labels(self._model).set(self._queue.qsize())
 
-    async def _post(self, record: InferenceRecord, ce_type: str, payload: dict[str, Any]) -> None:
-        """Post one event; retry a transient failure with back-off until EVENT_RETRY_S has passed."""
+    async def _post(self, record: InferenceRecord, ce_type: str, payload: dict[str, Any], give_up: float) -> str | None:
+        """Post one event, retrying a transient failure with back-off until the monotonic time `give_up`. Returns
+        why, when it was given up on a transient failure (the retry budget spent); None when it was sent or
+        refused for good (counted failed)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
-        give_up = time.monotonic() + self._retry_s
         backoff = RETRY_FIRST_S
         while True:
             why, transient = await self._try(record, ce_type, body)
             if why is None:
-                return
-            if not transient or time.monotonic() + backoff > give_up:
+                return None
+            if not transient:
                 self._failed(why)
-                return
+                return None
+            if time.monotonic() + backoff > give_up:
+                self._failed(why)
+                return why
             self._metrics.events_retried.labels(self._model).inc()
             self._outage(why)
             await asyncio.sleep(backoff)
@@ -216,12 +238,12 @@ class EventSink:
     def _outage(self, why: str) -> None:
         if not self._failing:  # one line per outage, not per event; the counters have the rest
             self._failing = True
-            log.warning("event sink %s is failing (%s); retrying each event for up to %.0f s", self.url, why,
+            log.warning("event sink %s is failing (%s); retrying each record for up to %.0f s", self.url, why,
                         self._retry_s)
 
-    def _failed(self, why: str) -> None:
-        self._failed_count += 1
-        self._metrics.events_failed.labels(self._model).inc()
+    def _failed(self, why: str, count: int = 1) -> None:
+        self._failed_count += count
+        self._metrics.events_failed.labels(self._model).inc(count)
         if not self._failing:  # one line per outage, not per event; the counter has the rest
             self._failing = True
             log.warning(

@@ -57,11 +57,18 @@ class Metrics:
             "Transactions scored with training defaults because the feature lookup failed (degraded).",
         )
         self.predictor_errors = counter("predictor_errors_total", "Predictor calls that failed.")
+        self.events_submitted = counter(
+            "events_submitted_total",
+            "Inference CloudEvents produced (two per scored request); each ends sent, failed, dropped or unsent.",
+        )
         self.events_sent = counter("events_sent_total", "Inference CloudEvents accepted by the sink.")
-        self.events_dropped = counter("events_dropped_total", "Inference CloudEvents dropped: queue full.")
+        self.events_dropped = counter(
+            "events_dropped_total", "Inference CloudEvents dropped: the record was scored while the queue was full."
+        )
         self.events_failed = counter(
             "events_failed_total",
-            "Inference CloudEvents given up on: refused for good (4xx) or not taken within EVENT_RETRY_S.",
+            "Inference CloudEvents given up on: refused for good (4xx), or their record not taken within its "
+            "EVENT_RETRY_S budget (both events).",
         )
         self.events_retried = counter(
             "events_retried_total", "Posts of inference CloudEvents tried again after a transient failure."
