@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flywheel_core import _sim_traffic as traffic
 from flywheel_core import sim
 from flywheel_core._sim_cli import main as cli
+from flywheel_core._sim_world import build_world
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -153,8 +155,22 @@ def test_the_default_data_set_depends_on_its_seed_not_on_the_day_it_is_made():
     for other in frames[1:]:
         pd.testing.assert_frame_equal(frames[0], other)
     history = frames[0]
-    assert (len(history), int(history["is_fraud"].sum())) == (40923, 719)
-    assert round(float(history["amount"].sum()), 2) == 9133865.15
-    assert (history["card_id"].nunique(), history["merchant_id"].nunique()) == (1965, 498)
+    assert (len(history), int(history["is_fraud"].sum())) == (40905, 747)
+    assert round(float(history["amount"].sum()), 2) == 9173037.45
+    assert (history["card_id"].nunique(), history["merchant_id"].nunique()) == (1967, 497)
     live = sim.generate_live(sim.preset("default", start="2026-10-31"), "none", 100)
-    assert (live["transaction_id"].iloc[0], round(float(live["amount"].sum()), 2)) == ("t3361228796", 31532.66)
+    assert (live["transaction_id"].iloc[0], round(float(live["amount"].sum()), 2)) == ("t7185840905", 45909.55)
+
+
+def test_the_share_of_spending_abroad_does_not_depend_on_the_window_length():
+    """Trips are a Poisson process, so a week of live traffic and a six-week history of the same regime spend
+    abroad alike: 1 - E[exp(-rate x duration)] of in-person spending, duration uniform on 2-10 days."""
+    world = build_world(20_000, 500, 0.6, seed=5)
+    regime = traffic.Regime()
+    rate, low, high = regime.trip_rate_per_card_day, 2.0, traffic.MAX_TRIP_DAYS
+    expected = 1 - (np.exp(-rate * low) - np.exp(-rate * high)) / (rate * (high - low))
+    for days in (7, 42):
+        rows = traffic.legit(world, np.random.default_rng(1), 0, days * traffic.US_PER_DAY, regime)
+        in_person = rows.channel != 1
+        abroad = float((rows.country[in_person] != world.card_home[rows.card[in_person]]).mean())
+        assert abroad == pytest.approx(expected, abs=0.005), days

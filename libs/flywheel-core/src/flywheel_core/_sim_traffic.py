@@ -150,19 +150,12 @@ def legit(world: World, rng: np.random.Generator, start_us: int, end_us: int, re
     keep = time_us < end_us
     card, time_us = card[keep], time_us[keep]
 
-    # Trips: at most one per card in the window; its in-person spending happens at the destination.
-    span_days = (end_us - start_us) / US_PER_DAY
-    n_cards = len(world.card_ids)
-    has_trip = rng.random(n_cards) < 1.0 - np.exp(-regime.trip_rate_per_card_day * (span_days + MAX_TRIP_DAYS))
-    trip_start = rng.integers(start_us - MAX_TRIP_DAYS * US_PER_DAY, end_us, size=n_cards)
-    trip_end = trip_start + rng.integers(2 * US_PER_DAY, MAX_TRIP_DAYS * US_PER_DAY, size=n_cards)
-    destination = foreign_country(rng, world.card_home, regime.travel_weights)
-    abroad = has_trip[card] & (time_us >= trip_start[card]) & (time_us < trip_end[card])
+    abroad, destination = _trips(world, rng, start_us, end_us, regime, card, time_us)
 
     cum = np.cumsum(world.card_channel_p[card], axis=1)
     u = rng.random(len(card))
     channel = (u > cum[:, 0]).astype(np.int64) + (u > cum[:, 1])
-    country = np.where(abroad, destination[card], world.card_home[card])
+    country = np.where(abroad, destination, world.card_home[card])
     ecom = channel == 1
     foreign_ecom = ecom & (rng.random(len(card)) < regime.foreign_ecom_share)
     country[foreign_ecom] = foreign_country(rng, world.card_home[card[foreign_ecom]], regime.travel_weights)
@@ -174,6 +167,37 @@ def legit(world: World, rng: np.random.Generator, start_us: int, end_us: int, re
         merchant[rows] = pick_merchants(world, rng, country[rows], name)
     amount = amounts(world, rng, card, merchant, 1.0, regime)
     return Rows(card, time_us, channel, country, merchant, amount, np.zeros(len(card), dtype=np.int64))
+
+
+def _trips(world: World, rng: np.random.Generator, start_us: int, end_us: int, regime: Regime, card: np.ndarray,
+           time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which transactions happen on a trip abroad, and where: (abroad mask, destination country per row).
+
+    Trip starts are a Poisson process per card at `trip_rate_per_card_day`, from MAX_TRIP_DAYS before the
+    window (so trips already under way at its start are there too); each lasts 2-10 days. While a trip is
+    under way the card's in-person spending happens at its destination; when a second trip starts before
+    the first ends, the newer one counts. A Poisson process, not "at most one trip per window", so the
+    share of spending abroad is the same in every window whatever its length: a 30-day history and a week
+    of live traffic of the same regime look alike.
+    """
+    n_cards = len(world.card_ids)
+    lead_us = MAX_TRIP_DAYS * US_PER_DAY
+    span_days = (end_us - start_us + lead_us) / US_PER_DAY
+    trip_card = np.repeat(np.arange(n_cards), rng.poisson(regime.trip_rate_per_card_day * span_days, size=n_cards))
+    trip_start = rng.integers(start_us - lead_us, end_us, size=len(trip_card))
+    trip_end = trip_start + rng.integers(2 * US_PER_DAY, MAX_TRIP_DAYS * US_PER_DAY, size=len(trip_card))
+    destination = foreign_country(rng, world.card_home[trip_card], regime.travel_weights)
+    if len(trip_card) == 0:
+        return np.zeros(len(card), dtype=bool), np.zeros(len(card), dtype=np.int64)
+    # The newest trip of the row's card that started at or before the row: one searchsorted over
+    # (card, time) keys laid end to end, as feature_pipeline finds its window starts.
+    stride = end_us - start_us + 2 * lead_us
+    trip_key = trip_card * stride + (trip_start - start_us + lead_us)
+    order = np.argsort(trip_key, kind="stable")
+    row_key = card.astype(np.int64) * stride + (time_us - start_us + lead_us)
+    newest = order[np.maximum(np.searchsorted(trip_key[order], row_key, side="right") - 1, 0)]
+    abroad = (trip_card[newest] == card) & (trip_start[newest] <= time_us) & (time_us < trip_end[newest])
+    return abroad, np.where(abroad, destination[newest], 0)
 
 
 def fraud(world: World, rng: np.random.Generator, start_us: int, end_us: int, regime: Regime,

@@ -41,6 +41,9 @@ TRANSACTION_COLUMNS = (
 )
 SIMULATION_FILE = "simulation.json"
 """Written next to the history: the size, seed and window, so `live` continues the same world."""
+LEAD_IN_US = traffic.US_PER_DAY
+"""Simulated before every window (history or live) and dropped: fraud sessions (at most a few hours) and
+shopping sprees that began before the window reach into it, as in a world that did not begin with it."""
 
 
 @dataclass(frozen=True)
@@ -157,10 +160,13 @@ def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _simulate(w: World, rng: np.random.Generator, start_us: int, end_us: int, regime: traffic.Regime,
               config: SimConfig) -> traffic.Rows:
-    return traffic.Rows.concat([
-        traffic.legit(w, rng, start_us, end_us, regime),
-        traffic.fraud(w, rng, start_us, end_us, regime, config.compromise_rate_per_card_day),
+    """Transactions in [start, end), drawn from LEAD_IN_US earlier so the window opens mid-stream."""
+    rows = traffic.Rows.concat([
+        traffic.legit(w, rng, start_us - LEAD_IN_US, end_us, regime),
+        traffic.fraud(w, rng, start_us - LEAD_IN_US, end_us, regime, config.compromise_rate_per_card_day),
     ])
+    keep = rows.time_us >= start_us
+    return traffic.Rows(**{name: getattr(rows, name)[keep] for name in traffic.Rows.__dataclass_fields__})
 
 
 def _frame(w: World, rows: traffic.Rows, ids: np.ndarray, rng: np.random.Generator, config: SimConfig) -> pd.DataFrame:
