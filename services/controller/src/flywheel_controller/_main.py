@@ -33,6 +33,7 @@ from ._metrics import Metrics
 from ._providers import make_providers
 from ._reconciler import Reconciler
 from ._retrain_kube import KubeJobRuns, KubePolicyStore, KubeRollouts
+from ._retrain_local import FilePolicyStore, LocalRollouts, SubprocessRuns
 from ._retrain_sources import DriftReports, RouterServing
 from ._retrainer import Retrainer
 from ._store_file import FileRolloutStore
@@ -176,11 +177,13 @@ async def run_until_signal(reconciler: Reconciler, elector, settings: Settings, 
 
 
 async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep_running: bool,
-                    tls: TLS = PLAIN) -> int:
+                    tls: TLS = PLAIN, trainer_command: str | None = None) -> int:
     """The engine against the local router, rollouts from files; returns 0 when every rollout ended
     Succeeded, 1 when one ended otherwise."""
     metrics = Metrics()
     store = FileRolloutStore(files, state_dir)
+    policies = FilePolicyStore(files, state_dir)
+    keep_running = keep_running or len(policies) > 0  # a policy never ends: run until SIGTERM
     verify = tls.client_context()
     providers = make_providers(
         router_replicas=_static_replicas(settings.router_admin_url), router_token_file=settings.router_token_file,
@@ -209,8 +212,23 @@ async def run_local(settings: Settings, files: list[Path], state_dir: Path, keep
                   f"delete {store.state_file(rollout)} to run it again", flush=True)
     if len(ended) == total and not keep_running:
         return _exit_code(ended)
+    also, runs = [], None
+    if len(policies):
+        if not trainer_command:
+            raise ConfigError("the files hold a RetrainPolicy: local mode needs --trainer-command to train with")
+        runs = SubprocessRuns(trainer_command, state_dir)
+        traffic = RouterAdminTraffic(settings.router_admin_url, settings.router_token_file, verify=verify)
+        retrainer = Retrainer(store=policies, runs=runs, rollouts=LocalRollouts(store, state_dir),
+                              serving=RouterServing(traffic, settings.model_repo),
+                              reports=DriftReports(settings.drift_url, verify), model_repo_path=settings.model_repo,
+                              interval_s=min(settings.retrain_interval_s, 2.0))
+        also.append(retrainer.run())
     local = settings.model_copy(update={"http_port": 0})
-    await run_until_signal(reconciler, AlwaysLeader(), local, metrics, done)
+    try:
+        await run_until_signal(reconciler, AlwaysLeader(), local, metrics, None if keep_running else done, also=also)
+    finally:
+        if runs is not None:
+            runs.stop()
     return _exit_code(ended)
 
 

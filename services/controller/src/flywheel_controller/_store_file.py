@@ -62,6 +62,13 @@ class FileRolloutStore:
         self._changed: asyncio.Queue[str] = asyncio.Queue()
         self._version = 0
 
+    def add(self, path: Path) -> None:
+        """Take on the rollouts of one more file (the RetrainPolicy loop's, in local mode); known ones stay."""
+        for rollout in load_rollout_files([path]):
+            if rollout.key not in self._rollouts:
+                self._rollouts[rollout.key] = rollout
+                self._changed.put_nowait(rollout.key)
+
     def state_file(self, rollout: ModelRollout) -> Path:
         return self.state_dir / f"{rollout.namespace}_{rollout.name}.status.json"
 
