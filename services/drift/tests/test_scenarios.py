@@ -58,9 +58,12 @@ def test_covariate_shift_alerts_once_naming_the_features_that_moved(tmp_path, wo
     assert len(data) == 1
     assert data[0]["features"] and set(data[0]["features"]) <= COVARIATE_FEATURES
     assert {"amount_log", "amount_to_card_mean"} & set(data[0]["features"])
-    drifted = {f["name"] for f in version["features"] if (f.get("last") or {}).get("drift")}
-    assert {"country", "amount_log", "currency"} <= drifted
-    assert not drifted & {"txn_count_1h", "txn_count_24h"}
+    last = {f["name"]: f.get("last") or {} for f in version["features"]}
+    assert {"country", "amount_log", "currency"} <= {name for name, verdict in last.items() if verdict.get("drift")}
+    # Counts do not move (pooled over 8 traffic seeds, KS p 0.77 and 0.99 against `none`). Once most features
+    # have moved, FDR control lets a last-window p of about 0.02 through, which unmoved counts reach by chance
+    # in some runs; a count that moved would be as far off as the covariates (p < 1e-30 here).
+    assert all(last[name]["p_value"] > 1e-3 for name in ("txn_count_1h", "txn_count_24h"))
 
 
 def test_prior_shift_alerts(tmp_path, world):
