@@ -34,8 +34,8 @@ def test_history_has_the_contract_columns_and_types(history: pd.DataFrame):
     assert set(history["channel"]) == {"pos", "ecom", "atm"}
 
 
-def test_small_history_is_a_few_thousand_rows_inside_its_window(config: sim.SimConfig, history: pd.DataFrame):
-    assert 1500 <= len(history) <= 6000
+def test_small_history_is_about_ten_thousand_rows_inside_its_window(config: sim.SimConfig, history: pd.DataFrame):
+    assert 7000 <= len(history) <= 14000
     assert history["transaction_id"].is_unique
     assert history["event_timestamp"].min() >= pd.Timestamp(config.start)
     assert history["event_timestamp"].max() < pd.Timestamp(config.end)
@@ -136,7 +136,7 @@ def test_cli_writes_history_tables_and_live_lines_that_continue_it(tmp_path, cap
     assert cli(["live", "--scenario", "prior", "--n", "25", "--out", str(out), "--data", str(data)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 25
-    assert rows[0]["event_timestamp"].startswith("2026-01-15T") and rows[0]["event_timestamp"].endswith("Z")
+    assert rows[0]["event_timestamp"].startswith("2026-02-20T") and rows[0]["event_timestamp"].endswith("Z")
     assert {"transaction_id", "card_id", "merchant_id", "amount", "currency", "country", "merchant_category",
             "channel", "event_timestamp", "is_fraud"} <= rows[0].keys()
     capsys.readouterr()
@@ -155,11 +155,20 @@ def test_the_default_data_set_depends_on_its_seed_not_on_the_day_it_is_made():
     for other in frames[1:]:
         pd.testing.assert_frame_equal(frames[0], other)
     history = frames[0]
-    assert (len(history), int(history["is_fraud"].sum())) == (40905, 747)
-    assert round(float(history["amount"].sum()), 2) == 9173037.45
-    assert (history["card_id"].nunique(), history["merchant_id"].nunique()) == (1967, 497)
+    assert (len(history), int(history["is_fraud"].sum())) == (82122, 1527)
+    assert round(float(history["amount"].sum()), 2) == 18557395.24
+    assert (history["card_id"].nunique(), history["merchant_id"].nunique()) == (1989, 499)
     live = sim.generate_live(sim.preset("default", start="2026-10-31"), "none", 100)
     assert (live["transaction_id"].iloc[0], round(float(live["amount"].sum()), 2)) == ("t7185840905", 45909.55)
+
+
+@pytest.mark.parametrize("size", sorted(sim.PRESETS))
+def test_the_rows_a_model_is_validated_and_referenced_on_have_30_days_of_history_behind_them(size: str):
+    """The trainer holds out the newest 30 % of rows whose labels are known (at least the chargeback window
+    old) and takes its drift reference from them; their 30-day features must not be still filling."""
+    config = sim.preset(size, start=START)
+    labelled_days = config.days - config.chargeback_window_days
+    assert labelled_days * (1 - 0.3) >= 30
 
 
 def test_the_share_of_spending_abroad_does_not_depend_on_the_window_length():

@@ -13,7 +13,7 @@ Labels are delayed. `label_timestamp` is when the label becomes known:
 - legitimate: the moment the chargeback window (7 simulated days) closes with no chargeback, i.e.
   `event + 7 days`. Before then a legitimate transaction is *unlabelled*, not "known good".
 
-The time scale is compressed (real chargeback windows are months) so a 30-day history has labels to learn
+The time scale is compressed (real chargeback windows are months) so a history of weeks has labels to learn
 from. Live traffic (`generate_live`) continues after the history with the same cards and merchants,
 under a named scenario (`SCENARIOS`).
 
@@ -68,9 +68,14 @@ class SimConfig:
 
 
 PRESETS: dict[str, dict[str, int]] = {
-    "small": {"n_cards": 300, "n_merchants": 160, "days": 14},  # ~3k rows: unit tests, in well under a second
-    "default": {"n_cards": 2000, "n_merchants": 500, "days": 30},  # ~40k rows: `make up`, a few seconds
+    "small": {"n_cards": 300, "n_merchants": 160, "days": 50},  # ~10k rows: unit tests, in well under a second
+    "default": {"n_cards": 2000, "n_merchants": 500, "days": 60},  # ~82k rows: `make up`, a few seconds
 }
+"""Sizes. Every history is long enough that its newest labelled rows (the trainer's validation and test
+splits, the newest 30 % of rows at least `chargeback_window_days` old, where a model's drift reference comes
+from) have the longest feature window, 30 days, of history behind them: (days - 7) x 0.7 >= 30. A shorter
+history leaves those windows still filling (amount_mean_30d over 16-23 days of a 30-day history, 0-7 of a
+14-day one), so the reference differs from live traffic for that reason alone and unchanged traffic drifts."""
 
 _COVARIATE_TRAVEL = TRAVEL_WEIGHTS * np.where(np.isin(COUNTRY_CODES, ["MX", "BR", "SG", "AU", "CA"]), 6.0, 1.0)
 SCENARIOS: dict[str, tuple[str, traffic.Regime]] = {
