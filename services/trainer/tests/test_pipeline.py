@@ -43,7 +43,8 @@ def test_metadata_follows_the_contract(version_dir):
     assert lineage["training"]["epochs_run"] <= TEST_EPOCHS
     # Trained by hand (no RUN_ID): the run link is there, empty; a controller's run fills it in.
     assert lineage["run"] == {"id": None, "trigger": None, "reason": None, "policy": None, "parent": None,
-                              "window": None}
+                              "window": None, "warm_start": None}
+    assert lineage["training"]["mode"] == "stateless" and lineage["training"]["warm_start"] is None
 
 
 def test_every_file_is_listed_with_its_digest_and_edits_are_detected(version_dir, tmp_path):
@@ -244,7 +245,7 @@ def test_a_controller_run_is_recorded_in_the_lineage_it_is_found_by():
                              run_policy="fraud", window="720h")
     assert run_lineage(settings, "v3") == {"id": "fraud-retrain-7", "trigger": "DriftAlert",
                                            "reason": "data alert (ks)", "policy": "fraud", "parent": "v3",
-                                           "window": "720h"}
+                                           "window": "720h", "warm_start": None}
 
 
 @pytest.mark.parametrize("window", ["30d", "-1h", "h"])

@@ -83,6 +83,13 @@ def render_model_card(metadata: dict[str, Any]) -> str:
         f"(best epoch {lineage['training']['best_epoch']} of {lineage['training']['epochs_run']}); "
         "Platt scaling fitted on validation and baked into the graph."
     )
+    warm = lineage["training"].get("warm_start")
+    if warm:  # stateful retraining: say where the weights came from before anything else about the model
+        model_section = (
+            f"Fine-tuned from {warm['version']}'s torch weights (warm start, `{warm['file']}`: validation PR-AUC "
+            f"{_fmt(warm.get('validation_pr_auc_before'))} before the first step; epoch 0 below is those weights), "
+            "with its numeric standardisation kept. " + model_section
+        )
     if selected == "baseline":
         model_section = (
             "Logistic regression (scikit-learn, unweighted) over the same model input: numerics log1p'd where "

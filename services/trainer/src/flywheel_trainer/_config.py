@@ -124,6 +124,14 @@ class TrainerSettings(BaseSettings):
         "(stateless retraining on a sliding window: a RetrainPolicy's training.window). Default empty: the whole "
         "history.",
     )
+    warm_start: str = Field(
+        "",
+        pattern=r"^(|v\d+)$",
+        description="Stateful retraining: fine-tune version vN's published torch weights (weights.torch.npz, "
+        "verified) on this run's data (usually a short WINDOW of new data, few EPOCHS) instead of training from "
+        "scratch; refused (exit 2) when its input columns or architecture differ. The baseline is refit on the "
+        "window. Default empty: a cold start.",
+    )
     run_id: str = Field(
         "",
         max_length=253,

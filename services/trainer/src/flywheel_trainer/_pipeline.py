@@ -1,7 +1,8 @@
 """From a point-in-time training set to a published model version.
 
-Stages, each logged: split by time -> baseline -> torch model -> evaluation by slice -> selection -> ONNX
-variants behind the accuracy gate, with measured latency -> publish.
+Stages, each logged: split by time -> baseline -> torch model (from scratch, or fine-tuning a parent version's
+weights with WARM_START: `_weights`) -> evaluation by slice -> selection -> ONNX variants behind the accuracy
+gate, with measured latency -> publish, with both candidates' weights as .npz beside the ONNX files.
 
 Selection: the version serves whichever model is better on the validation split (PR-AUC): the torch model
 only when it beats the logistic-regression baseline there, otherwise the baseline itself (exported to ONNX as
@@ -43,6 +44,7 @@ from ._split import TimeSplit, time_split
 from ._stable import find_stable, score_stable
 from ._train import predict_probability, train_model
 from ._variants import GateThresholds, gate, measure_latency, run_onnx
+from ._weights import WEIGHTS_FILES, load_warm_start, save_weights, weights_lineage
 
 log = logging.getLogger("flywheel_trainer")
 
@@ -230,6 +232,7 @@ def run_lineage(settings: TrainerSettings, parent: str | None) -> dict[str, Any]
 
     `id` is the controller's trainer Job name (RUN_ID); the controller finds the version by it. `parent` is the
     stable version the gates compared with (None: none). `window` is the sliding data window (None: all history).
+    `warm_start` is the version whose weights were fine-tuned (stateful retraining; None: trained from scratch).
     """
     return {
         "id": settings.run_id or None,
@@ -238,6 +241,7 @@ def run_lineage(settings: TrainerSettings, parent: str | None) -> dict[str, Any]
         "policy": settings.run_policy or None,
         "parent": parent,
         "window": settings.window or None,
+        "warm_start": settings.warm_start or None,
     }
 
 
@@ -254,14 +258,17 @@ def train_and_publish(
         ", ".join(f"{k} {v['rows']} rows ({v['start']} .. {v['end']})" for k, v in described.items()),
     )
     stable = find_stable(repo, model_name, settings.stable_version)  # before training: a wrong name fails at once
+    warm = load_warm_start(repo, model_name, settings.warm_start, settings)
     defaults = training_medians(training_set, split.train)
     x = schema.vectorize_frame(frame, defaults)
     y = training_set.labels
     x_train, y_train = x[split.train], y[split.train]
     x_val, y_val, x_test, y_test = x[split.validation], y[split.validation], x[split.test], y[split.test]
 
-    stage = time.perf_counter()
+    stage, cpu = time.perf_counter(), time.process_time()
     baseline = fit_baseline(x_train, y_train, s.seed)
+    baseline_compute = {"wall_seconds": round(time.perf_counter() - stage, 2),
+                        "cpu_seconds": round(time.process_time() - cpu, 2)}
     base_metrics, base_slices = _evaluate(
         training_set, split, y, predict_baseline(baseline, x_val), predict_baseline(baseline, x_test), s
     )
@@ -269,8 +276,9 @@ def train_and_publish(
              base_metrics["test"]["pr_auc"] or 0.0, base_metrics["test"]["roc_auc"] or 0.0, time.perf_counter() - stage)
 
     stage = time.perf_counter()
-    log.info("stage 3/5 torch model: %d training rows, up to %d epochs", len(x_train), s.epochs)
-    result = train_model(x_train, y_train, x_val, y_val, s)
+    log.info("stage 3/5 torch model: %d training rows, up to %d epochs, %s", len(x_train), s.epochs,
+             f"fine-tuning {warm.version}'s weights (warm start)" if warm else "from scratch")
+    result = train_model(x_train, y_train, x_val, y_val, s, initial=warm.model if warm else None)
     net = result.model
     torch_metrics, torch_slices = _evaluate(
         training_set, split, y, predict_probability(net, x_val), predict_probability(net, x_test), s
@@ -287,8 +295,9 @@ def train_and_publish(
         time.perf_counter() - stage,
     )
     served: FraudNet | LinearBaseline
+    linear = baseline_module(baseline)
     if selected == "baseline":
-        served = baseline_module(baseline)
+        served = linear
         gap = (
             float(np.max(np.abs(predict_probability(served, x_test) - predict_baseline(baseline, x_test))))
             if len(x_test)
@@ -305,6 +314,8 @@ def train_and_publish(
     try:
         stage = time.perf_counter()
         rng = np.random.default_rng(s.seed)
+        save_weights(net, staging / WEIGHTS_FILES["torch"])
+        save_weights(linear, staging / WEIGHTS_FILES["baseline"])
         x_cal = x_train[np.sort(rng.choice(len(x_train), min(s.int8_calibration_rows, len(x_train)), replace=False))]
         # A linear model is a few hundred multiply-adds: fp16 and int8 would save nothing, only fp32 is built.
         variants = build_variants(served, staging, x_cal, x_test, y_test, s, reduced_precision=selected == "torch")
@@ -368,7 +379,11 @@ def train_and_publish(
                 "packages": package_versions(),
                 "settings": s.model_dump(mode="json"),
                 "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                             "pos_weight": result.pos_weight, "history": result.history},
+                             "pos_weight": result.pos_weight, "history": result.history,
+                             "mode": "stateful" if warm else "stateless",
+                             "warm_start": warm.lineage(result.history[0]["validation_pr_auc"]) if warm else None,
+                             "compute": {"torch": result.compute, "baseline": baseline_compute},
+                             "weights": weights_lineage(s, selected)},
                 "drift_reference_rows": int(len(sample)),
                 "run": run_lineage(s, stable.version if stable else None),
                 "wall_seconds_before_publish": round(time.perf_counter() - started, 1),

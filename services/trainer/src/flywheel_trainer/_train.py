@@ -1,5 +1,8 @@
 """Train the torch model: weighted loss for the class imbalance, early stopping, Platt calibration.
 
+From scratch (a cold start), or from a parent version's model (a warm start, `_weights.load_warm_start`): then
+the parent's weights are scored on validation first, as epoch 0, and stay the result if no epoch beats them.
+
 Determinism: one seeded generator drives initialisation, dropout and batch order, torch runs in
 deterministic mode on a fixed number of threads, so the same data and settings give the same weights.
 """
@@ -30,6 +33,8 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     pos_weight: float = 1.0
     calibration: dict[str, str | float] = field(default_factory=dict)
+    compute: dict[str, float] = field(default_factory=dict)
+    """Wall and CPU seconds of this process spent in `train_model` (every thread's CPU counts)."""
 
 
 def seed_everything(seed: int, threads: int) -> torch.Generator:
@@ -74,11 +79,19 @@ def train_model(
     x_val: np.ndarray,
     y_val: np.ndarray,
     settings: TrainerSettings,
+    initial: FraudNet | None = None,
 ) -> TrainingResult:
-    """Train with early stopping on validation PR-AUC, then fit Platt scaling on validation."""
+    """Train with early stopping on validation PR-AUC, then fit Platt scaling on validation.
+
+    `initial` (a warm start) is fine-tuned instead of a new module: its numeric statistics are kept, and its own
+    validation PR-AUC is epoch 0's, so fine-tuning that only makes it worse returns it unchanged (re-calibrated)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     generator = seed_everything(settings.seed, settings.threads)
-    log_mask, mean, std = numeric_statistics(x_train)
-    model = FraudNet(log_mask, mean, std, settings.embedding_dim, settings.hidden, settings.dropout)
+    if initial is None:
+        log_mask, mean, std = numeric_statistics(x_train)
+        model = FraudNet(log_mask, mean, std, settings.embedding_dim, settings.hidden, settings.dropout)
+    else:
+        model = initial
     positives = float(y_train.sum())
     # The loss weighs each fraud as much as all the legitimate rows it is outnumbered by; the ranking
     # then carries the signal and calibration below restores honest probabilities.
@@ -90,6 +103,10 @@ def train_model(
 
     best_score, best_epoch, best_state, stale = -1.0, 0, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
+    if initial is not None:
+        best_score = _validation_pr_auc(model, x_val, y_val)
+        history.append({"epoch": 0, "validation_pr_auc": best_score})
+        log.info("epoch 0 (the warm start's weights): validation PR-AUC %.4f", best_score)
     epoch = 0
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
@@ -103,8 +120,7 @@ def train_model(
             loss.backward()
             optimiser.step()
             total += loss.item() * len(index)
-        val_logits = predict_logits(model, x_val)
-        score = float(average_precision_score(y_val, val_logits)) if 0 < y_val.sum() < len(y_val) else 0.0
+        score = _validation_pr_auc(model, x_val, y_val)
         history.append({"epoch": epoch, "train_loss": total / len(xt), "validation_pr_auc": score})
         improved = score > best_score
         if improved:
@@ -118,6 +134,8 @@ def train_model(
         if stale >= settings.patience:
             log.info("early stop: no better validation PR-AUC for %d epochs; keeping epoch %d", stale, best_epoch)
             break
+    if initial is not None and best_epoch == 0:
+        log.info("no epoch beat the warm start's weights on validation: keeping them (epoch 0)")
 
     model.load_state_dict(best_state)
     model.eval()
@@ -131,4 +149,11 @@ def train_model(
         history=history,
         pos_weight=pos_weight,
         calibration={"method": "platt", "fitted_on": "validation", "scale": scale, "shift": shift},
+        compute={"wall_seconds": round(time.perf_counter() - wall, 2),
+                 "cpu_seconds": round(time.process_time() - cpu, 2)},
     )
+
+
+def _validation_pr_auc(model: FraudNet, x_val: np.ndarray, y_val: np.ndarray) -> float:
+    """Average precision of the logits on validation; 0.0 when it holds one class only."""
+    return float(average_precision_score(y_val, predict_logits(model, x_val))) if 0 < y_val.sum() < len(y_val) else 0.0
