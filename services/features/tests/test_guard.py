@@ -128,7 +128,7 @@ def test_a_body_over_the_limit_gets_413_naming_it_before_feast_reads_it(client, 
                            content=b" " * (LIMIT + 1))
     assert response.status_code == 413
     body = response.json()
-    assert body["limit_bytes"] == LIMIT and "FLYWHEEL_FEATURES_MAX_BODY_BYTES=1048576" in body["error"]
+    assert body["limit_bytes"] == LIMIT and "the limit is 1048576 (FLYWHEEL_FEATURES_MAX_BODY_BYTES)" in body["error"]
     assert body["code"] == "payload_too_large"
     assert client.get("/health").status_code == 200  # the connection and the server are fine
 
@@ -137,7 +137,7 @@ def test_a_chunked_body_over_the_limit_gets_413(client, read_header):
     chunks = (b" " * 65_536 for _ in range(LIMIT // 65_536 + 1))  # no length known: sent chunked
     response = client.post(ONLINE, headers={**read_header, "content-type": "application/json"}, content=chunks)
     assert response.status_code == 413
-    assert response.json()["limit_bytes"] == LIMIT and "chunked" in response.json()["error"]
+    assert response.json()["limit_bytes"] == LIMIT and "exceeds 1048576 bytes" in response.json()["error"]
 
 
 def test_a_chunked_body_under_the_limit_reaches_feast_whole(client, read_header, card_activity):

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from flywheel_contracts import body as request_body
 from flywheel_contracts.auth import TokenFile
 from flywheel_contracts.errors import code_of_status
 
@@ -55,16 +56,9 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'no
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over FLYWHEEL_DRIFT_MAX_BODY_BYTES={limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over FLYWHEEL_DRIFT_MAX_BODY_BYTES={limit}")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    length = request.headers.get("content-length")
+    return await request_body.read_body(request.receive, length.encode("latin-1") if length is not None else None,
+                                        limit, "FLYWHEEL_DRIFT_MAX_BODY_BYTES", PayloadTooLarge)
 
 
 def _error(e: Exception) -> JSONResponse:
@@ -82,6 +76,8 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
             if status_of(e) < 500 and status_of(e) != 429:
                 service.metrics.rejected.inc()
             return _error(e)
+        except request_body.Disconnected:
+            return Response(status_code=400)  # the client left mid-body: no one reads this answer
         except Exception as e:  # a bug: answered 500, the traceback logged here once
             log.exception("request failed unexpectedly")
             return _error(e)

@@ -27,8 +27,9 @@ import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flywheel_contracts import body as request_body
 from flywheel_contracts.auth import Check, TokenFile, unauthorized_body, www_authenticate
 
 from ._errors import BodyTooLarge, Refused, Unauthorized, UnknownRoute, status_of
@@ -81,6 +82,8 @@ class Guard:
         except Refused as refusal:
             await _answer(send, refusal)
             return
+        except request_body.Disconnected:
+            return  # the client left mid-body: no one to answer, nothing for Feast
         await self.app(scope, receive, send)
 
     async def _admit(self, scope: Scope, receive: Receive) -> Receive:
@@ -93,49 +96,16 @@ class Guard:
             result = token.check(scope["headers"])
             if result is not Check.OK:
                 raise Unauthorized(unauthorized_body(result, token, setting))
-        length = chunked = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = value
-        if length is not None and (not length.strip().isdigit() or int(length) > self.max_body_bytes):
-            raise self._too_large(f"a body of {length.decode('latin-1')[:20]} bytes")
-        if chunked is None:
+        length = request_body.content_length(scope["headers"])
+        request_body.check_declared(length, self.max_body_bytes, LIMIT_SETTING, self._too_large)
+        if not any(name == b"transfer-encoding" for name, _ in scope["headers"]):
             return receive  # the server holds the body to its Content-Length (or there is none)
-        return await self._read_capped(receive)
+        # Chunked: read up to the limit here, then replay it to Feast as one message.
+        body = await request_body.read_body(receive, None, self.max_body_bytes, LIMIT_SETTING, self._too_large)
+        return request_body.replay(body, receive)
 
-    async def _read_capped(self, receive: Receive) -> Receive:
-        """Read a streamed body up to the limit, then replay it to Feast as one message."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away; let Feast see it
-                first: Message = message
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise self._too_large("a chunked body")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return first
-
-        return replay
-
-    def _too_large(self, what: str) -> BodyTooLarge:
-        limit = self.max_body_bytes
-        return BodyTooLarge(f"{what} is over the limit of {limit} bytes ({LIMIT_SETTING}={limit})", limit)
+    def _too_large(self, sentence: str) -> BodyTooLarge:
+        return BodyTooLarge(sentence, self.max_body_bytes)
 
 
 async def _answer(send: Send, refusal: Refused) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from flywheel_contracts import body as request_body
+
 from ._errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -207,6 +209,8 @@ class FastPath:
                 return await _respond(send, status, error_body(e))  # unknown version label
             model.metrics.requests(protocol, status).inc()
             return await _respond(send, status, error_body(e), self._headers(model))
+        except request_body.Disconnected:
+            return  # the client left mid-body: no one to answer
         except Exception as e:  # a bug: nothing was sent yet; answer 500 with a generic body, log the traceback once
             log.exception("inference failed unexpectedly")
             if model is not None and model.metrics is not None:
@@ -254,21 +258,8 @@ class FastPath:
         return head + raw, [(b"content-type", _OCTET_STREAM), (_BINARY_HEADER, str(len(head)).encode()), version_header]
 
     async def _body(self, receive: Callable, length: bytes | None) -> bytes:
-        limit = self.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(
-                f"request body is {int(length)} bytes; the limit is {limit} (FLYWHEEL_PREDICTOR_MAX_BODY_BYTES)"
-            )
-        message = await receive()
-        if not message.get("more_body", False):
-            return message.get("body", b"")  # the usual case: the whole body in one message
-        body = bytearray(message.get("body", b""))
-        while message.get("more_body", False):
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes (FLYWHEEL_PREDICTOR_MAX_BODY_BYTES)")
-        return bytes(body)
+        return await request_body.read_body(receive, length, self.max_body_bytes, "FLYWHEEL_PREDICTOR_MAX_BODY_BYTES",
+                                    PayloadTooLarge)
 
     async def _metrics(self, scope: Scope, send: Callable) -> None:
         accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)

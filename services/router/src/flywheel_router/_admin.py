@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from flywheel_contracts import Route
 from flywheel_contracts.auth import Check, TokenFile, unauthorized_body
+from flywheel_contracts.body import Disconnected
 
 from ._errors import BadRequest, MethodNotAllowed, NotFound, RouterError, Unauthorized, UnsupportedMediaType
 from ._http import Tracked, read_body, respond_error, respond_json, respond_unexpected
@@ -52,6 +53,8 @@ class AdminApp:
         except RouterError as e:
             extra = [(b"www-authenticate", b'Bearer realm="flywheel-router"')] if isinstance(e, Unauthorized) else None
             await respond_error(send, e, extra)
+        except Disconnected:
+            return  # the client left mid-body: no one to answer
         except Exception as e:
             await respond_unexpected(send, e, scope)
 

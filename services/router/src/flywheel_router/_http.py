@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from flywheel_contracts import body as request_body
+
 from ._errors import PayloadTooLarge, RouterError, error_body, status_of
 
 log = logging.getLogger("flywheel_router")
@@ -39,19 +41,9 @@ def hop_by_hop(headers: dict[bytes, bytes]) -> frozenset[bytes]:
 
 
 async def read_body(receive: Callable, length: bytes | None, limit: int, setting: str) -> bytes:
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body is {int(length)} bytes; the limit is {limit} ({setting})")
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = bytearray(body)
-    while message.get("more_body", False):
-        message = await receive()
-        chunks += message.get("body", b"")
-        if len(chunks) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes ({setting})")
-    return bytes(chunks)
+    """The body under `limit` (flywheel_contracts.body); PayloadTooLarge over it, body.Disconnected when the
+    client left before its end."""
+    return await request_body.read_body(receive, length, limit, setting, PayloadTooLarge)
 
 
 async def respond(send: Callable, status: int, body: bytes, headers: list | None = None) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flywheel_contracts import Backend, Route
+from flywheel_contracts.body import Disconnected
 from flywheel_contracts.routes import VERSION_PATTERN
 
 from ._compare import EMPTY, Outcome, compare, read_outcome
@@ -159,6 +160,8 @@ class InferenceApp:
             raise NotFound(f"no route for {path}: the router serves KServe V1/V2 inference, health and /metrics")
         except RouterError as e:
             await respond_error(send, e)
+        except Disconnected:
+            return  # the client left mid-body: no one to answer, nothing to forward
         except Exception as e:
             await respond_unexpected(send, e, scope)
 

@@ -13,6 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from flywheel_contracts import body as request_body
+
 from ._errors import BodyTooLarge, error_body, status_of
 
 # ASGI's types (a scope and messages are mutable mappings), without importing a web framework.
@@ -35,35 +37,14 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.max_bytes
-        length = next((value for key, value in scope["headers"] if key == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > limit:
-            return await _refuse(
-                send, BodyTooLarge(f"the request body is {int(length)} bytes; the limit is {limit} ({SETTING})", limit)
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # http.disconnect: the client is gone, nothing to answer
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return await _refuse(send, BodyTooLarge(f"the request body exceeds {limit} bytes ({SETTING})", limit))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> MutableMapping[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the app may wait for a disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        try:
+            body = await request_body.read_body(receive, request_body.content_length(scope["headers"]), limit,
+                                                SETTING, lambda sentence: BodyTooLarge(sentence, limit))
+        except BodyTooLarge as e:
+            return await _refuse(send, e)
+        except request_body.Disconnected:
+            return  # the client is gone: nothing to answer
+        await self.app(scope, request_body.replay(body, receive), send)
 
 
 async def _refuse(send: Send, error: BodyTooLarge) -> None:
