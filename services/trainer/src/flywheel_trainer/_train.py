@@ -34,7 +34,8 @@ class TrainingResult:
     pos_weight: float = 1.0
     calibration: dict[str, str | float] = field(default_factory=dict)
     compute: dict[str, float] = field(default_factory=dict)
-    """Wall and CPU seconds of this process spent in `train_model` (every thread's CPU counts)."""
+    """Wall and CPU seconds of this process spent fitting (every thread's CPU counts; torch's one-off start-up in
+    `seed_everything` is not: it is the same for any data)."""
 
 
 def seed_everything(seed: int, threads: int) -> torch.Generator:
@@ -85,8 +86,8 @@ def train_model(
 
     `initial` (a warm start) is fine-tuned instead of a new module: its numeric statistics are kept, and its own
     validation PR-AUC is epoch 0's, so fine-tuning that only makes it worse returns it unchanged (re-calibrated)."""
-    wall, cpu = time.perf_counter(), time.process_time()
     generator = seed_everything(settings.seed, settings.threads)
+    wall, cpu = time.perf_counter(), time.process_time()  # after torch's one-off start-up (~3 s on first seeding)
     if initial is None:
         log_mask, mean, std = numeric_statistics(x_train)
         model = FraudNet(log_mask, mean, std, settings.embedding_dim, settings.hidden, settings.dropout)
