@@ -30,6 +30,7 @@ CREDENTIALS = {
     "redis": {"redis-auth"},
     "materialize": {"redis-auth"},
     "trainer": {"redis-auth", "model-signing-token"},
+    "label-feed": {"drift-labels-token"},
 }
 # The pods that publish (trainer) or load (the rest) model versions: they sign or check metadata.json with the
 # model signing key (modelRepo.signing, FLYWHEEL_MODEL_SIGNING_KEY_FILE).
@@ -43,6 +44,7 @@ EGRESS = {
     "features": {("redis", 6379)},
     "materialize": {("redis", 6379)},
     "trainer": {("redis", 6379)},
+    "label-feed": {("drift", 8070)},
     "predictor": set(),
     "drift": set(),
     "redis": set(),
@@ -102,7 +104,7 @@ def _sets(**values: str) -> tuple[str, ...]:
     return tuple(a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}"))
 
 
-ALL_ON = _sets(drift__enabled="true")
+ALL_ON = (*_sets(drift__enabled="true", labelFeed__enabled="true"), "--set", "labelFeed.truthFiles.concept=live/concept.jsonl")
 
 
 @pytest.fixture(scope="module")

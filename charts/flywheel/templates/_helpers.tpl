@@ -212,6 +212,11 @@ model repository claim, so it needs both (an image volume or an object store cop
 {{- if and .Values.trainer.enabled .Values.features.enabled (eq .Values.modelRepo.source "pvc") }}true{{ end -}}
 {{- end -}}
 
+{{- /* The label feed runs where it has the feature data to read and write and a drift service to post to. */}}
+{{- define "flywheel.labelFeedRendered" -}}
+{{- if and .Values.labelFeed.enabled .Values.features.enabled .Values.drift.enabled }}true{{ end -}}
+{{- end -}}
+
 {{- /* The controller acts on RetrainPolicies: it is asked to, and there is a trainer CronJob to make Jobs from. */}}
 {{- define "flywheel.controllerRetrains" -}}
 {{- if and .Values.controller.enabled .Values.controller.retrain (include "flywheel.trainerRendered" .) }}true{{ end -}}

@@ -2,6 +2,7 @@
 (egress), plus DNS. The graph, in one place (docs/security.md draws it):
   router      -> transformer pods of this namespace :8090, the Kubernetes API (its routes ConfigMap)
   transformer -> features :6566, predictor :8080, drift :8070 (or the ports of featuresUrl / eventSinkUrl)
+  label-feed  -> drift :8070
   controller  -> router admin :8001, drift :8070, the port of controller.prometheusUrl, the Kubernetes API
   features, materialize, trainer -> Redis :6379 (or redis.externalPort anywhere)
   predictor, drift -> nothing (object storage :443 when modelRepo.source is storageUri)
@@ -86,6 +87,8 @@ networkPolicy.extraEgress adds rules per component (drift alert webhooks, an ext
 {{ include "flywheel.egressAnywhere" (include "flywheel.urlPort" .) }}
 {{- end }}
 {{- include "flywheel.egressKubernetesApi" .ctx }}
+{{- else if eq $c "label-feed" }}
+{{ include "flywheel.egressTo" (dict "ctx" .ctx "component" "drift" "port" 8070) }}
 {{- else if has $c (list "features" "materialize" "trainer") }}
 {{- if $v.redis.enabled }}
 {{ include "flywheel.egressTo" (dict "ctx" .ctx "component" "redis" "port" 6379) }}
