@@ -169,7 +169,6 @@ def test_a_deleted_rollout_ends_the_run(tmp_path):
 
 @pytest.mark.parametrize(("spec_edits", "repo", "says"), [
     ({"suspend": True}, True, "suspended"),
-    ({"training": {"mode": "Stateful", "minNewLabels": 0}}, True, "Stateful"),
     ({}, False, "no model repository"),
 ])
 def test_no_run_starts_when_it_cannot_or_may_not(tmp_path, spec_edits, repo, says):
@@ -219,3 +218,23 @@ def test_a_version_not_visible_yet_is_waited_for_a_minute_after_the_run_ended(tm
     assert step(retrainer, mem).status.phase is RetrainPhase.TRAINING  # the volume may not show it yet
     publish(tmp_path, "v2", run.job)
     assert step(retrainer, mem).status.phase is RetrainPhase.ROLLING_OUT
+
+
+def test_a_stateful_policy_warm_starts_from_the_serving_version(tmp_path):
+    mem = Memory(policy(training={"mode": "Stateful", "window": "168h", "minNewLabels": 0}), tmp_path)
+    run = step(loop(mem, tmp_path, lambda: T0 + timedelta(minutes=1)), mem).status.last_run
+    env = mem.started[run.job]
+    assert env["FLYWHEEL_TRAINER_WARM_START"] == "v1" and env["FLYWHEEL_TRAINER_WINDOW"] == "168h"
+    assert "FLYWHEEL_TRAINER_WARM_START" not in trainer_env(policy(), _run(), "v1")  # Stateless: from scratch
+
+
+def test_a_stateful_policy_with_nothing_serving_does_not_start(tmp_path):
+    mem = Memory(policy(training={"mode": "Stateful", "minNewLabels": 0}), tmp_path)
+    retrainer = loop(mem, tmp_path, lambda: T0 + timedelta(minutes=1))
+
+    async def nothing(model):
+        return None
+
+    retrainer.serving = nothing
+    p = step(retrainer, mem)
+    assert p.status.phase is RetrainPhase.IDLE and "none serves yet" in p.status.message and mem.started == {}

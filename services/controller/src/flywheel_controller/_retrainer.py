@@ -117,6 +117,9 @@ def trainer_env(policy: RetrainPolicy, run: RetrainRun, stable: str | None) -> d
     }
     if spec.training.epochs is not None:
         env["FLYWHEEL_TRAINER_EPOCHS"] = str(spec.training.epochs)
+    if spec.training.mode == "Stateful" and stable:
+        # Fine-tune the serving version's weights on the window (the new data) instead of training from scratch.
+        env["FLYWHEEL_TRAINER_WARM_START"] = stable
     return env
 
 
@@ -205,10 +208,10 @@ class Retrainer:
         decision = decide(policy, now, serving, report, _parse_time(policy.manual_request()))
         if not decision.start:
             return await self._idle(policy, decision)
-        if policy.spec.training.mode == "Stateful":
+        if policy.spec.training.mode == "Stateful" and serving is None:
             return await self._idle(policy, Decision(False, None, (
                 f"{decision.trigger.value if decision.trigger else 'a trigger'} fired, but training.mode Stateful "
-                "(warm start from the serving version's weights) is not supported by this trainer yet: use Stateless")))
+                "warm-starts from the serving version and none serves yet: train the first version statelessly")))
         run = RetrainRun(trigger=decision.trigger, reason=decision.reason, started_at=now,
                          job=run_name(policy, now), version=None)
         status = policy.status.model_copy(update={
