@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flywheel_core import model_repo
 from flywheel_predictor import ModelLoadError, OnnxModel, Settings
-from flywheel_predictor._runtime import Choice, Runtime, after_fallback
+from flywheel_predictor._runtime import Choice, Runtime, after_fallback, tensor_spec
 from flywheel_predictor._selection import ProviderChoice, VariantChoice
 from flywheel_predictor._validation import TensorSpec
 
@@ -45,15 +46,19 @@ def gpu_choice(variant: str = "fp16") -> Choice:
     return Choice(Path("/repo/fraud/v1"), providers, VariantChoice(variant, f"model.{variant}.onnx", "variant=auto"))
 
 
-METADATA = {
-    "model": "fraud",
-    "version": "v1",
-    "variants": {
-        "fp32": {"file": "model.fp32.onnx", "published": True, "cpu_latency_us": 200},
-        "fp16": {"file": "model.fp16.onnx", "published": True, "cpu_latency_us": 800},
-    },
-    "files": {"model.fp32.onnx": "x", "model.fp16.onnx": "y"},
-}
+METADATA = model_repo.parse_metadata(
+    {
+        **tiny_model.metadata(
+            variants={
+                "fp32": {"file": "model.fp32.onnx", "published": True, "cpu_latency_us": 200},
+                "fp16": {"file": "model.fp16.onnx", "published": True, "cpu_latency_us": 800},
+            }
+        ),
+        "model": "fraud",
+        "version": "v1",
+        "files": {"model.fp32.onnx": "0" * 64, "model.fp16.onnx": "1" * 64},
+    }
+)
 
 
 def test_a_fallback_from_gpu_to_cpu_chooses_the_variant_again_for_cpu() -> None:
@@ -71,6 +76,28 @@ def test_no_fallback_changes_nothing() -> None:
 def test_a_fallback_keeps_a_configured_variant() -> None:
     changed = after_fallback(gpu_choice(), METADATA, ["CPUExecutionProvider"], variant="fp16")
     assert changed is not None and changed.variant.variant == "fp16"
+
+
+def test_the_tensor_spec_comes_from_the_typed_metadata() -> None:
+    assert tensor_spec(METADATA) == TensorSpec("input", tiny_model.DIM, "probability", "FP32")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"datatype": "FP16"}, "fraud v1: input is FP16 .* serves FP32 \\[-1, D\\] models"),
+        ({"shape": [1, tiny_model.DIM]}, "serves FP32 \\[-1, D\\] models"),
+        (
+            {"shape": [-1, tiny_model.DIM + 1]},
+            f"lists {tiny_model.DIM} columns but its shape says {tiny_model.DIM + 1}",
+        ),
+    ],
+)
+def test_metadata_whose_input_this_predictor_cannot_serve_is_refused_at_load(changes: dict, words: str) -> None:
+    document = METADATA.model_dump()
+    document["input"].update(changes)
+    with pytest.raises(ModelLoadError, match=words):
+        tensor_spec(model_repo.parse_metadata(document))
 
 
 def test_the_model_survives_pickling_with_its_own_session(repo: Path) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from flywheel_core import model_repo
 from flywheel_predictor import ConfigError, ModelLoadError, choose_providers, choose_variant
+
+import tiny_model
 
 CPU_ONLY = ["AzureExecutionProvider", "CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 TENSORRT = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def metadata(**variants) -> dict:
-    files = {info["file"]: "0" * 64 for info in variants.values() if info.get("published")}
-    return {"model": "fraud", "version": "v3", "variants": variants, "files": files}
+def metadata(files: dict[str, str] | None = None, **variants) -> model_repo.ModelMetadata:
+    """A version's metadata through the contract; every published variant's file is digested unless `files`."""
+    if files is None:
+        files = {info["file"]: "0" * 64 for info in variants.values() if info.get("published")}
+    document = {**tiny_model.metadata(variants=variants), "model": "fraud", "version": "v3", "files": files}
+    return model_repo.parse_metadata(document)
 
 
 def variant(name: str, published: bool = True, **extra) -> dict:
@@ -84,8 +90,11 @@ def test_cpu_ignores_unpublished_variants_even_when_faster() -> None:
 
 
 def test_cpu_ignores_a_variant_whose_file_is_not_in_the_digests() -> None:
-    meta = metadata(fp32=variant("fp32", cpu_latency_us=210), int8=variant("int8", cpu_latency_us=50))
-    del meta["files"]["model.int8.onnx"]
+    meta = metadata(
+        {"model.fp32.onnx": "0" * 64},
+        fp32=variant("fp32", cpu_latency_us=210),
+        int8=variant("int8", cpu_latency_us=50),
+    )
     assert choose_variant("auto", meta, gpu=False).variant == "fp32"
 
 
@@ -108,4 +117,4 @@ def test_configured_variant_that_is_not_published_refuses_naming_the_setting() -
 
 def test_a_version_without_variants_refuses() -> None:
     with pytest.raises(ModelLoadError, match="publishes no variant"):
-        choose_variant("auto", {"model": "fraud", "version": "v1", "files": {}}, gpu=False)
+        choose_variant("auto", metadata(), gpu=False)

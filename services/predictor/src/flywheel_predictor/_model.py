@@ -43,7 +43,8 @@ class OnnxModel(Model):
         self._drop_runtime()
 
     def _drop_runtime(self) -> None:
-        self.metadata: dict[str, Any] = {}
+        self.version_metadata: model_repo.ModelMetadata | None = None
+        """The loaded version's metadata.json, typed (validated once, by model_repo.load_version)."""
         self.version = ""
         self.spec: TensorSpec | None = None
         self.runtime_file = ""
@@ -59,7 +60,7 @@ class OnnxModel(Model):
         self.choice = decide(loaded, s.variant, s.provider_list, available_providers())
         self._open(loaded)
         assert self.runtime is not None and self.metrics is not None  # _open sets both
-        changed = after_fallback(self.choice, loaded.metadata, self.runtime.providers, s.variant)
+        changed = after_fallback(self.choice, loaded.spec, self.runtime.providers, s.variant)
         if changed is not None:
             self.choice = changed
             if changed.variant.file != self.runtime_file:
@@ -71,8 +72,8 @@ class OnnxModel(Model):
 
     def _open(self, loaded: model_repo.ModelVersion) -> None:
         assert self.choice is not None
-        self.metadata, self.version = loaded.metadata, loaded.version
-        self.spec = tensor_spec(loaded.metadata)
+        self.version_metadata, self.version = loaded.spec, loaded.version
+        self.spec = tensor_spec(loaded.spec)
         self.runtime_file = self.choice.variant.file
         self.runtime = Runtime(
             loaded.path / self.choice.variant.file,
@@ -142,7 +143,7 @@ class OnnxModel(Model):
     # -- spawn support -------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("metadata", "spec", "runtime_file", "batch_max_rows", "runtime", "metrics", "_lane"):
+        for key in ("version_metadata", "spec", "runtime_file", "batch_max_rows", "runtime", "metrics", "_lane"):
             state.pop(key, None)
         return state
 
@@ -201,12 +202,20 @@ class OnnxModel(Model):
             self.metrics.requests(protocol, 200).inc()
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        source = self.metadata["input"]
-        return [{"name": source["name"], "datatype": source["datatype"], "shape": list(source["shape"])}]
+        return [_tensor_type(self._loaded_metadata().input)]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        target = self.metadata["output"]
-        return [{"name": target["name"], "datatype": target["datatype"], "shape": list(target["shape"])}]
+        return [_tensor_type(self._loaded_metadata().output)]
+
+    def _loaded_metadata(self) -> model_repo.ModelMetadata:
+        if self.version_metadata is None:
+            raise VersionUnavailable(f"model '{self.name}' has no loaded version; send the request again")
+        return self.version_metadata
+
+
+def _tensor_type(tensor: model_repo.TensorSpec) -> dict[str, Any]:
+    """One tensor in KServe's V2 model metadata form."""
+    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
 
 def _undecoded_json(body: bytes | bytearray | str, content_type: str) -> Any:

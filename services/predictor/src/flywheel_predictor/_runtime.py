@@ -9,10 +9,9 @@ serve fails at start-up instead of on the first request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -38,23 +37,23 @@ class Choice:
     variant: VariantChoice
 
 
-def tensor_spec(metadata: Mapping[str, Any]) -> TensorSpec:
-    """The input/output contract from metadata.json: one FP32 input [-1, D] and one FP32 output [-1, 1]."""
-    try:
-        source, target = metadata["input"], metadata["output"]
-        shape = list(source["shape"])
-        spec = TensorSpec(str(source["name"]), int(shape[1]), str(target["name"]), str(source["datatype"]))
-    except (KeyError, TypeError, IndexError, ValueError) as e:
+def tensor_spec(metadata: model_repo.ModelMetadata) -> TensorSpec:
+    """The input/output this predictor serves from a version's typed metadata: one FP32 input [-1, D] and one
+    output. Called once per load; requests read the returned TensorSpec, never the metadata."""
+    source, target = metadata.input, metadata.output
+    shape = source.shape
+    if source.datatype != "FP32" or len(shape) != 2 or shape[0] != -1 or shape[1] < 1:
         raise ModelLoadError(
-            f"metadata.json of {metadata.get('version')} lacks a valid 'input'/'output' ({e!r})"
-        ) from e
-    if spec.datatype != "FP32" or len(shape) != 2 or shape[0] != -1:
-        raise ModelLoadError(
-            f"metadata.json input is {spec.datatype} {shape}; this predictor serves FP32 [-1, D] models"
+            f"metadata.json of {metadata.model} {metadata.version}: input is {source.datatype} {shape}; "
+            "this predictor serves FP32 [-1, D] models"
         )
-    columns = source.get("columns")
-    if columns is not None and len(columns) != spec.dim:
-        raise ModelLoadError(f"metadata.json input lists {len(columns)} columns but its shape says {spec.dim}")
+    spec = TensorSpec(source.name, shape[1], target.name, source.datatype)
+    # No columns listed (the contract's default) leaves the width to the shape alone.
+    if source.columns and len(source.columns) != spec.dim:
+        raise ModelLoadError(
+            f"metadata.json of {metadata.model} {metadata.version}: input lists {len(source.columns)} columns "
+            f"but its shape says {spec.dim}"
+        )
     return spec
 
 
@@ -76,11 +75,13 @@ def decide(
     available: Sequence[str],
 ) -> Choice:
     provider_choice = choose_providers(providers, available)
-    variant_choice = choose_variant(variant, loaded.metadata, gpu=provider_choice.gpu)
+    variant_choice = choose_variant(variant, loaded.spec, gpu=provider_choice.gpu)
     return Choice(loaded.path, provider_choice, variant_choice)
 
 
-def after_fallback(choice: Choice, metadata: Mapping[str, Any], actual: Sequence[str], variant: str) -> Choice | None:
+def after_fallback(
+    choice: Choice, metadata: model_repo.ModelMetadata, actual: Sequence[str], variant: str
+) -> Choice | None:
     """A new choice when ONNX Runtime silently fell back across the GPU/CPU line, else None.
 
     ORT drops a provider it cannot load (CUDA libraries missing, no TensorRT) and runs on the next;

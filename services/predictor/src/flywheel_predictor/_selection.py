@@ -1,15 +1,17 @@
 """Which execution provider and which model variant to run: pure decisions from settings and detection.
 
 Nothing here touches ONNX Runtime or the file system, so the rules are unit-tested with fake provider
-lists and hand-written metadata. The caller passes `onnxruntime.get_available_providers()` and the
-version's metadata.json, and logs the returned reasons once at start-up.
+lists and metadata parsed through the contract. The caller passes `onnxruntime.get_available_providers()`
+and the version's typed metadata (`model_repo.ModelVersion.spec`), and logs the returned reasons once at
+start-up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from flywheel_core.model_repo import ModelMetadata, Variant
 
 from ._errors import ConfigError, ModelLoadError
 
@@ -65,49 +67,49 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     return ProviderChoice(tuple(requested), f"providers={','.join(requested)}: configured")
 
 
-def published_variants(metadata: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Variants whose `published` flag is set and whose file is among the version's digested files."""
-    files = metadata.get("files", {})
-    found = {}
-    for name, info in (metadata.get("variants") or {}).items():
-        if name in VARIANTS and info.get("published") and info.get("file") in files:
-            found[name] = info
-    return found
+def published_variants(metadata: ModelMetadata) -> dict[str, Variant]:
+    """Variants this predictor knows whose `published` flag is set and whose file is among the version's
+    digested files."""
+    return {
+        name: info
+        for name, info in metadata.published_variants().items()
+        if name in VARIANTS and info.file in metadata.files
+    }
 
 
-def choose_variant(requested: str, metadata: Mapping[str, Any], gpu: bool) -> VariantChoice:
+def choose_variant(requested: str, metadata: ModelMetadata, gpu: bool) -> VariantChoice:
     """The variant to serve: `requested` if published, else by the auto rule (see Settings.variant)."""
     published = published_variants(metadata)
     if requested != "auto":
         if requested not in published:
             raise ModelLoadError(
-                f"Config 'FLYWHEEL_PREDICTOR_VARIANT' has value {requested!r}, but {metadata.get('model')} "
-                f"{metadata.get('version')} publishes only {sorted(published) or 'nothing'}; "
+                f"Config 'FLYWHEEL_PREDICTOR_VARIANT' has value {requested!r}, but {metadata.model} "
+                f"{metadata.version} publishes only {sorted(published) or 'nothing'}; "
                 "pick one of those or 'auto'"
             )
-        return VariantChoice(requested, published[requested]["file"], f"variant={requested}: configured")
+        return VariantChoice(requested, published[requested].file, f"variant={requested}: configured")
     if not published:
         raise ModelLoadError(
-            f"{metadata.get('model')} {metadata.get('version')} publishes no variant (metadata.json 'variants'); "
+            f"{metadata.model} {metadata.version} publishes no variant (metadata.json 'variants'); "
             "republish it with at least model.fp32.onnx"
         )
     if gpu:
         if "fp16" in published:
             return VariantChoice(
-                "fp16", published["fp16"]["file"], "variant=auto: fp16 is published and a GPU provider runs it"
+                "fp16", published["fp16"].file, "variant=auto: fp16 is published and a GPU provider runs it"
             )
         chosen = "fp32" if "fp32" in published else sorted(published)[0]
         reason = f"variant=auto: GPU provider but fp16 is not published, so {chosen}"
-        return VariantChoice(chosen, published[chosen]["file"], reason)
+        return VariantChoice(chosen, published[chosen].file, reason)
     timed = {
-        name: float(info["cpu_latency_us"])
+        name: info.cpu_latency_us
         for name, info in published.items()
-        if isinstance(info.get("cpu_latency_us"), (int, float)) and info["cpu_latency_us"] > 0
+        if info.cpu_latency_us is not None and info.cpu_latency_us > 0
     }
     if timed:
         chosen = min(timed, key=lambda name: (timed[name], VARIANTS.index(name)))
         figures = ", ".join(f"{name}={timed[name]:g}us" for name in sorted(timed))
         reason = f"variant=auto: lowest recorded cpu_latency_us on CPU ({figures})"
-        return VariantChoice(chosen, published[chosen]["file"], reason)
+        return VariantChoice(chosen, published[chosen].file, reason)
     chosen = "fp32" if "fp32" in published else sorted(published)[0]
-    return VariantChoice(chosen, published[chosen]["file"], f"variant=auto: no cpu_latency_us recorded, so {chosen}")
+    return VariantChoice(chosen, published[chosen].file, f"variant=auto: no cpu_latency_us recorded, so {chosen}")
