@@ -1,3 +1,4 @@
+import json
 import logging
 import threading
 import time
@@ -37,24 +38,57 @@ def test_nothing_published_is_version_not_found(tmp_path):
         load_spec(tmp_path, "fraud")
 
 
-def with_version(**overrides):
-    return {"model": "fraud", "version": "v1", **metadata(**overrides)}
+def contract(**overrides):
+    """The version's metadata as every reader gets it: validated against the typed contract."""
+    return model_repo.parse_metadata({"model": "fraud", "version": "v1", **metadata(**overrides)})
+
+
+def tensor(**overrides):
+    return {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [-1, schema.INPUT_DIM],
+        "columns": schema.COLUMNS,
+        **overrides,
+    }
 
 
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"input": {"name": "input", "columns": schema.COLUMNS[::-1]}}, "differ from this transformer's"),
-        ({"input": {"name": "input", "columns": schema.COLUMNS[:-1]}}, "differ"),
-        ({"input": {"name": "input", "columns": schema.COLUMNS, "datatype": "FP16"}}, "FP32"),
+        ({"input": tensor(columns=schema.COLUMNS[::-1])}, "differ from this transformer's"),
+        ({"input": tensor(columns=schema.COLUMNS[:-1])}, "differ"),
+        ({"input": tensor(columns=[])}, "trained on 0 input columns"),
+        ({"input": tensor(datatype="FP16")}, "FP32"),
+        ({"input": tensor(shape=[-1, schema.INPUT_DIM + 1])}, "FP32 [-1, "),
         ({"feature_service": "fraud_v0"}, "feature service 'fraud_v0'"),
-        ({"defaults": {"txn_count_1h": "many"}}, "defaults.txn_count_1h"),
+        ({"defaults": {"txn_count_1h": float("nan")}}, "defaults.txn_count_1h must be a finite number"),
     ],
 )
 def test_metadata_that_does_not_fit_this_transformer_is_refused(overrides, words):
     with pytest.raises(ModelMetadataError) as caught:
-        spec_from_metadata(with_version(**overrides))
+        spec_from_metadata(contract(**overrides))
     assert words in str(caught.value)
+
+
+def test_metadata_that_does_not_fit_the_contract_is_refused_at_load_naming_the_field(repo):
+    publish_version(repo)  # v2, then made unreadable as a contract (digests still match: only metadata changed)
+    path = repo / "fraud" / "v2" / model_repo.METADATA_FILE
+    document = json.loads(path.read_text())
+    document["defaults"]["txn_count_1h"] = "many"
+    path.write_text(json.dumps(document))
+    with pytest.raises(model_repo.ModelMetadataError, match="defaults.txn_count_1h"):
+        load_spec(repo, "fraud", "v2")
+
+
+def test_the_typed_metadata_gives_the_spec_its_names_domain_and_platform():
+    domain = {"rows": 3, "vocabularies": {"country": ["DE", "FR"]}, "ranges": {"amount": {"min": 1.0, "max": 9.0}}}
+    spec = spec_from_metadata(contract(training_domain=domain))
+    assert (spec.model, spec.version, spec.feature_service) == ("fraud", "v1", schema.FEATURE_SERVICE)
+    assert spec.predictor_platform == "onnxruntime_onnx"
+    assert spec.seen is not None and spec.seen.vocabularies["country"] == frozenset({"DE", "FR"})
+    assert spec.seen.ranges["amount"] == (1.0, 9.0)
+    assert spec_from_metadata(contract()).seen is None
 
 
 def test_the_watcher_hands_over_the_version_once_it_is_published(tmp_path, caplog):

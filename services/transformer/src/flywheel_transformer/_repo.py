@@ -1,10 +1,11 @@
 """Reading model metadata from the model repository: the default version at start-up (or as soon as it
 appears), and any other published version a request names, once per version.
 
-Loading verifies the version's digests (flywheel_core.model_repo.load_version) and checks the metadata
-against this transformer's schema. When nothing is published yet, the transformer still starts (live,
-not ready) and a daemon thread looks again every few seconds: in a cluster the transformer may start
-before the training job has published, and crash-looping until then helps nobody.
+Loading verifies the version's digests and validates its metadata against the typed contract
+(flywheel_core.model_repo.load_version), then checks that typed metadata against this transformer's
+schema. When nothing is published yet, the transformer still starts (live, not ready) and a daemon
+thread looks again every few seconds: in a cluster the transformer may start before the training job
+has published, and crash-looping until then helps nobody.
 
 A request that names a version (`x-flywheel-model-version`) gets that version's spec from `SpecCache`:
 loaded on first use in a worker thread (verifying digests hashes every file of the version, model
@@ -34,10 +35,12 @@ log = logging.getLogger("flywheel_transformer.repo")
 
 
 def load_spec(repo: Path, model: str, version: str = "latest") -> ModelSpec:
-    """The spec of `version` of `model`; raises model_repo.ModelRepoError or ModelMetadataError."""
+    """The spec of `version` of `model`; raises model_repo.ModelRepoError (metadata that does not fit the
+    contract is model_repo.ModelMetadataError, naming the field) or ModelMetadataError (fits the contract, not
+    this transformer)."""
     path = model_repo.resolve(Path(repo), model, version)
     loaded = model_repo.load_version(path)
-    return spec_from_metadata(loaded.metadata, where=str(path / model_repo.METADATA_FILE))
+    return spec_from_metadata(loaded.spec, where=str(path / model_repo.METADATA_FILE))
 
 
 class SpecWatcher:
