@@ -15,10 +15,13 @@ price of a smaller reference for windows concentrated in a few hours. Pure numpy
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from flywheel_core.model_repo import Column, ModelMetadata
 
 from . import _stats
 from ._errors import ReferenceUnavailable
@@ -178,18 +181,18 @@ def hour_bands(hours: np.ndarray, min_rows: int = BAND_ROWS) -> np.ndarray:
     return out
 
 
-def column_specs(columns: list[dict[str, Any]], skip: tuple[str, ...], has_probability: bool) -> list[FeatureSpec]:
+def column_specs(columns: Sequence[Column], skip: tuple[str, ...], has_probability: bool) -> list[FeatureSpec]:
     """The test of each input column (metadata `input.columns`), plus the probability if present."""
     specs = []
     for index, column in enumerate(columns):
-        name, kind = column["name"], column.get("kind", "numeric")
+        name = column.name
         if name in skip:
             specs.append(FeatureSpec(name, index, "skipped", "listed in FLYWHEEL_DRIFT_SKIP_FEATURES"))
-        elif kind == "numeric":
+        elif column.kind == "numeric":
             specs.append(FeatureSpec(name, index, "numeric", "cvm+mannwhitney"))
-        elif int(column.get("buckets", 0)) > MAX_CHI2_BUCKETS:
+        elif (column.buckets or 0) > MAX_CHI2_BUCKETS:
             specs.append(FeatureSpec(name, index, "skipped",
-                                     f"id column with {column['buckets']} buckets: chi-square has no power"))
+                                     f"id column with {column.buckets} buckets: chi-square has no power"))
         else:
             specs.append(FeatureSpec(name, index, "categorical", "chi2"))
     if has_probability:
@@ -197,13 +200,14 @@ def column_specs(columns: list[dict[str, Any]], skip: tuple[str, ...], has_proba
     return specs
 
 
-def build_reference(model: str, version: str, metadata: dict[str, Any], frame_columns: dict[str, np.ndarray],
+def build_reference(model: str, version: str, metadata: ModelMetadata, frame_columns: dict[str, np.ndarray],
                     skip: tuple[str, ...], state: dict[str, Any] | None = None, match_hours: bool = True) -> Reference:
-    """Assemble a Reference from the parquet's columns (name -> array) and the version's metadata."""
-    columns = metadata.get("input", {}).get("columns")
+    """Assemble a Reference from the parquet's columns (name -> array) and the version's typed metadata
+    (`model_repo.ModelVersion.spec`)."""
+    columns = metadata.input.columns
     if not columns:
         raise ReferenceUnavailable(f"{model}/{version}: metadata.json has no input.columns")
-    names = [c["name"] for c in columns]
+    names = [c.name for c in columns]
     missing = [n for n in names if n not in frame_columns]
     if missing:
         raise ReferenceUnavailable(f"{model}/{version}: drift_reference.parquet lacks columns {missing}; "
@@ -214,7 +218,7 @@ def build_reference(model: str, version: str, metadata: dict[str, Any], frame_co
         raise ReferenceUnavailable(f"{model}/{version}: drift_reference.parquet has {len(table)} rows; 20 needed")
     specs = column_specs(columns, skip, PROBABILITY in frame_columns)
     ref = Reference(model=model, version=version, columns=names, features=specs, table=table,
-                    table_columns=table_columns, baseline=_baseline(metadata), state=dict(state or {}))
+                    table_columns=table_columns, baseline=_baseline(metadata.metrics), state=dict(state or {}))
     if match_hours and all(c in names for c in CLOCK):
         ref.hours = hours_of(ref.column(CLOCK[0]), ref.column(CLOCK[1]))
         ref.bands = hour_bands(ref.hours)
@@ -248,9 +252,12 @@ def histogram_edges(ordered: np.ndarray) -> np.ndarray:
     return np.linspace(lo, hi, HIST_BINS - 1)
 
 
-def _baseline(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The version's test metrics (what live performance is compared with); empty when unknown."""
-    metrics = metadata.get("metrics") or {}
+def _baseline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The version's test metrics (what live performance is compared with); empty when unknown.
+
+    `metrics` stays an untyped dict in the contract (informational, the model card's), so these keys are the
+    trainer's convention, not the contract's: `torch.test` (or `test`) and `ece_bins`, each read with `.get`
+    so that a missing one only leaves the baseline without it."""
     test = (metrics.get("torch") or {}).get("test") or metrics.get("test") or {}
     out = {key: test.get(key) for key in ("roc_auc", "pr_auc", "ece") if test.get(key) is not None}
     if metrics.get("ece_bins"):

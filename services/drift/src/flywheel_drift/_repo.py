@@ -1,11 +1,13 @@
 """Loading references from the model repository: the only place a reference may come from.
 
 A version is loaded through `flywheel_core.model_repo.load_version`, which verifies every file's sha256
-(drift_state included, when the trainer shipped it), then its drift_reference.parquet becomes a
-`Reference`. Loaded references are cached per (model, version); "latest" is looked up again every
+(drift_state included, when the trainer shipped it) and validates metadata.json against the typed
+contract (ModelMetadata), then its drift_reference.parquet and that typed metadata become a `Reference`.
+Loaded references are cached per (model, version); "latest" is looked up again every
 REPO_POLL_INTERVAL_S, so a newly published version is picked up without a restart. "latest" is what
 `model_repo.resolve` means by it: the highest version not published as rejected by its gates (a rejected
-version gets no traffic, so unnamed events are not its own; a caller naming it is still analysed against it).
+version gets no traffic, so unnamed events are not its own; a caller naming it is still analysed against
+it).
 
 Versions named by callers are only ever looked up in the repository's listing (`is_published`), never
 used as a path or a cache key until they are found there; the cache and the load errors are bounded by
@@ -122,14 +124,14 @@ class ReferenceLoader:
         parquet = path / REFERENCE_FILE
         if not parquet.is_file():
             raise ReferenceUnavailable(f"{model}/{version} has no {REFERENCE_FILE}: no reference, no drift detection")
-        digest = published.metadata.get("files", {}).get(REFERENCE_FILE) or model_repo.sha256_file(parquet)
+        digest = published.spec.files.get(REFERENCE_FILE) or model_repo.sha256_file(parquet)
         state = read_state(path, digest)
         try:
             frame = pd.read_parquet(parquet)
         except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
             raise ReferenceUnavailable(f"{parquet} cannot be read: {e}") from e
         columns = {name: frame[name].to_numpy() for name in frame.columns}
-        reference = build_reference(model, version, published.metadata, columns, self.settings.skip_features, state)
+        reference = build_reference(model, version, published.spec, columns, self.settings.skip_features, state)
         online = [n for n in self.settings.online_features if n in reference.sorted_values]
         reference.state["online"] = online_threshold(state, self.settings.online_ert, self.settings.online_k,
                                                      online, reference.rows)
