@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel_core.model_repo import ModelMetadata
 from flywheel_drift._online import RankCusum, calibrate_threshold, threshold_for
 from flywheel_drift._reference import build_reference
 from flywheel_drift._window import evaluate_window
@@ -27,8 +28,17 @@ ALPHA = 0.05
 def reference(m: int, d: int, seed: int) -> tuple[np.ndarray, Any]:
     x_ref = np.random.default_rng(seed).standard_normal((m, d)).astype(np.float32)
     names = [f"f{i:02d}" for i in range(d)]
-    meta = {"input": {"columns": [{"name": n, "kind": "numeric"} for n in names]}}
-    return x_ref, build_reference("bench", "v1", meta, {n: x_ref[:, i] for i, n in enumerate(names)}, ())
+    columns = {n: x_ref[:, i] for i, n in enumerate(names)}
+    return x_ref, build_reference("bench", "v1", _numeric_metadata(names), columns, ())
+
+
+def _numeric_metadata(names: list[str]) -> ModelMetadata:
+    """The typed metadata of a model whose inputs are `names`, all numeric (what build_reference reads)."""
+    return ModelMetadata.model_validate({
+        "model": "bench", "version": "v1",
+        "input": {"name": "input", "datatype": "FP32", "shape": [-1, len(names)],
+                  "columns": [{"name": n, "kind": "numeric"} for n in names]},
+        "output": {"name": "probability", "datatype": "FP32", "shape": [-1, 1]}})
 
 
 def _window_trials(args: tuple[int, int, int, float, int, int]) -> dict[str, int]:
@@ -76,8 +86,7 @@ def _poisson_trials(args: tuple[int, int]) -> dict[str, int]:
     d = 10
     x_ref = rng.poisson(1.0, (5000, d)).astype(np.float32)
     names = [f"c{i}" for i in range(d)]
-    ref = build_reference("bench", "v1", {"input": {"columns": [{"name": k, "kind": "numeric"} for k in names]}},
-                          {k: x_ref[:, i] for i, k in enumerate(names)}, ())
+    ref = build_reference("bench", "v1", _numeric_metadata(names), {k: x_ref[:, i] for i, k in enumerate(names)}, ())
     ks, cvm = KSDrift(x_ref, p_val=ALPHA), CVMDrift(x_ref, p_val=ALPHA)
     counts = {"service": 0, "alibi_ks_bonferroni": 0, "alibi_cvm_bonferroni": 0}
     nan = np.full(500, np.nan, dtype=np.float32)

@@ -95,6 +95,10 @@ def test_a_file_from_before_the_schema_version_reads_as_version_1_and_keeps_unkn
     ({"input": None}, "input"),
     ({"output": {"name": "p", "datatype": "FP33", "shape": [-1, 1]}}, "output.datatype"),
     ({"defaults": {"amount_log": "high"}}, "defaults.amount_log"),
+    ({"defaults": {"amount_log": "1.5"}}, "defaults.amount_log"),
+    ({"defaults": {"amount_log": True}}, "defaults.amount_log"),
+    ({"defaults": {"amount_log": float("nan")}}, "defaults.amount_log"),
+    ({"defaults": {"amount_log": float("inf")}}, "defaults.amount_log"),
     ({"variants": {"fp32": {"published": True}}}, "variants.fp32.file"),
 ])
 def test_metadata_that_does_not_fit_the_contract_is_never_published(tmp_path, broken, named):

@@ -148,6 +148,10 @@ class VersionGates(_Contract):
         return "; ".join(f"{check.name}: {check.reason}" for check in failed)
 
 
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A JSON number a model can compute with: no NaN, no infinity, no `true` or "1.5" read as one."""
+
+
 class ModelMetadata(_Contract):
     """`<repo>/<model>/<version>/metadata.json`: written by the trainer (through `publish`), read by the
     predictor, transformer and drift service. `metrics`, `lineage` and `slices` are informational (the
@@ -160,7 +164,9 @@ class ModelMetadata(_Contract):
     feature_service: str | None = None
     input: TensorSpec
     output: TensorSpec
-    defaults: dict[str, float] = Field(default_factory=dict, description="training medians of numeric features")
+    defaults: dict[str, FiniteNumber] = Field(
+        default_factory=dict, description="training medians of numeric features (finite numbers, never strings)"
+    )
     files: dict[str, Sha256] = Field(default_factory=dict)
     variants: dict[str, Variant] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
