@@ -75,9 +75,11 @@ async def open_loop(url: str, bodies: list[dict], rate: float) -> dict:
 
 
 def live_transactions(n: int, data_dir: Path) -> list[dict]:
+    # From the history's recorded end, not the one today's preset implies (see cost.py's live_transactions).
+    end = json.loads((data_dir / "simulation.json").read_text())["end"]
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
         subprocess.run([venv_python("services/features"), "-m", "flywheel_core.sim", "live", "--n", str(n),
-                        "--data", str(data_dir), "--out", out.name], check=True, cwd=ROOT)
+                        "--data", str(data_dir), "--start", end, "--out", out.name], check=True, cwd=ROOT)
         return [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
 
 
@@ -91,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
 
     rates = [float(r) for r in args.rates.split(",")]
-    ports = Ports(features=free_port(), predictor=free_port(), transformer=free_port())
+    ports = Ports(*(free_port() for _ in range(6)))  # drift and the router too: never a default port
     transactions = live_transactions(int(max(rates) * args.duration), args.data)
     transformer_bodies = [{"instances": [{k: t[k] for k in schema.RAW_TRANSACTION_FIELDS}]} for t in transactions]
     vector = schema.vectorize([{}])[0]
