@@ -85,3 +85,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """User + system CPU time of every process in session `sid` (a service started with start_new_session:
+    its workers and helpers too), threads included, plus what its exited children had used once reaped
+    (cutime/cstime), so a worker that exits between two readings keeps its share."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while listing
+            continue
+        if int(fields[3]) == sid:
+            total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores; /proc/stat minus idle and iowait), for telling how
+    much of it other processes used during a measurement."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
