@@ -62,7 +62,6 @@ def tensor(**overrides):
         ({"input": tensor(datatype="FP16")}, "FP32"),
         ({"input": tensor(shape=[-1, schema.INPUT_DIM + 1])}, "FP32 [-1, "),
         ({"feature_service": "fraud_v0"}, "feature service 'fraud_v0'"),
-        ({"defaults": {"txn_count_1h": float("nan")}}, "defaults.txn_count_1h must be a finite number"),
     ],
 )
 def test_metadata_that_does_not_fit_this_transformer_is_refused(overrides, words):

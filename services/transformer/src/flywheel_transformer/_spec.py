@@ -11,7 +11,6 @@ vectors it was not trained on, so the version is refused instead of served. The 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -89,10 +88,7 @@ def spec_from_metadata(metadata: ModelMetadata, where: str = "metadata.json") ->
             f"{where}: model was trained on feature service '{service}', this transformer serves "
             f"'{FEATURE_SERVICE}': deploy the matching transformer"
         )
-    # The contract types defaults as floats; JSON still lets NaN and Infinity through, which no default may be.
-    for name, value in metadata.defaults.items():
-        if not math.isfinite(value):
-            raise ModelMetadataError(f"{where}: defaults.{name} must be a finite number, got {value!r}")
+    # Defaults are finite numbers by the contract (model_repo.FiniteNumber): load_version refused any other.
     domain = metadata.training_domain
     return ModelSpec(
         model=model,
