@@ -142,6 +142,19 @@ def test_cli_writes_history_tables_and_live_lines_that_continue_it(tmp_path, cap
     capsys.readouterr()
 
 
+def test_live_lines_start_where_the_history_on_disk_ends_even_from_an_older_preset(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert cli(["history", "--out", str(data), "--size", "small", "--seed", "3", "--start", "2026-01-01"]) == 0
+    meta = json.loads((data / "simulation.json").read_text())
+    meta["end"] = "2026-01-31T00:00:00+00:00"  # as a history made when the small preset was 30 days long
+    (data / "simulation.json").write_text(json.dumps(meta))
+    out = tmp_path / "live.jsonl"
+    assert cli(["live", "--n", "5", "--out", str(out), "--data", str(data)]) == 0
+    first = json.loads(out.read_text().splitlines()[0])["event_timestamp"]
+    assert first.startswith("2026-01-31T"), first
+    capsys.readouterr()
+
+
 def test_the_default_data_set_depends_on_its_seed_not_on_the_day_it_is_made():
     """`make data` dates the history to end today; what it holds must not move with the date (only the
     timestamps shift). Pinned figures of the default world (seed 7): a change here changes every figure in

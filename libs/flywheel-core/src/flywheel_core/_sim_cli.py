@@ -44,7 +44,10 @@ def _live(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int(recorded.get("seed", 7))
     start_of_history = recorded.get("start") if args.size is None and args.seed is None else None
     config = sim.preset(size, seed, start_of_history)
-    live = sim.generate_live(config, args.scenario, args.n, args.start, args.traffic_seed)
+    # Right after the history on disk, whatever length this version's preset has: a history made by an older
+    # preset (a shorter window) ends earlier than `config.end`, and traffic from there would be in its future.
+    start = args.start or (recorded.get("end") if start_of_history is not None else None)
+    live = sim.generate_live(config, args.scenario, args.n, start, args.traffic_seed)
     lines = "".join(json.dumps(record) + "\n" for record in _records(live))
     if args.out in (None, "-"):
         sys.stdout.write(lines)
