@@ -153,8 +153,9 @@ class Settings(BaseSettings, _Admission):
     """Run the multivariate MMD test (alibi-detect, torch backend) on a schedule (default true)."""
 
     mmd_interval_s: float = Field(600.0, ge=1, le=86400)
-    """Seconds between MMD runs per model version (default 600): MMD costs about a second of CPU, the
-    per-feature tests milliseconds."""
+    """Seconds between MMD runs per model version (default 600): MMD costs about a second of CPU once warm, the
+    per-feature tests milliseconds; the first run also imports alibi-detect and torch (10-30 s of CPU, in the
+    background: bench/e2e/cost.py saw it as one 13 CPU-second MMD run)."""
 
     mmd_rows: int = Field(1000, ge=50, le=20_000)
     """Reference and current rows used by MMD (default 1000 each, subsampled)."""
