@@ -27,6 +27,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from flywheel_core import schema
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -200,11 +202,20 @@ def card_row(card_id: str, at: datetime, base: float) -> dict:
 UNKNOWN_CARDS, UNKNOWN_MERCHANT = ["c999998", "c999999"], "m99999"
 
 
+def materialized(data_dir: Path, view: str, entity: str) -> list[str]:
+    """The entities of `view` that materialization loaded: those with a row within the view's ttl of the end of
+    the history (a view is first materialized from end - ttl; a card quiet for longer is in no online store)."""
+    rows = pd.read_parquet(data_dir / f"{view}.parquet", columns=[entity, "event_timestamp"])
+    newest = rows.groupby(entity)["event_timestamp"].max()
+    since = rows["event_timestamp"].max() - pd.Timedelta(seconds=schema.FEATURE_VIEW_TTL_S[view])
+    return sorted(newest[newest >= since].index)
+
+
 @pytest.fixture(scope="module")
 def every_entity(data_dir: Path) -> dict[str, list[str]]:
-    """Every card and merchant of the history, then two unknown cards paired with an unknown merchant."""
-    transactions = pd.read_parquet(data_dir / "transactions.parquet", columns=["card_id", "merchant_id"])
-    cards, merchants = sorted(transactions["card_id"].unique()), sorted(transactions["merchant_id"].unique())
+    """Every card and merchant materialization loaded, then two unknown cards paired with an unknown merchant."""
+    cards, merchants = materialized(data_dir, "card_activity", "card_id"), materialized(data_dir, "merchant_risk",
+                                                                                        "merchant_id")
     known = max(len(cards), len(merchants))
     return {"card_id": [cards[i % len(cards)] for i in range(known)] + UNKNOWN_CARDS,
             "merchant_id": [merchants[i % len(merchants)] for i in range(known)] + [UNKNOWN_MERCHANT] * 2}

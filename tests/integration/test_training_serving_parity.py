@@ -56,27 +56,54 @@ def _offline_lines(data_dir: Path) -> int:
                 if (m := STREAM_PART.match(p.name))), default=0)
 
 
+def _newest_snapshot(data_dir: Path) -> pd.Timestamp:
+    """The newest merchant_risk snapshot, the batch history's (at its end, a 00:00 after its last transaction)
+    or the stream step's: the online store serves it to any transaction, so the sample must come after it."""
+    stamps = [pd.read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
+              for p in data_dir.glob("merchant_risk*.parquet")]
+    newest = pd.Timestamp(max(stamps))
+    return newest.tz_localize("UTC") if newest.tzinfo is None else newest
+
+
 def fresh_sample(live: list[dict], data_dir: Path, n: int = 20) -> list[dict]:
-    """n live transactions of distinct cards, moved (spacing kept) to just after the newest transaction the
-    history and the stream step hold, under new ids."""
-    newest = newest_known(data_dir)
+    """n live transactions of distinct cards, a second apart from a minute after the newest transaction and the
+    newest merchant snapshot the history and the stream step hold, under new ids."""
+    start = max(newest_known(data_dir), _newest_snapshot(data_dir)) + timedelta(minutes=1)
     picked, cards = [], set()
     for t in live:
         if t["card_id"] not in cards:
             cards.add(t["card_id"])
             picked.append(t)
-    picked = picked[:n]
-    start = min(pd.Timestamp(t["event_timestamp"]) for t in picked)
-    shift = newest - start + timedelta(minutes=1)
     return [{**t, "transaction_id": f"parity-{t['transaction_id']}",
-             "event_timestamp": (pd.Timestamp(t["event_timestamp"]) + shift).isoformat()} for t in picked]
+             "event_timestamp": (start + timedelta(seconds=k)).isoformat()} for k, t in enumerate(picked[:n])]
+
+
+def _on_a_snapshotted_day(sample: list[dict], live: list[dict], data_dir: Path, ports) -> list[dict]:
+    """The sample, moved past the next 00:00 first if it would reach it. merchant_risk's daily snapshot of a day
+    is made by the day's first streamed transaction, after that transaction was scored: a request whose rows
+    open a day is served the day before's snapshot, where training joins the new one (the documented lag of
+    _merchant_stream). So one transaction opens the day through the transformer first, as live traffic would."""
+    last = pd.Timestamp(sample[-1]["event_timestamp"])
+    if last.normalize() <= _newest_snapshot(data_dir):
+        return sample
+    opener = {**{k: live[-1][k] for k in schema.RAW_TRANSACTION_FIELDS}, "transaction_id": "parity-opens-the-day",
+              "event_timestamp": (last.normalize() + timedelta(seconds=1)).isoformat()}
+    before = streamed(ports)
+    response = httpx.post(f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict",
+                          json={"instances": [opener]}, timeout=10)
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 30  # a bound for a stuck stack, not the assertion
+    while streamed(ports) <= before:
+        assert time.monotonic() < deadline, "the stream step never took the transaction that opens the day"
+        time.sleep(0.05)
+    return fresh_sample(live, data_dir, len(sample))
 
 
 def test_served_model_input_equals_point_in_time_training_input(stack, ports, live_transactions, model_repo, data_env, workdir):
     data_dir = Path(data_env["FLYWHEEL_DATA_DIR"])
     _quiet_stream(ports)
     logged = len(_stream_log(data_dir))
-    sample = fresh_sample(live_transactions, data_dir)
+    sample = _on_a_snapshotted_day(fresh_sample(live_transactions, data_dir), live_transactions, data_dir, ports)
     assert len(sample) >= 10, "too few distinct cards in the live sample"
     response = httpx.post(
         f"http://127.0.0.1:{ports.transformer}/v1/models/fraud:predict",
