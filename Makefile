@@ -115,6 +115,13 @@ soak: install train ## 10 minutes of mixed traffic to the transformer, a depende
 # SOAK_ARGS: extra flags for scripts/soak.py, e.g. SOAK_ARGS='--duration 180' (see scripts/soak.py --help).
 SOAK_ARGS ?=
 
+.PHONY: flywheel
+flywheel: install train ## the closed loop on a copy of the data: concept drift, labels, retraining, gates, canary; HTML timeline
+	$(UV_PYTHON) scripts/flywheel.py --model-repo $(MODEL_REPO) --data $(DATA_DIR) $(FLYWHEEL_ARGS)
+
+# FLYWHEEL_ARGS: extra flags for scripts/flywheel.py, e.g. FLYWHEEL_ARGS='--scenario none' (see its --help).
+FLYWHEEL_ARGS ?=
+
 .PHONY: plugin
 plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv tool install, onto uv's tool bin dir
 	$(UV) tool install --force --reinstall ./services/controller
