@@ -117,10 +117,10 @@ SOAK_ARGS ?=
 
 .PHONY: flywheel
 flywheel: install train ## the closed loop on a copy of the data: concept drift, labels, retraining, gates, canary; HTML timeline
-	$(UV_PYTHON) scripts/flywheel.py --model-repo $(MODEL_REPO) --data $(DATA_DIR) $(FLYWHEEL_ARGS)
+	$(UV_PYTHON) scripts/flywheel.py --model-repo $(MODEL_REPO) --data $(DATA_DIR) $(LOOP_ARGS)
 
-# FLYWHEEL_ARGS: extra flags for scripts/flywheel.py, e.g. FLYWHEEL_ARGS='--scenario none' (see its --help).
-FLYWHEEL_ARGS ?=
+# LOOP_ARGS: extra flags for scripts/flywheel.py, e.g. LOOP_ARGS='--scenario none' (see its --help).
+LOOP_ARGS ?=
 
 .PHONY: plugin
 plugin: $(UV) ## install `kubectl flywheel` (the ModelRollout plugin) with uv tool install, onto uv's tool bin dir

@@ -894,7 +894,7 @@ def finish(args: argparse.Namespace, run_dir: Path, state: Path, monitor: Monito
         "change_to_100pct_wall_s": promoted["wall_s"] if promoted else None,
         "retrainings": usage_of(state), "comparison": comparison, "inference_events": events,
         "policy": (state / "policy.yaml").read_text(),
-        "command": "make flywheel" + (f" FLYWHEEL_ARGS='--scenario {args.scenario}'" if args.scenario != "concept"
+        "command": "make flywheel" + (f" LOOP_ARGS='--scenario {args.scenario}'" if args.scenario != "concept"
                                       else ""),
         "run_dir": str(run_dir),
     }
