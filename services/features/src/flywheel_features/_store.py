@@ -21,6 +21,8 @@ from feast.project import Project
 from feast.repo_config import load_repo_config
 from feast.repo_operations import apply_total, parse_repo
 
+from flywheel_core.offline_store import OfflineStoreError, historical_features
+
 from ._config import Settings
 from ._errors import StoreError
 from ._plan import changes
@@ -116,9 +118,8 @@ def historical(store: FeatureStore, entities: pd.DataFrame, feature_service: str
     missing = [c for c in ENTITY_COLUMNS if c not in entities.columns]
     if missing:
         raise StoreError(f"entity frame lacks column(s) {', '.join(missing)}; it needs {', '.join(ENTITY_COLUMNS)}")
-    service = store.get_feature_service(feature_service)
-    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
-    if len(frame) != len(entities):
-        raise StoreError(f"historical retrieval returned {len(frame)} rows for {len(entities)} entity rows")
-    return frame
+    try:
+        return historical_features(store, entities, feature_service, key="transaction_id")  # when the rows carry one
+    except OfflineStoreError as e:
+        raise StoreError(str(e)) from e
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pandas as pd
 from flywheel_core import schema
 from flywheel_core.feature_pipeline import LIVE_TRANSACTIONS_GLOB
 from flywheel_core.model_repo import sha256_file
+from flywheel_core.offline_store import OfflineStoreError, historical_features
 
 from ._errors import ConfigError, DataError
 from ._feast import close_offline_store, keep_feast_metrics_in_memory
@@ -118,26 +118,12 @@ def _point_feast_at(data_dir: Path) -> None:
 
 
 def retrieve(store: Any, entity: pd.DataFrame) -> pd.DataFrame:
-    """The feature service's values at each entity row's as-of instant, one row per entity row.
-
-    The repository's offline store must be DuckDB (feature_store.yaml): Feast's dask `file` store
-    drops an entity row outright when a view has rows for its key but none in the ttl window (a
-    card's first transaction), which would shrink and bias the training set.
-    """
-    service = store.get_feature_service(schema.FEATURE_SERVICE)
-    with warnings.catch_warnings():
-        # Both are Feast's own business and say nothing about this training set.
-        warnings.filterwarnings(
-            "ignore", message="On demand feature view is an experimental feature", category=RuntimeWarning
-        )
-        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-        features = store.get_historical_features(entity_df=entity, features=service).to_df()
-    if len(features) != len(entity) or features["transaction_id"].duplicated().any():
-        raise DataError(
-            f"Feast returned {len(features)} rows for {len(entity)} entity rows; expected one per transaction "
-            f"(use the duckdb offline store: the dask `file` store drops rows)"
-        )
-    return features
+    """The feature service's values at each entity row's as-of instant, one row per entity row (the repository's
+    offline store must be DuckDB: flywheel_core.offline_store says why)."""
+    try:
+        return historical_features(store, entity, schema.FEATURE_SERVICE, key="transaction_id")
+    except OfflineStoreError as e:
+        raise DataError(str(e)) from e
 
 
 def _source_lineage(data_dir: Path, transactions: pd.DataFrame) -> dict[str, Any]:
