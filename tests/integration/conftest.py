@@ -157,6 +157,16 @@ def newest_known(data_dir: Path) -> pd.Timestamp:
     return max(newest, pd.Timestamp(max(scored.values()), unit="us", tz="UTC")) if scored else newest
 
 
+def serve_only(client: httpx.Client, admin: str, auth: dict, version: str) -> None:
+    """The route sends everything to `version`, no candidate (where a rollout starts), and the router serves it."""
+    current = client.get(f"{admin}/v1/routes/fraud", headers=auth)
+    generation = current.json()["generation"] if current.status_code == 200 else 0
+    answer = client.put(f"{admin}/v1/routes/fraud", headers=auth,
+                        json={"stable": {"version": version}, "generation": generation})
+    assert answer.status_code in (200, 201), answer.text
+    applied(client, admin, auth, answer.json()["generation"])
+
+
 def applied(client: httpx.Client, admin: str, auth: dict, generation: int) -> None:
     """Wait until the router serves the route it stored: its admin GET answers from the routes it has loaded
     (it reads the routes file every 0.25 s), so this ends when predictions follow the new route."""

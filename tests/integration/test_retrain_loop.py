@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import applied
+from conftest import serve_only
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -97,12 +97,7 @@ class LocalLoop:
     def serve_only(self, version: str) -> None:
         """Everything to `version`, no candidate: where a run starts."""
         with httpx.Client(timeout=10) as client:
-            current = client.get(f"{self.admin}/v1/routes/fraud", headers=self._auth())
-            generation = current.json()["generation"] if current.status_code == 200 else 0
-            answer = client.put(f"{self.admin}/v1/routes/fraud", headers=self._auth(),
-                                json={"stable": {"version": version}, "generation": generation})
-            assert answer.status_code in (200, 201), answer.text
-            applied(client, self.admin, self._auth(), answer.json()["generation"])
+            serve_only(client, self.admin, self._auth(), version)
 
     def _auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token.read_text().strip()}"}

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import applied
+from conftest import serve_only
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -70,12 +70,7 @@ class Controller:
 
     def reset_route(self, stable: str) -> None:
         """Everything to `stable`, no candidate: where a rollout starts."""
-        current = self.client.get(f"{self.admin}/v1/routes/fraud", headers=self.auth)
-        generation = current.json()["generation"] if current.status_code == 200 else 0
-        answer = self.client.put(f"{self.admin}/v1/routes/fraud", headers=self.auth,
-                                 json={"stable": {"version": stable}, "generation": generation})
-        assert answer.status_code in (200, 201), answer.text
-        applied(self.client, self.admin, self.auth, answer.json()["generation"])
+        serve_only(self.client, self.admin, self.auth, stable)
 
     def roll_out(self, stable: str, candidate: str,
                  traffic: Traffic | None) -> tuple[subprocess.CompletedProcess, dict]:

@@ -26,7 +26,7 @@ from flywheel_contracts.retrain import KIND, MANUAL_REQUEST_ANNOTATION, RetrainP
 
 from ._ports import StoreError
 from ._retrainer import RunState
-from ._store_file import FileRolloutStore
+from ._store_file import FileRolloutStore, documents_of_kind
 from ._types import Event
 
 log = logging.getLogger("flywheel.controller.retrain")
@@ -35,17 +35,11 @@ log = logging.getLogger("flywheel.controller.retrain")
 def load_policy_files(paths: list[Path]) -> list[RetrainPolicy]:
     """Every RetrainPolicy document in the files (other kinds are skipped); StoreError names a bad one."""
     policies = []
-    for path in paths:
+    for path, doc in documents_of_kind(paths, KIND):
         try:
-            documents = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, yaml.YAMLError) as e:
-            raise StoreError(f"{path}: cannot read the file ({e})") from e
-        for doc in documents:
-            if isinstance(doc, dict) and doc.get("kind") == KIND:
-                try:
-                    policies.append(RetrainPolicy.model_validate(doc))
-                except ValidationError as e:
-                    raise StoreError(f"{path}: not a valid RetrainPolicy: {e}") from e
+            policies.append(RetrainPolicy.model_validate(doc))
+        except ValidationError as e:
+            raise StoreError(f"{path}: not a valid RetrainPolicy: {e}") from e
     return policies
 
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -30,22 +31,28 @@ from ._types import Event
 log = logging.getLogger("flywheel.controller")
 
 
-def load_rollout_files(paths: list[Path]) -> list[ModelRollout]:
-    """Every ModelRollout document in the files (other kinds are skipped); StoreError names a bad one."""
-    rollouts: list[ModelRollout] = []
+def documents_of_kind(paths: list[Path], kind: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Every YAML document of `kind` in the files, with its file (other kinds are skipped); StoreError names a
+    file that cannot be read."""
+    found = []
     for path in paths:
         try:
             documents = list(yaml.safe_load_all(path.read_text()))
         except (OSError, yaml.YAMLError) as e:
-            raise StoreError(f"{path}: cannot read the rollout file ({e})") from e
-        for doc in documents:
-            if not isinstance(doc, dict) or doc.get("kind") != KIND:
-                continue
-            doc = {**doc, "metadata": {"creationTimestamp": _mtime(path), **(doc.get("metadata") or {})}}
-            try:
-                rollouts.append(ModelRollout.from_object(doc))
-            except ValidationError as e:
-                raise StoreError(f"{path}: not a valid ModelRollout: {e}") from e
+            raise StoreError(f"{path}: cannot read the file ({e})") from e
+        found += [(path, doc) for doc in documents if isinstance(doc, dict) and doc.get("kind") == kind]
+    return found
+
+
+def load_rollout_files(paths: list[Path]) -> list[ModelRollout]:
+    """Every ModelRollout document in the files (other kinds are skipped); StoreError names a bad one."""
+    rollouts: list[ModelRollout] = []
+    for path, doc in documents_of_kind(paths, KIND):
+        doc = {**doc, "metadata": {"creationTimestamp": _mtime(path), **(doc.get("metadata") or {})}}
+        try:
+            rollouts.append(ModelRollout.from_object(doc))
+        except ValidationError as e:
+            raise StoreError(f"{path}: not a valid ModelRollout: {e}") from e
     return rollouts
 
 
