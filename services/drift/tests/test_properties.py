@@ -4,6 +4,7 @@ data (constant columns, identical rows, one class of labels, a window of one row
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flywheel_drift._errors import RequestError, status_of
-from flywheel_drift._events import parse_cloudevent
+from flywheel_drift._events import STRUCTURED, parse_cloudevent, parse_cloudevent_batch
 from flywheel_drift._payloads import parse_batch, parse_labels
 from flywheel_drift._performance import PerformanceLimits, evaluate
 from flywheel_drift._repo import ReferenceLoader
@@ -69,6 +70,58 @@ def test_any_cloudevent_parses_or_is_a_4xx(hs, body):
 @given(st.sampled_from(["request", "response"]), v2_fields)
 def test_any_body_of_a_well_formed_binary_event_parses_or_is_a_4xx(role, body):
     _parses_or_4xx(parse_cloudevent, kserve(role), json.dumps(body).encode(), 0.0)
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such a float would make the whole batch unreadable, not one event."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0.0
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+attribute_values = st.one_of(header_values, st.integers(0, 3), st.none())
+envelopes = st.fixed_dictionaries({}, optional={
+    "specversion": st.sampled_from(["1.0", "0.3", "2"]) | attribute_values, "id": attribute_values,
+    "source": attribute_values, "time": attribute_values, "inferenceservicename": attribute_values,
+    "type": st.sampled_from(["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response",
+                             "io.seldon.serving.inference.request"]) | attribute_values,
+    "datacontenttype": st.sampled_from(["application/json", "text/csv"]), "data": v2_fields | json_values,
+    "data_base64": st.text(max_size=8) | v2_fields.map(lambda v: base64.b64encode(json.dumps(v).encode()).decode()),
+}).map(_finite)
+
+
+@FAST
+@given(json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=40)
+       | st.lists(envelopes | json_values, max_size=4).map(lambda v: json.dumps(_finite(v)).encode()))
+def test_any_cloudevent_batch_parses_or_is_a_4xx(body):
+    _parses_or_4xx(parse_cloudevent_batch, body, 0.0)
+
+
+@FAST
+@given(st.lists(envelopes, min_size=1, max_size=4))
+def test_a_batch_parses_exactly_when_each_event_parses_alone_else_it_names_the_first_that_does_not(events):
+    alone, first_bad = [], None
+    for i, event in enumerate(events):
+        try:
+            alone.append(parse_cloudevent({"content-type": STRUCTURED}, json.dumps(event).encode(), 0.0))
+        except RequestError as e:
+            first_bad = (i, type(e))
+            break
+    try:
+        parsed = parse_cloudevent_batch(json.dumps(events).encode(), 0.0)
+    except RequestError as e:
+        assert first_bad is not None, e
+        assert (type(e), e.field.split(".")[0]) == (first_bad[1], f"[{first_bad[0]}]")
+        assert e.message.startswith(f"batch event [{first_bad[0]}]: ")
+    else:
+        assert first_bad is None
+        assert [(h.id, h.role, h.rows, h.version) for h, _ in parsed] == [(h.id, h.role, h.rows, h.version)
+                                                                          for h in alone]
+        assert [kept for _, kept in parsed] == events
 
 
 @FAST

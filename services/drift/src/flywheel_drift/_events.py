@@ -1,11 +1,14 @@
 """Reading inference-log CloudEvents as they arrive, unchanged, from KServe's logger, Seldon's executor,
 Flywheel's transformer, or the plain JSON batch endpoint.
 
-CloudEvents v1.0 binary mode (attributes in `ce-*` headers, percent-encoded, the payload as the body), or
-structured mode (`application/cloudevents+json`, the payload in `data`, or base64 in `data_base64`). A
-hand parser for these two modes rather than the CloudEvents SDK: it is all the SDK would do here, and the
-tests check it against events the SDK makes. The request and response of one inference share `ce-id`; `_pairing`
-joins them. Payloads understood:
+CloudEvents v1.0 binary mode (attributes in `ce-*` headers, percent-encoded, the payload as the body),
+structured mode (`application/cloudevents+json`, the payload in `data`, or base64 in `data_base64`), or
+batch mode (`application/cloudevents-batch+json`, HTTP binding section 3.3: a JSON array of structured-mode
+events; Flywheel's transformer sends its records so, many events in one request). A hand parser for these
+modes rather than the CloudEvents SDK: it is all the SDK would do here, and the tests check it against events
+the SDK makes. A batch is all or nothing: one malformed event refuses the whole batch, naming its index
+(`[3].data.inputs`), so a sender that retries never half-delivers one. The request and response of one
+inference share `ce-id`; `_pairing` joins them. Payloads understood:
 
 - Open Inference Protocol (V2): request `inputs` (the tensor named `input`, or the only numeric one,
   shape [n, d]; an optional BYTES `transaction_id` tensor gives row ids); response `outputs` (tensor
@@ -32,7 +35,7 @@ from urllib.parse import unquote
 import numpy as np
 import orjson
 
-from ._errors import InvalidEvent, UnsupportedEventType, UnsupportedMediaType
+from ._errors import InvalidEvent, RequestError, UnsupportedEventType, UnsupportedMediaType
 
 EVENT_TYPES: dict[str, tuple[str, str]] = {
     "org.kubeflow.serving.inference.request": ("kserve", "request"),
@@ -43,6 +46,7 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
 SPEC_VERSIONS = ("1.0", "0.3")
 ROW_ID_NAMES = ("transaction_id", "id", "ids")
 STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
 
 
 @dataclass
@@ -92,18 +96,64 @@ def load_json(body: bytes, what: str = "body") -> Any:
         raise InvalidEvent(f"{what} is not valid JSON: {e}", field=what) from e
 
 
+def media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
 def parse_cloudevent(headers: Mapping[str, str], body: bytes, received_at: float) -> EventHalf:
     """One CloudEvent (headers lower-cased) into an EventHalf; InvalidEvent on anything malformed."""
     content_type = headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() == STRUCTURED:
+    if media_type(content_type) == STRUCTURED:
         attributes, payload = _structured(load_json(body))
     else:
         if not is_json(content_type):
             raise UnsupportedMediaType(f"content-type {content_type or '(none)'!r}: inference events must be "
-                                       "application/json (binary mode) or application/cloudevents+json")
+                                       "application/json (binary mode), application/cloudevents+json or "
+                                       "application/cloudevents-batch+json")
         # Binary mode: attribute values are percent-encoded in their headers (HTTP binding 3.1.3.2).
         attributes = {k: unquote(v) if k.startswith("ce-") else v for k, v in headers.items()}
         payload = load_json(body)
+    return _half(attributes, payload, received_at)
+
+
+def parse_cloudevent_batch(body: bytes, received_at: float) -> list[tuple[EventHalf, dict[str, Any]]]:
+    """A batch-mode body (a JSON array of structured-mode events) into its events, in order: each parsed, and
+    its envelope as sent (what the spool keeps, as a structured-mode event). All or nothing: the first event
+    that is wrong raises its error with the index in the field (`[2].type`) and the message."""
+    events = load_json(body)
+    if not isinstance(events, list) or not events:
+        raise InvalidEvent("a CloudEvents batch must be a non-empty JSON array of structured-mode events",
+                           field="body")
+    out = []
+    for i, envelope in enumerate(events):
+        if not isinstance(envelope, dict):
+            raise InvalidEvent(f"batch event [{i}]: not a JSON object (a structured-mode CloudEvent)",
+                               field=f"[{i}]")
+        try:
+            attributes, payload = _structured(envelope)
+            out.append((_half(attributes, payload, received_at), envelope))
+        except RequestError as e:
+            raise in_batch(e, i) from e
+    return out
+
+
+def in_batch(error: RequestError, index: int) -> RequestError:
+    """The same error about event `index` of a batch: its field in the batch's terms (structured-mode attribute
+    names, the payload under `data`), the index in the message too."""
+    field = error.field
+    if field is None or field == "body":
+        where = f"[{index}].data" if field == "body" else f"[{index}]"
+    elif field.startswith("ce-"):
+        where = f"[{index}].{field[3:]}"
+    elif field in ("data_base64", "datacontenttype", "model"):
+        where = f"[{index}].{field}"
+    else:
+        where = f"[{index}].data.{field}"
+    return type(error)(f"batch event [{index}]: {error.message}", field=where)
+
+
+def _half(attributes: Mapping[str, str], payload: Any, received_at: float) -> EventHalf:
+    """An EventHalf from a CloudEvent's attributes (as `ce-*` names) and its decoded data."""
     for name in ("ce-specversion", "ce-id", "ce-type"):
         if not attributes.get(name):
             raise InvalidEvent(f"missing CloudEvent attribute header {name}", field=name)
@@ -147,7 +197,8 @@ def _structured(envelope: Any) -> tuple[dict[str, str], Any]:
     if "data" in envelope and "data_base64" in envelope:
         raise InvalidEvent("a structured CloudEvent has data or data_base64, not both", field="data_base64")
     if not is_json(data_type):
-        raise UnsupportedMediaType(f"datacontenttype {data_type!r}: inference event data must be JSON")
+        raise UnsupportedMediaType(f"datacontenttype {data_type!r}: inference event data must be JSON",
+                                   field="datacontenttype")
     if "data_base64" not in envelope:
         return attributes, envelope.get("data")
     encoded = envelope["data_base64"]

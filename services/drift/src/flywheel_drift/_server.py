@@ -1,6 +1,7 @@
 """HTTP API (Starlette): the CloudEvents sink, the batch and labels endpoints, report, health, metrics.
 
-    POST /            CloudEvents sink (KServe logger, Seldon, Flywheel transformer); also /v1/events
+    POST /            CloudEvents sink (KServe logger, Seldon, Flywheel transformer); also /v1/events;
+                      binary, structured or batch mode, by content-type
     POST /v1/batch    plain JSON rows                 POST /v1/labels   delayed ground truth
                       (the writes need a credential: the ingest token, the labels token; see `_auth`)
     GET  /v1/report   JSON report                     GET  /report      HTML report with plots
@@ -44,7 +45,7 @@ from ._errors import (
     error_body,
     status_of,
 )
-from ._events import is_json
+from ._events import BATCH, is_json, media_type
 from ._html import render
 from ._service import DriftService
 
@@ -85,6 +86,8 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
     async def events(request: Request) -> Response:
         async def handle() -> Response:
             body = await read_body(request, limit)
+            if media_type(request.headers.get("content-type", "")) == BATCH:
+                return JSONResponse(await service.accept_cloudevent_batch(body), status_code=202)
             headers = {k.lower(): v for k, v in request.headers.items()}
             return JSONResponse(await service.accept_cloudevent(headers, body), status_code=202)
         return await _guard(handle)

@@ -8,6 +8,12 @@ gets a 404; a CloudEvent naming another is counted and dropped with a 202 (its s
 cannot change the version and would only log or retry a 4xx), so invented versions leave no state.
 A CloudEvent delivered again (same source, id and type: a sender's retry) within the dedup horizon is
 acknowledged with a 202 `duplicate: true` and counted, not persisted or analysed again (`_dedup`).
+A batch of CloudEvents (batch mode) is one request and one admission decision for all its events, which go
+through the same steps as single events: one malformed event (or one for a model not monitored here) refuses
+the whole batch with a 4xx naming its index, before anything is kept; the backlog admits all its events or none
+(429); each event is then deduplicated, and spooled as the structured-mode event it was, so a restart replays
+it as any other; the 202 comes once all are committed. A batch the spool refuses in part answers 503 and the
+events it did keep are deduplicated when the sender retries the batch.
 Start-up restores the last checkpoint and replays the spool before the service reports ready. Reading the
 report never waits for the analysis: it serves what the analysis thread last published, with its age.
 """
@@ -28,8 +34,16 @@ from ._alerts import AlertSender
 from ._backlog import Backlog
 from ._config import Settings
 from ._dedup import RecentIds
-from ._errors import Backlogged, InvalidEvent, NotReady, ReferenceUnavailable, UnknownModel, UnknownVersion
-from ._events import EventHalf, load_json, parse_cloudevent
+from ._errors import (
+    Backlogged,
+    InvalidEvent,
+    NotReady,
+    ReferenceUnavailable,
+    RequestError,
+    UnknownModel,
+    UnknownVersion,
+)
+from ._events import STRUCTURED, EventHalf, in_batch, load_json, parse_cloudevent, parse_cloudevent_batch
 from ._labels import LabelStore
 from ._metrics import Metrics
 from ._mmd import MMDRunner
@@ -45,6 +59,8 @@ log = logging.getLogger("flywheel_drift")
 KEPT_HEADERS = ("content-type", "ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time",
                 "ce-inferenceservicename", "ce-namespace", "ce-component", "ce-endpoint", "ce-modelid",
                 "ce-requestid")
+STRUCTURED_HEADERS = orjson.dumps({"content-type": STRUCTURED})
+"""What the spool keeps as the headers of an event that came in a batch: its body is the structured-mode event."""
 
 
 class DriftService:
@@ -184,6 +200,65 @@ class DriftService:
         self.metrics.events.labels(model).inc()
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
         return {"accepted": half.rows, "id": half.id, "seq": seq}
+
+    async def accept_cloudevent_batch(self, body: bytes) -> dict[str, Any]:
+        """A batch-mode body: every event checked first (all or nothing), then admitted together, deduplicated
+        and spooled one by one as structured-mode events."""
+        started = time.perf_counter()
+        received = time.time()
+        checked: list[tuple[EventHalf, str, bytes]] = []
+        dropped = 0
+        for i, (half, envelope) in enumerate(parse_cloudevent_batch(body, received)):
+            try:
+                model = self._model(half.model)
+                if not self._published(model, half.version):
+                    self.metrics.without_reference.labels(model, "unpublished").inc(half.rows)
+                    dropped += half.rows
+                    continue
+                if half.x is not None:
+                    self._check_width(model, half.version, half.x.shape[1], "inputs")
+            except RequestError as e:
+                raise in_batch(e, i) from e
+            checked.append((half, model, orjson.dumps(envelope)))
+        fresh: list[tuple[EventHalf, str, bytes]] = []
+        for half, model, stored in checked:
+            if self.recent.check_and_mark(_dedup_key(half), received):  # one step of the event loop, as above
+                self.metrics.duplicate_events.inc()
+            else:
+                fresh.append((half, model, stored))
+        reserved = 0
+        try:
+            for half, _, stored in fresh:
+                self._admit(half.rows, len(stored))
+                reserved += 1
+        except Exception:
+            for half, _, stored in fresh[:reserved]:
+                self.backlog.release(half.rows, len(stored))
+            for half, _, _ in fresh:
+                self.recent.forget(_dedup_key(half))  # not kept: the sender's retry must be accepted
+            raise
+        futures = [asyncio.wrap_future(self.spool.append(SpooledEvent("ce", received, STRUCTURED_HEADERS, stored,
+                                                                      parsed=half)))
+                   for half, _, stored in fresh]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        seq, refused = 0, None
+        for (half, model, stored), outcome in zip(fresh, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self.backlog.release(half.rows, len(stored))
+                self.recent.forget(_dedup_key(half))
+                refused = outcome
+            else:
+                seq = max(seq, outcome)
+                self.metrics.events.labels(model).inc()
+        if refused is not None:
+            raise NotReady(f"events of the batch could not be persisted ({type(refused).__name__}: {refused}); "
+                           "retry the batch (the events kept are not analysed twice)") from refused
+        self.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        answer: dict[str, Any] = {"accepted": sum(half.rows for half, _, _ in fresh), "events": len(fresh),
+                                  "duplicates": len(checked) - len(fresh), "dropped": dropped}
+        if fresh:
+            answer["seq"] = seq
+        return answer
 
     async def accept_batch(self, body: bytes) -> dict[str, Any]:
         started = time.perf_counter()
