@@ -8,6 +8,7 @@ receives the inference log. The transformer itself runs as `python -m flywheel_t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from flywheel_contracts.ports import free_port
 from flywheel_core import schema
+from flywheel_transformer._events import BATCH_CONTENT_TYPE
 
 from conftest import ONLINE_NAMES, feast_answer
 
@@ -163,7 +165,9 @@ class CloudEventSink(ThreadedServer):
     test calls release(). With `token` set, an event without `Authorization: Bearer <token>` gets a 401 and is
     not recorded. `arrived` counts the posts that reached the handler, held ones included. With `down` set it
     is a sink in an outage, as a drift pod restarting behind a proxy looks: every post is answered 503 at once
-    and not recorded (`refused` counts them)."""
+    and not recorded (`refused` counts them). A batch-mode post (application/cloudevents-batch+json) is recorded
+    as its events, each as binary mode would carry it (`ce-*` headers, the data as the body), so a test reads
+    the events the same way whichever EVENT_MODE sent them; `posts` counts the posts recorded."""
 
     def __init__(self, delay_s: float = 0.0, token: str | None = None, hold: bool = False) -> None:
         self.delay_s = delay_s
@@ -173,6 +177,7 @@ class CloudEventSink(ThreadedServer):
         self.refused = 0
         self.arrived = 0
         self.events: list[dict[str, Any]] = []
+        self.posts = 0
         super().__init__([Route("/", self.handle, methods=["POST"])])
 
     async def handle(self, request: Request) -> Response:
@@ -188,7 +193,8 @@ class CloudEventSink(ThreadedServer):
             await self.held()
         elif self.delay_s:
             await asyncio.sleep(self.delay_s)
-        self.events.append({"headers": dict(request.headers), "body": body})
+        self.events.extend(as_binary(dict(request.headers), body))
+        self.posts += 1
         return Response(status_code=202)
 
     def wait_for(
@@ -200,6 +206,21 @@ class CloudEventSink(ThreadedServer):
                 return list(self.events)
             time.sleep(0.05)
         raise AssertionError(f"sink did not receive the expected events; got {len(self.events)}")
+
+
+def as_binary(headers: dict[str, str], body: bytes) -> list[dict[str, Any]]:
+    """The events of one post, each as {"headers", "body"} in binary mode (a batch unpacked, in order)."""
+    if not headers.get("content-type", "").startswith(BATCH_CONTENT_TYPE):
+        return [{"headers": headers, "body": body}]
+    shared = {k: v for k, v in headers.items() if k != "content-type"}
+    return [
+        {
+            "headers": {**shared, **{f"ce-{k}": v for k, v in event.items() if k not in ("data", "datacontenttype")},
+                        "content-type": event["datacontenttype"]},
+            "body": json.dumps(event["data"], separators=(",", ":")).encode(),
+        }
+        for event in json.loads(body)
+    ]
 
 
 class TransformerProcess:

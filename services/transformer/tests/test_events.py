@@ -8,11 +8,13 @@ from prometheus_client import CollectorRegistry
 
 from flywheel_contracts.auth import TokenFile
 from flywheel_transformer._events import (
+    BATCH_CONTENT_TYPE,
     REQUEST_TYPE,
     RESPONSE_TYPE,
     EventAttributes,
     EventSink,
     InferenceRecord,
+    batch_body,
     event_headers,
 )
 from flywheel_transformer._metrics import Metrics
@@ -22,12 +24,13 @@ from conftest import run
 ATTRIBUTES = EventAttributes(source="urn:test", namespace="ns", inference_service="fraud-isvc", endpoint="canary")
 
 
-def record(inference_id="id-1"):
+def record(inference_id="id-1", model_version=None):
     return InferenceRecord(
         inference_id,
         datetime(2026, 11, 23, 12, 0, 1, 500, tzinfo=timezone.utc),
         {"id": inference_id, "inputs": []},
         {"id": inference_id, "outputs": []},
+        model_version,
     )
 
 
@@ -54,7 +57,8 @@ def test_headers_are_kserve_loggers_binary_cloudevent_headers():
     assert event["id"] == "id-1" and event["inferenceservicename"] == "fraud-isvc"
 
 
-def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0):
+def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0, mode="binary", batch_max=64):
+    """A sink of one sender over a mock transport; binary mode unless the test is about batches."""
     registry = registry or CollectorRegistry()
     sink = EventSink(
         "http://sink/",
@@ -67,6 +71,8 @@ def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0):
         transport=httpx.MockTransport(handler),
         token=token,
         retry_s=retry_s,
+        mode=mode,
+        batch_max=batch_max,
     )
     return sink, registry
 
@@ -108,7 +114,8 @@ def test_a_full_queue_drops_the_whole_record_and_counts_both_events():
     async def go():
         registry = CollectorRegistry()
         sink = EventSink(
-            "http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 1, 5.0, senders=1, transport=Blocking()
+            "http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 1, 5.0, senders=1, transport=Blocking(),
+            mode="binary",
         )
         accepted = [sink.submit(record("r0"))]
         async with asyncio.timeout(10):  # a bound on the wait, not on how fast the sender is
@@ -263,7 +270,8 @@ def test_close_gives_up_at_its_deadline_and_counts_the_queued_and_in_flight_even
 
     async def go():
         registry = CollectorRegistry()
-        sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung())
+        sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung(),
+                         mode="binary")
         for i in range(3):
             sink.submit(record(f"r{i}"))
         report = await sink.close(deadline_s=0.05)
@@ -271,4 +279,201 @@ def test_close_gives_up_at_its_deadline_and_counts_the_queued_and_in_flight_even
 
     report, registry = run(go())
     assert (report.sent, report.failed, report.unsent) == (0, 0, 6)  # 2 queued records + 1 in flight, 2 events each
+    assert value(registry, "flywheel_transformer_events_unsent_total") == 6
+
+
+# ---- batch mode (the default): what is queued goes out as one CloudEvents batch -----------------------------------
+
+def batch_events(request):
+    assert request.headers["content-type"] == BATCH_CONTENT_TYPE
+    return json.loads(request.content)
+
+
+def test_a_batch_holds_both_events_of_each_record_as_structured_mode_events_with_the_same_attributes():
+    events = json.loads(batch_body(ATTRIBUTES, [record("a", "v3"), record("b")]))
+    assert [(e["id"], e["type"]) for e in events] == [
+        ("a", REQUEST_TYPE), ("a", RESPONSE_TYPE), ("b", REQUEST_TYPE), ("b", RESPONSE_TYPE)]
+    for event in events:
+        # the CloudEvents SDK reads each as a structured-mode event
+        parsed = from_http({"content-type": "application/cloudevents+json"}, json.dumps(event).encode())
+        binary = event_headers(ATTRIBUTES, record(event["id"], "v3" if event["id"] == "a" else None), event["type"])
+        assert {f"ce-{k}": v for k, v in event.items() if k not in ("data", "datacontenttype")} == {
+            k: v for k, v in binary.items() if k != "content-type"}  # the attributes binary mode sends as headers
+        assert event["datacontenttype"] == "application/json" and parsed.data == event["data"]
+    assert events[0]["modelversion"] == events[1]["modelversion"] == "v3" and "modelversion" not in events[2]
+    assert events[0]["data"] == {"id": "a", "inputs": []} and events[1]["data"] == {"id": "a", "outputs": []}
+
+
+def test_a_sender_posts_what_is_queued_in_one_batch_up_to_the_maximum():
+    posts = []
+
+    def handler(request):
+        posts.append([(e["id"], e["type"]) for e in batch_events(request)])
+        return httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler, mode="batch", batch_max=2)
+        for i in range(5):  # queued before the sender runs: it takes what is there, two records at a time
+            sink.submit(record(f"r{i}"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert [len(post) for post in posts] == [4, 4, 2]
+    assert [event for post in posts for event in post] == [
+        (f"r{i}", t) for i in range(5) for t in (REQUEST_TYPE, RESPONSE_TYPE)]  # oldest first, pairs together
+    assert value(registry, "flywheel_transformer_events_sent_total") == 10
+
+
+def test_a_lone_record_is_posted_at_once_not_held_back_for_a_fuller_batch():
+    posts = []
+
+    def handler(request):
+        posts.append(len(batch_events(request)))
+        return httpx.Response(202)
+
+    async def go():
+        sink, _ = sink_with(handler, mode="batch")
+        sink.submit(record("alone"))
+        await sink.drain()  # no wait for more records: the one queued is sent
+        sink.submit(record("next"))
+        await sink.drain()
+        await sink.aclose()
+
+    run(go())
+    assert posts == [2, 2]
+
+
+def test_a_batch_that_fails_transiently_is_retried_whole_and_nothing_is_lost():
+    posts = []
+
+    def handler(request):
+        posts.append(len(batch_events(request)))
+        if len(posts) == 1:
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(503) if len(posts) == 2 else httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler, retry_s=30, mode="batch")
+        for i in range(3):
+            sink.submit(record(f"r{i}"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert posts == [6, 6, 6]
+    assert value(registry, "flywheel_transformer_events_retried_total") == 2  # posts tried again
+    assert value(registry, "flywheel_transformer_events_sent_total") == 6
+    assert value(registry, "flywheel_transformer_events_failed_total") == 0
+
+
+def test_a_refused_batch_counts_all_its_events_failed_and_is_not_retried():
+    posts = []
+
+    def handler(request):
+        posts.append(len(batch_events(request)))
+        return httpx.Response(400, json={"error": "batch event [3]: ...", "field": "[3].data.inputs"})
+
+    async def go():
+        sink, registry = sink_with(handler, retry_s=30, mode="batch")
+        sink.submit(record("a"))
+        sink.submit(record("b"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert posts == [4]
+    assert value(registry, "flywheel_transformer_events_failed_total") == 4
+    assert value(registry, "flywheel_transformer_events_sent_total") == 0
+    assert value(registry, "flywheel_transformer_events_retried_total") == 0
+
+
+def test_a_batch_too_large_for_the_sink_is_split_until_it_fits_and_a_lone_record_that_does_not_fails():
+    posts = []
+
+    def handler(request):
+        ids = [e["id"] for e in batch_events(request)]
+        posts.append(ids)
+        too_large = len(ids) > 4 or "huge" in ids  # the sink's body limit: two records, and never "huge"
+        return httpx.Response(413 if too_large else 202)
+
+    async def go():
+        sink, registry = sink_with(handler, mode="batch")
+        for name in ("a", "b", "huge", "c", "d"):
+            sink.submit(record(name))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert [sorted(set(ids)) for ids in posts] == [
+        ["a", "b", "c", "d", "huge"], ["a", "b"], ["c", "d", "huge"], ["huge"], ["c", "d"]]
+    assert value(registry, "flywheel_transformer_events_sent_total") == 8
+    assert value(registry, "flywheel_transformer_events_failed_total") == 2  # only the record that never fits
+
+
+def test_a_batch_whose_retry_budget_runs_out_is_given_up_whole():
+    posts = []
+
+    def handler(request):
+        posts.append([e["id"] for e in batch_events(request)])
+        return httpx.Response(503) if len(posts) <= 2 else httpx.Response(202)
+
+    async def go():
+        sink, registry = sink_with(handler, retry_s=0.25, mode="batch")  # tries at 0 and 0.1 s; 0.3 s would pass
+        sink.submit(record("lost-1"))
+        sink.submit(record("lost-2"))
+        await sink.drain()
+        sink.submit(record("next"))
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert [sorted(set(ids)) for ids in posts] == [["lost-1", "lost-2"], ["lost-1", "lost-2"], ["next"]]
+    assert value(registry, "flywheel_transformer_events_failed_total") == 4
+    assert value(registry, "flywheel_transformer_events_sent_total") == 2
+    assert value(registry, "flywheel_transformer_events_submitted_total") == 6
+
+
+def test_a_batch_carries_the_drift_ingest_token_and_a_401_fails_all_its_events(tmp_path):
+    path = tmp_path / "drift-ingest"
+    path.write_text("ingest-token\n")
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(401)
+
+    async def go():
+        sink, registry = sink_with(handler, token=TokenFile(path), retry_s=30, mode="batch")
+        sink.submit(record())
+        await sink.drain()
+        await sink.aclose()
+        return registry
+
+    registry = run(go())
+    assert seen == ["Bearer ingest-token"]
+    assert value(registry, "flywheel_transformer_events_failed_total") == 2
+
+
+def test_close_in_batch_mode_counts_a_batch_in_flight_and_the_queue_unsent():
+    class Hung(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            await asyncio.Event().wait()  # never answers
+
+    async def go():
+        registry = CollectorRegistry()
+        sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung(),
+                         mode="batch", batch_max=2)
+        for i in range(3):
+            sink.submit(record(f"r{i}"))
+        report = await sink.close(deadline_s=0.05)
+        return report, registry
+
+    report, registry = run(go())
+    assert (report.sent, report.failed, report.unsent) == (0, 0, 6)  # a batch of 2 records in flight + 1 queued
     assert value(registry, "flywheel_transformer_events_unsent_total") == 6

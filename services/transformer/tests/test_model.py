@@ -338,6 +338,7 @@ def test_a_scored_request_queues_one_record_with_v2_shaped_payloads(repo):
         10,
         1.0,
         transport=httpx.MockTransport(sink),
+        mode="binary",  # one post per event: the test reads each event's headers and body
     )
     harness = Harness(repo, events=events, predictor=predictor_transport(0.8, "v4"))
     body = run(go(harness))
@@ -483,6 +484,7 @@ def test_the_events_of_a_named_version_carry_it_in_headers_and_bodies(two_versio
         1.0,
         senders=1,
         transport=httpx.MockTransport(sink),
+        mode="binary",  # one post per event: the test reads each event's headers and body
     )
     harness = versioned(two_versions, [], events=events)
     run(go(harness))
@@ -509,6 +511,7 @@ def test_close_drains_the_inference_log_and_closes_every_http_client(repo, caplo
         10,
         1.0,
         transport=httpx.MockTransport(sink),
+        mode="binary",  # one post per event: the test reads each event's headers and body
     )
     harness = Harness(repo, events=events)
 

@@ -159,6 +159,7 @@ def test_an_unseen_value_is_scored_flagged_counted_and_logged(tmp_path):
         10,
         1.0,
         transport=httpx.MockTransport(sink),
+        mode="binary",  # one post per event: the test reads each event's headers and body
     )
     harness = Harness(domain_repo(tmp_path), events=events)
     known = transaction(transaction_id="a", country="DE", currency="EUR", channel="pos", merchant_category="grocery")

@@ -153,6 +153,18 @@ class Settings(BaseSettings, _Admission):
     event_senders: int = Field(2, ge=1, le=64)
     """Concurrent sender tasks draining the event queue (default 2)."""
 
+    event_mode: Literal["batch", "binary"] = "batch"
+    """How events are posted (default `batch`): `batch` posts what is queued, both events of up to EVENT_BATCH_MAX
+    records, as one CloudEvents batch-mode request (`application/cloudevents-batch+json`, structured-mode events),
+    which the drift service reads; `binary` posts each event alone in binary mode with KServe logger's headers
+    (two requests per scored request), for sinks that read only that: KServe's own logger sinks and most other
+    receivers."""
+
+    event_batch_max: int = Field(64, ge=1, le=10_000)
+    """Most records (request + response event pairs) in one batch-mode post (default 64, about 60 KB for
+    single-transaction requests; the drift service takes 16 MiB). A sender takes what is queued, up to this,
+    without waiting for more. A batch the sink refuses as too large (413) is split in halves and each is sent."""
+
     event_source: str = Field("urn:flywheel:transformer", min_length=1)
     """CloudEvent `source` (default urn:flywheel:transformer)."""
 

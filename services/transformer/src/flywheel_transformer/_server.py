@@ -270,6 +270,8 @@ def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> Fraud
             timeout_s=settings.event_timeout_s,
             retry_s=settings.event_retry_s,
             senders=settings.event_senders,
+            mode=settings.event_mode,
+            batch_max=settings.event_batch_max,
             token=TokenFile(settings.event_token_file, name="drift ingest token"),
             verify=verify,
         )
