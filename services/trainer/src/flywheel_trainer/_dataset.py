@@ -139,6 +139,40 @@ def _source_lineage(data_dir: Path, transactions: pd.DataFrame) -> dict[str, Any
     }
 
 
+def point_in_time_features(
+    feature_repo: Path, data_dir: Path, transactions: pd.DataFrame, *, yaml: str = "feature_store.yaml"
+) -> pd.DataFrame:
+    """`transactions` (one row per id: transaction_id, card_id, merchant_id, amount, event_timestamp and any other
+    columns) with the feature service's values at each one's as-of instant appended: the join training makes, and
+    the skew check rebuilds served rows with (`_skew`). Raw categoricals stay the transactions' own, not Feast's:
+    they are request data at serving time."""
+    keep_feast_metrics_in_memory()
+    from feast import FeatureStore  # imported here: Feast takes seconds to import and tests of the rest need none
+
+    _point_feast_at(data_dir)
+    started = time.perf_counter()
+    try:
+        store = FeatureStore(repo_path=str(feature_repo), fs_yaml_file=Path(feature_repo) / yaml)
+        features = retrieve(store, entity_rows(transactions))
+    except DataError:
+        raise
+    except Exception as e:  # Feast raises many unrelated types; all mean the same thing to this job
+        raise DataError(
+            f"Feast could not join features from {feature_repo} (service {schema.FEATURE_SERVICE}): "
+            f"{type(e).__name__}: {e}. Run `feast apply` on the repository (make features) and check its data paths."
+        ) from e
+    finally:
+        close_offline_store()
+    log.info("feast point-in-time join: %d rows in %.1fs", len(features), time.perf_counter() - started)
+
+    missing = [name for name in schema.NUMERIC_FEATURES if name not in features.columns]
+    if missing:
+        raise DataError(f"feature service {schema.FEATURE_SERVICE} did not return {missing}")
+    return transactions.merge(
+        features[["transaction_id", *schema.NUMERIC_FEATURES]], on="transaction_id", how="left", validate="one_to_one"
+    )
+
+
 def build_training_set(
     feature_repo: Path,
     data_dir: Path,
@@ -153,9 +187,6 @@ def build_training_set(
     `window` is the label maturity (default: inferred with `label_window`). `data_window` keeps only transactions
     of that span before the cut-off (a sliding window; default: the whole history).
     """
-    keep_feast_metrics_in_memory()
-    from feast import FeatureStore  # imported here: Feast takes seconds to import and tests of the rest need none
-
     transactions = read_transactions(data_dir)
     if transactions.empty:
         raise DataError(f"{Path(data_dir) / TRANSACTIONS_FILE} has no rows")
@@ -177,29 +208,7 @@ def build_training_set(
         len(labelled), len(transactions), cutoff.isoformat(), window, int(labelled["is_fraud"].sum()),
     )
 
-    _point_feast_at(data_dir)
-    started = time.perf_counter()
-    try:
-        store = FeatureStore(repo_path=str(feature_repo), fs_yaml_file=Path(feature_repo) / yaml)
-        features = retrieve(store, entity_rows(labelled))
-    except DataError:
-        raise
-    except Exception as e:  # Feast raises many unrelated types; all mean the same thing to this job
-        raise DataError(
-            f"Feast could not build the training set from {feature_repo} (service {schema.FEATURE_SERVICE}): "
-            f"{type(e).__name__}: {e}. Run `feast apply` on the repository (make features) and check its data paths."
-        ) from e
-    finally:
-        close_offline_store()
-    log.info("feast point-in-time join: %d rows in %.1fs", len(features), time.perf_counter() - started)
-
-    missing = [name for name in schema.NUMERIC_FEATURES if name not in features.columns]
-    if missing:
-        raise DataError(f"feature service {schema.FEATURE_SERVICE} did not return {missing}")
-    # Raw categoricals come from the transactions, not Feast: they are request data at serving time.
-    frame = labelled[list(_TX_COLUMNS)].merge(
-        features[["transaction_id", *schema.NUMERIC_FEATURES]], on="transaction_id", how="left", validate="one_to_one"
-    )
+    frame = point_in_time_features(feature_repo, data_dir, labelled[list(_TX_COLUMNS)], yaml=yaml)
     return TrainingSet(
         frame=frame, cutoff=cutoff, window=window, counts=selection_counts(transactions, labelled, cutoff, window),
         sources=_source_lineage(data_dir, transactions),
