@@ -6,6 +6,7 @@ def test_all_lists_exactly_the_public_names():
         "CandidateRejected",
         "ConfigError",
         "DataError",
+        "DriftError",
         "ExportError",
         "GateThresholds",
         "PublishError",
@@ -16,6 +17,7 @@ def test_all_lists_exactly_the_public_names():
         "gate",
         "load_settings",
         "main",
+        "skew",
         "train",
         "train_and_publish",
     ]

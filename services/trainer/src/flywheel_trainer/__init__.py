@@ -3,6 +3,9 @@ calibrated torch model -> ONNX fp32/fp16/int8 variants behind an accuracy gate, 
 -> an immutable version in the model repository (`flywheel_core.model_repo.publish`).
 
 Run it as `python -m flywheel_trainer train --feature-repo ... --data ... --model-repo ... --model fraud`.
+`python -m flywheel_trainer skew --drift-url ... --token-file ...` checks served model inputs against the
+point-in-time features training would join (training-serving skew, `_skew`).
+
 Names that need torch, onnx or scikit-learn load on first use, so `--if-empty` on a repository that
 already has a version exits in a second or two instead of importing torch for nothing.
 """
@@ -17,7 +20,15 @@ from typing import Any
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from ._config import TrainerSettings, load_settings
-from ._errors import CandidateRejected, ConfigError, DataError, ExportError, PublishError, TrainerError
+from ._errors import (
+    CandidateRejected,
+    ConfigError,
+    DataError,
+    DriftError,
+    ExportError,
+    PublishError,
+    TrainerError,
+)
 
 _LAZY = {
     "GateThresholds": "._variants",
@@ -25,6 +36,7 @@ _LAZY = {
     "build_training_set": "._dataset",
     "gate": "._variants",
     "main": "._cli",
+    "skew": "._skew",
     "train": "._cli",
     "train_and_publish": "._pipeline",
 }
@@ -33,6 +45,7 @@ __all__ = [
     "CandidateRejected",
     "ConfigError",
     "DataError",
+    "DriftError",
     "ExportError",
     "GateThresholds",
     "PublishError",
@@ -43,6 +56,7 @@ __all__ = [
     "gate",
     "load_settings",
     "main",
+    "skew",
     "train",
     "train_and_publish",
 ]

@@ -1,5 +1,6 @@
 """Command line: `python -m flywheel_trainer [train] [--feature-repo ...] [--data ...] [--model-repo ...]
-[--model fraud]`."""
+[--model fraud]`, and `python -m flywheel_trainer skew [--drift-url ...] [--token-file ...] [--version vN]` (the
+run-time training-serving skew check, `_skew`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from flywheel_core import model_repo
 from ._config import TrainerSettings, load_settings
 from ._dataset import build_training_set
 from ._errors import CandidateRejected, ConfigError, TrainerError, exit_code
+from ._skew import skew
 
 log = logging.getLogger("flywheel_trainer")
 
@@ -70,7 +72,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--epochs", type=int, help="most epochs (EPOCHS)")
     run.add_argument("--cutoff", help="training cut-off, ISO 8601 (default: the last event time)")
+    check = commands.add_parser(
+        "skew", help="compare the drift service's sample of served model inputs with the point-in-time offline "
+        "features training would join, and post the counts back to it"
+    )
+    check.add_argument("--feature-repo", dest="feature_repo", type=Path, help="Feast repository (FEATURE_REPO)")
+    check.add_argument("--data", dest="data_dir", type=Path, help="directory holding transactions.parquet (DATA_DIR)")
+    check.add_argument("--model-repo", dest="model_repo", type=Path, help="model repository root (MODEL_REPO)")
+    check.add_argument("--model", help="model name, e.g. fraud (MODEL)")
+    check.add_argument("--version", dest="skew_version", help="one version, vN (SKEW_VERSION; default: every version "
+                       "the drift service reports on)")
+    check.add_argument("--drift-url", dest="drift_url", help="drift service base URL (DRIFT_URL)")
+    check.add_argument("--token-file", dest="skew_token_file", type=Path, help="the drift skew token (SKEW_TOKEN_FILE)")
+    check.add_argument("--ca-file", dest="drift_ca_file", type=Path, help="CA bundle for https (DRIFT_CA_FILE)")
+    check.add_argument("--limit", dest="skew_limit", type=int, help="most served rows per version (SKEW_LIMIT)")
     return parser
+
+
+_TRAIN_OPTIONS = ("feature_repo", "data_dir", "model_repo", "model", "if_empty", "epochs")
+_SKEW_OPTIONS = ("feature_repo", "data_dir", "model_repo", "model", "skew_version", "drift_url", "skew_token_file",
+                 "drift_ca_file", "skew_limit")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,8 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("feast").setLevel(logging.WARNING)  # it logs every registry refresh at INFO
     try:
-        fields = ("feature_repo", "data_dir", "model_repo", "model", "if_empty", "epochs")
+        fields = _SKEW_OPTIONS if args.command == "skew" else _TRAIN_OPTIONS
         settings = load_settings(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+        if args.command == "skew":
+            for paragraph in skew(settings):  # each as its version is posted
+                print(paragraph, flush=True)
+            return 0
         try:
             cutoff = pd.Timestamp(args.cutoff) if args.cutoff else None
         except ValueError as e:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flywheel_contracts.skew import MAX_SAMPLE_ROWS
 from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
@@ -175,6 +176,41 @@ class TrainerSettings(BaseSettings):
         ge=100,
         description="Held-out (validation + test) rows sampled into drift_reference.parquet. Default 5000.",
     )
+    drift_url: str = Field(
+        "",
+        pattern=r"^(|https?://[^\s/?#]+(/[^\s?#]*)?)$",
+        description="Base URL of the drift service the skew command reads its served-row sample from and posts its "
+        "result to (GET /v1/report, GET /v1/skew/sample, POST /v1/skew), e.g. http://127.0.0.1:8083. Default empty: "
+        "`skew` refuses to start (exit 2); `train` does not use it.",
+    )
+    skew_token_file: Path | None = Field(
+        None,
+        description="File holding the drift service's skew token (its FLYWHEEL_DRIFT_SKEW_TOKEN_FILE): the sample is "
+        "model inputs, so both skew endpoints need it. Default none: `skew` refuses to start (exit 2).",
+    )
+    drift_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) that verifies an https DRIFT_URL (the chart's ca.crt). Default none: the "
+        "system's CAs.",
+    )
+    skew_version: str = Field(
+        "",
+        pattern=r"^(|v\d+)$",
+        description="The version whose served rows `skew` checks (vN). Default empty: every version of MODEL the "
+        "drift service's GET /v1/report lists.",
+    )
+    skew_limit: int = Field(
+        500,
+        ge=1,
+        le=MAX_SAMPLE_ROWS,
+        description=f"Most served rows `skew` asks for per version (at most {MAX_SAMPLE_ROWS}, the contract's cap): "
+        "each costs one point-in-time row of the offline store. Default 500.",
+    )
+
+    @field_validator("skew_token_file", "drift_ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> TrainerSettings:

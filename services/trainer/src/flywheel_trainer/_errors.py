@@ -5,7 +5,9 @@
     ├── DataError           the data or feature repository cannot give a usable training set
     ├── ExportError         the fp32 ONNX graph does not reproduce the torch model
     ├── PublishError        the model repository refused the new version
-    └── CandidateRejected   the version was published, marked rejected by its gates (exit code 6)
+    ├── CandidateRejected   the version was published, marked rejected by its gates (exit code 6)
+    └── DriftError          the skew check cannot reach the drift service, or it refuses (exit code 1, as
+                            TrainerError: a failed run, not a finding)
 
 The trainer is a batch job, not a server, so the family maps to process exit codes (`EXIT_CODES`)
 instead of HTTP statuses; the message of each error says what to do. `TrainerError` is rooted in
@@ -44,6 +46,11 @@ class CandidateRejected(TrainerError):
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class DriftError(TrainerError):
+    """The drift service (the skew check's sample and result endpoints) could not be reached, refused the request
+    or answered something that is not the skew contract; the message names the URL and the status."""
 
 
 EXIT_CODES: dict[type[TrainerError], int] = {
