@@ -34,8 +34,19 @@ def run(argv: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def binary_shaped(headers: dict[str, str], body: bytes) -> list[dict]:
+    """The events of one post as binary mode carries them ({"headers": ce-* and content-type, "body"}): a
+    CloudEvents batch (the transformer's default EVENT_MODE) unpacked in order, anything else as it came."""
+    if not headers.get("content-type", "").startswith("application/cloudevents-batch+json"):
+        return [{"headers": headers, "body": body}]
+    shared = {k: v for k, v in headers.items() if k != "content-type"}
+    return [{"headers": {**shared, **{f"ce-{k}": v for k, v in event.items() if k not in ("data", "datacontenttype")},
+                         "content-type": event["datacontenttype"]},
+             "body": json.dumps(event["data"]).encode()} for event in json.loads(body)]
+
+
 class EventSink:
-    """A real HTTP server that records the CloudEvents the transformer posts to it."""
+    """A real HTTP server that records the CloudEvents the transformer posts to it, each as binary mode has it."""
 
     def __init__(self) -> None:
         self.events: list[dict] = []
@@ -45,8 +56,9 @@ class EventSink:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 with sink.lock:
-                    sink.events.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    sink.events.extend(binary_shaped(headers, body))
                 self.send_response(202)
                 self.end_headers()
 
