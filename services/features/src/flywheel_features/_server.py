@@ -97,8 +97,8 @@ def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI
             posted = parse_body(await request.body())
         except Refused as refusal:
             return JSONResponse(refusal.body(), status_code=status_of(refusal))
-        ingested = await run_in_threadpool(stream.ingest, posted.cards, posted.merchants)
-        return JSONResponse({"accepted": ingested.accepted})
+        accepted = await run_in_threadpool(stream.ingest, posted.cards, posted.merchants)
+        return JSONResponse({"accepted": accepted})
 
     feast_lifespan = app.router.lifespan_context
 

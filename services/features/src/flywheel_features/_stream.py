@@ -6,8 +6,9 @@ transaction, which includes that transaction): unchanged traffic then looks drif
 /stream/transactions` (features write token; the transformer posts what it has scored) takes transactions,
 computes each one's row with flywheel_core.card_stream (the batch pipeline's windows and rules), and
 
-- online: pushes the rows through Feast's push path (`card_activity_push`, PushMode.ONLINE) before it
-  answers, so the card's next lookup is served the new state;
+- online: writes the rows to the views `card_activity_push` feeds before it answers, so the card's next lookup
+  is served the new state: what Feast's push (PushMode.ONLINE) writes, one write per post, without the registry
+  reads that made Feast's push most of the service's CPU (see _online_push);
 - offline: appends them as parquet parts beside the batch table, `card_activity.stream-<first>-<last>.parquet`
   (log line numbers), which the batch source's glob (feature_repo/sources.py) gives DuckDB, so training
   sees the same rows. Feast's PushMode.OFFLINE would rewrite card_activity.parquet whole on every push.
@@ -38,7 +39,6 @@ from typing import Annotated, Any
 
 import pandas as pd
 from feast import FeatureStore
-from feast.data_source import PushMode
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
@@ -47,11 +47,16 @@ from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
 
 from ._errors import InvalidStream
 from ._merchant_stream import MerchantSnapshots
+from ._online_push import OnlinePush
 
 PUSH_SOURCE = "card_activity_push"
 LOG_NAME = "transactions.jsonl"
 PART_GLOB = "card_activity.stream-*.parquet"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_ONLINE_COLUMNS = ("card_id", "txn_count_1h", "txn_count_24h", "amount_sum_24h", "amount_mean_30d",
+                   "distinct_countries_24h")
+"""A card row's join key and features, as CardActivityRow names them (card_activity's columns but the time)."""
 _PART = re.compile(r"^card_activity\.stream-(\d{10})-(\d{10})\.parquet$")
 
 TRANSACTIONS = Counter(
@@ -120,12 +125,6 @@ def parse_body(raw: bytes) -> Posted:
     return Posted([t.card_transaction() for t in body.transactions], [t.merchant_id for t in body.transactions])
 
 
-@dataclass(frozen=True)
-class Ingested:
-    accepted: int
-    rows: pd.DataFrame
-
-
 class CardStream:
     """The card state, its log and the offline parts of one data directory (one writer)."""
 
@@ -144,6 +143,7 @@ class CardStream:
         """Log line of the first pending row."""
         self._pending_since = 0.0
         self.merchants = MerchantSnapshots(store, self.data_dir)
+        self.online = OnlinePush(store, PUSH_SOURCE)
 
     def open(self) -> CardStream:
         """Rebuild the card state from the history and the log; write the rows no part holds yet."""
@@ -169,7 +169,7 @@ class CardStream:
         # They may not have reached the online store before the stop: each card's current state goes there.
         current = [row for txn, row in zip(unpushed, self._pending, strict=True) if self.history.is_newest(txn)]
         if current:
-            self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
+            self._push_online(current)
         self._flush()
         if logged:
             self.merchants.advance(max(txn.event_us for txn, _ in logged))
@@ -204,11 +204,12 @@ class CardStream:
         return out
 
     def ingest(self, transactions: list[card_stream.CardTransaction],
-               merchants: list[str | None] | None = None) -> Ingested:
+               merchants: list[str | None] | None = None) -> int:
         """Log, compute, push online (under one lock, so a card's pushes never reorder). A transaction already
         held (a retry) gets its row pushed again but is neither logged nor written offline twice.
 
-        A crash after the log and before the push loses nothing: `open` pushes the rows it recomputes."""
+        A crash after the log and before the push loses nothing: `open` pushes the rows it recomputes. Returns how
+        many transactions were taken (all of them)."""
         merchant_of = dict(zip((t.transaction_id for t in transactions), merchants or [], strict=False))
         with self._lock:
             fresh = [t for t in transactions if not self.history.knows(t)]
@@ -222,7 +223,6 @@ class CardStream:
                 for t in fresh:
                     self.merchants.add(t, merchant_of.get(t.transaction_id))
             rows = [self.history.add(t) for t in transactions]
-            frame = card_stream.rows_frame(rows)
             # Online holds each card's current state: a late arrival's or an old retry's row would put the card
             # back in time (Feast's SQLite store overwrites whatever it is given), so only newest rows go there.
             current = [row for t, row in zip(transactions, rows, strict=True) if self.history.is_newest(t)]
@@ -233,7 +233,7 @@ class CardStream:
                 self._logged += len(fresh)
                 self._pending.extend(row for t, row in zip(transactions, rows, strict=True) if t in is_fresh)
             if current:
-                self.store.push(PUSH_SOURCE, card_stream.rows_frame(current), to=PushMode.ONLINE)
+                self._push_online(current)
             # After the cards, before the count a caller may wait on: a snapshot needs only what came before its
             # 00:00, all of which is in.
             self.merchants.advance(max(t.event_us for t in transactions))
@@ -241,7 +241,12 @@ class CardStream:
             if self._pending and (len(self._pending) >= self.flush_rows
                                   or time.monotonic() - self._pending_since >= self.flush_s):
                 self._flush()
-        return Ingested(len(transactions), frame)
+        return len(transactions)
+
+    def _push_online(self, rows: list[card_stream.CardActivityRow]) -> None:
+        """One online write for the rows (see _online_push: Feast's push without its per-call registry reads)."""
+        self.online.push({name: [getattr(row, name) for row in rows] for name in _ONLINE_COLUMNS},
+                         [_NAIVE_EPOCH + timedelta(microseconds=row.event_us) for row in rows])
 
     def flush(self) -> None:
         """Write the pending rows as one offline part (at shutdown, and by tests)."""
