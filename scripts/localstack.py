@@ -190,7 +190,7 @@ def default_services(
 
 # The credentials of the local stack, one token file each (owner-only, made once, kept across runs), named
 # as in the chart's Secrets and docs/security.md: who holds a file can do what its name says.
-TOKENS = ("drift-ingest", "drift-labels", "features-read", "features-write", "transformer-debug")
+TOKENS = ("drift-ingest", "drift-labels", "drift-skew", "features-read", "features-write", "transformer-debug")
 
 
 def _token_file(path: Path) -> Path:
@@ -220,10 +220,12 @@ def bearer(path: Path) -> dict[str, str]:
 
 
 def drift_token_env(data_dir: Path) -> dict[str, str]:
-    """The drift service's credentials: who may send it inference events and batches, and who may label."""
+    """The drift service's credentials: who may send it inference events and batches, who may label, and who
+    may read served rows for the skew check (`python -m flywheel_trainer skew`)."""
     return {
         "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(token(data_dir, "drift-ingest")),
         "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": str(token(data_dir, "drift-labels")),
+        "FLYWHEEL_DRIFT_SKEW_TOKEN_FILE": str(token(data_dir, "drift-skew")),
     }
 
 

@@ -78,7 +78,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {"model_repo": tmp_path / "repo", "spool_dir": tmp_path / "spool", "durable": False,
                             "window_rows": 500, "min_window_rows": 100, "mmd_enabled": False,
                             "ingest_token_file": write_token(tmp_path / "tokens" / "drift-ingest"),
-                            "labels_token_file": write_token(tmp_path / "tokens" / "drift-labels")}
+                            "labels_token_file": write_token(tmp_path / "tokens" / "drift-labels"),
+                            "skew_token_file": write_token(tmp_path / "tokens" / "drift-skew")}
     return load_settings(**{**base, **overrides})
 
 
@@ -93,6 +94,8 @@ class Harness:
         """Headers of the drift ingest token's holder (the transformer)."""
         self.labeller = TokenFile(settings.labels_token_file).header()
         """Headers of the drift labels token's holder (whoever posts chargebacks)."""
+        self.skewer = TokenFile(settings.skew_token_file).header()
+        """Headers of the drift skew token's holder (the skew check)."""
 
     def batch(self, x: np.ndarray, probabilities: np.ndarray | None = None, ids: list[str] | None = None,
               **extra: Any) -> Any:

@@ -85,7 +85,8 @@ def credentials(which: str, path: str, tokens: Path) -> dict[str, str]:
         return {}
     if which == "wrong":
         return {"authorization": "Bearer not-the-token"}
-    name = "drift-labels" if path == "/v1/labels" else "drift-ingest"
+    name = {"/v1/labels": "drift-labels", "/v1/skew": "drift-skew", "/v1/skew/sample": "drift-skew"}.get(
+        path, "drift-ingest")
     return TokenFile(tokens / name).header()
 
 

@@ -19,7 +19,8 @@ def start(tmp_path, port, **extra: str):
            "FLYWHEEL_DRIFT_MODEL_REPO": str(tmp_path / "repo"), "FLYWHEEL_DRIFT_SPOOL_DIR": str(tmp_path / "spool"),
            "FLYWHEEL_DRIFT_MMD_ENABLED": "false",
            "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-ingest")),
-           "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-labels"))}
+           "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-labels")),
+           "FLYWHEEL_DRIFT_SKEW_TOKEN_FILE": str(write_token(tmp_path / "tokens" / "drift-skew"))}
     started = time.monotonic()
     log = open(tmp_path / f"drift-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "flywheel_drift"], env=env, stdout=log, stderr=subprocess.STDOUT)

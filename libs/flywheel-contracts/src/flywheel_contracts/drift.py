@@ -18,6 +18,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .skew import SkewResult
+
 SCHEMA_VERSION: Final = 1
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -257,6 +259,9 @@ class VersionReport(BaseModel):
     """Added in schema 1 (absent from older reports): per input field, predictions flagged unseen."""
     unseen_rows: int | None = None
     """Added in schema 1: predictions whose response said which inputs were unseen (older transformers do not)."""
+    skew: SkewResult | None = None
+    """Added in schema 1: the latest run-time skew check of this version (flywheel_contracts.skew), None before
+    the first."""
 
 
 class Backlog(BaseModel):

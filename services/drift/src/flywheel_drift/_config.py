@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flywheel_contracts.admission import DEFAULT_EXEMPT_PATHS, AdmissionSettings
+from flywheel_contracts.skew import MAX_SAMPLE_ROWS
 from flywheel_core.settings import describe_setting_errors
 
 from ._errors import ConfigError
@@ -225,6 +226,15 @@ class Settings(BaseSettings, _Admission):
     Separate from the ingest token because the first label for a row wins: whoever can label can
     pre-empt the real chargeback. Unset, missing or empty: /v1/labels answers 401. Re-read on change."""
 
+    skew_token_file: Path | None = None
+    """File holding the drift skew token (default unset), the credential of the run-time skew check
+    (`GET /v1/skew/sample`, which reveals served model inputs, and `POST /v1/skew`). Unset, missing or empty:
+    both answer 401. Re-read on change."""
+
+    skew_sample_rows: int = Field(1000, ge=0, le=MAX_SAMPLE_ROWS)
+    """Served rows kept per version for the skew check (default 1000; 0 = none): a uniform sample of every
+    row with a key, about 150 bytes each."""
+
     max_orphan_labels: int = Field(1_000_000, ge=100, le=100_000_000)
     """Labels kept waiting for a prediction that is not logged yet (default 1 million, ~100 MB on disk):
     beyond it the oldest are deleted first and counted in `evicted_orphan_labels_total`. Label ids are
@@ -268,6 +278,10 @@ class Settings(BaseSettings, _Admission):
         if self.ingest_token_file is not None and self.ingest_token_file == self.labels_token_file:
             raise ValueError(f"INGEST_TOKEN_FILE and LABELS_TOKEN_FILE are both {self.ingest_token_file}: "
                              "writers of rows must not be able to label them; give each its own token file")
+        if self.skew_token_file is not None and self.skew_token_file in (self.ingest_token_file,
+                                                                           self.labels_token_file):
+            raise ValueError(f"SKEW_TOKEN_FILE is {self.skew_token_file}, also the ingest or labels token: the "
+                             "skew check reads served model inputs; give it its own token file")
         return self
 
 

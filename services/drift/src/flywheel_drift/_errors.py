@@ -58,6 +58,12 @@ class InvalidEvent(family.BadRequest, RequestError):
     kind = "invalid_event"
 
 
+class InvalidRequest(family.BadRequest, RequestError):
+    """A body or query parameter of the service's other routes (the skew check's) that is not what it takes."""
+
+    kind = "invalid_request"
+
+
 class UnsupportedEventType(InvalidEvent):
     kind = "unsupported_event_type"
 

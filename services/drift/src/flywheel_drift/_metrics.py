@@ -9,6 +9,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from flywheel_contracts.skew import SkewResult
+
 PREFIX = "flywheel_drift_"
 MV = ("model", "version")
 MVF = ("model", "version", "feature")
@@ -91,6 +93,13 @@ class Metrics:
         self.mmd_seconds = Histogram(PREFIX + "mmd_seconds", "One MMD test.", registry=r, buckets=SLOW)
         self.replay_seconds = Gauge(PREFIX + "replay_seconds", "How long the start-up replay of the spool took.",
                                     registry=r)
+        self.skew_checks = counter("skew_checks_total", "Skew check results received (POST /v1/skew).", MV)
+        self.skew_rows = gauge("skew_compared_rows", "Served rows the latest skew check compared with training's "
+                                                    "point-in-time join.", MV)
+        self.skew_unmatched = gauge("skew_unmatched_rows", "Sampled rows the latest skew check found no offline "
+                                                          "transaction for.", MV)
+        self.skew_mismatched = gauge("skew_mismatched_rows", "Rows of the latest skew check whose served value of "
+                                                            "this feature differs from training's.", MVF)
 
     def window(self, model: str, version: str, result: dict[str, Any]) -> None:
         self.windows.labels(model, version).inc()
@@ -101,6 +110,14 @@ class Metrics:
             self.distance.labels(model, version, feature).set(f["distance"])
             self.psi.labels(model, version, feature).set(f["psi"])
             self.feature_drift.labels(model, version, feature).set(1.0 if f["drift"] else 0.0)
+
+    def skew(self, result: SkewResult) -> None:
+        m, v = result.model, result.version
+        self.skew_checks.labels(m, v).inc()
+        self.skew_rows.labels(m, v).set(result.rows)
+        self.skew_unmatched.labels(m, v).set(result.unmatched)
+        for feature, f in result.features.items():
+            self.skew_mismatched.labels(m, v, feature).set(f.mismatched)
 
     def performance(self, model: str, version: str, result: dict[str, Any]) -> None:
         for gauge, key in ((self.roc_auc, "roc_auc"), (self.pr_auc, "pr_auc"), (self.ece, "ece"),

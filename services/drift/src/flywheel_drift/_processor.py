@@ -32,6 +32,7 @@ from ._performance import PerformanceLimits, evaluate
 from ._repo import ReferenceLoader
 from ._report import version_reports
 from ._results import Alert, Detector
+from ._skew import SkewStore
 from ._spool import Spool, SpooledEvent
 from ._window import WindowPolicy
 
@@ -49,7 +50,8 @@ def parse_spooled(event: SpooledEvent) -> Any:
 
 class Processor:
     def __init__(self, settings: Settings, loader: ReferenceLoader, labels: LabelStore, spool: Spool,
-                 metrics: Metrics, backlog: Backlog, send_alert: Any, submit_mmd: Any) -> None:
+                 metrics: Metrics, backlog: Backlog, send_alert: Any, submit_mmd: Any,
+                 skew: SkewStore | None = None) -> None:
         self.s = settings
         self.loader = loader
         self.labels = labels
@@ -58,6 +60,7 @@ class Processor:
         self.backlog = backlog
         self.send_alert = send_alert
         self.submit_mmd = submit_mmd
+        self.skew = skew
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.monitors: OrderedDict[tuple[str, str], VersionMonitor] = OrderedDict()
         """Least recently used first; at most MAX_TRACKED_VERSIONS (only published versions get one)."""
@@ -213,6 +216,8 @@ class Processor:
         if monitor is None or record.x.shape[1] != len(monitor.reference.columns):
             self.metrics.without_reference.labels(model, version).inc(record.rows)
             return
+        if self.skew is not None:
+            self.skew.add(model, version, record.keys, record.time, record.x)
         windows_before = monitor.state.windows
         alerts = monitor.ingest(record.time, record.x, record.probabilities)
         self.metrics.rows.labels(model, version).inc(record.rows)

@@ -104,6 +104,20 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
             return JSONResponse(await service.accept_labels(await read_body(request, limit)))
         return await _guard(handle)
 
+    async def skew_sample(request: Request) -> Response:
+        async def handle() -> Response:
+            q = request.query_params
+            return JSONResponse(await asyncio.to_thread(service.skew_sample, q.get("model"), q.get("version"),
+                                                        q.get("limit")))
+        return await _guard(handle)
+
+    async def skew(request: Request) -> Response:
+        async def handle() -> Response:
+            _json_only(request)
+            body = await read_body(request, limit)
+            return JSONResponse(await asyncio.to_thread(service.accept_skew, body), status_code=202)
+        return await _guard(handle)
+
     async def report(request: Request) -> Response:
         async def handle() -> Response:
             data = await asyncio.to_thread(service.report, request.query_params.get("model"),
@@ -147,6 +161,8 @@ def create_app(service: DriftService, start: bool = True) -> Starlette:
         Route("/v1/events", events, methods=["POST"]),
         Route("/v1/batch", batch, methods=["POST"]),
         Route("/v1/labels", labels, methods=["POST"]),
+        Route("/v1/skew/sample", skew_sample, methods=["GET"]),
+        Route("/v1/skew", skew, methods=["POST"]),
         Route("/v1/report", report, methods=["GET"]),
         Route("/report", report_html, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -182,11 +198,13 @@ def _credentials(service: DriftService) -> dict[str, Credential]:
     s = service.settings
     ingest = Credential(TokenFile(s.ingest_token_file, "drift ingest token"), "FLYWHEEL_DRIFT_INGEST_TOKEN_FILE")
     labels = Credential(TokenFile(s.labels_token_file, "drift labels token"), "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE")
+    skew = Credential(TokenFile(s.skew_token_file, "drift skew token"), "FLYWHEEL_DRIFT_SKEW_TOKEN_FILE")
     for credential, routes in ((ingest, "POST /, /v1/events and /v1/batch"), (labels, "POST /v1/labels")):
         if not credential.token.configured:
             log.warning("no %s (%s is unset, missing or empty): %s answer 401 until it names a token file",
                         credential.token.name, credential.setting, routes)
-    return {"/": ingest, "/v1/events": ingest, "/v1/batch": ingest, "/v1/labels": labels}
+    return {"/": ingest, "/v1/events": ingest, "/v1/batch": ingest, "/v1/labels": labels,
+            "/v1/skew/sample": skew, "/v1/skew": skew}
 
 
 def _exit_if_failed(task: asyncio.Task[None]) -> None:

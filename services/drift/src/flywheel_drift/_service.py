@@ -29,6 +29,9 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
+
+from flywheel_contracts.skew import SkewResult
 
 from ._alerts import AlertSender
 from ._backlog import Backlog
@@ -37,6 +40,7 @@ from ._dedup import RecentIds
 from ._errors import (
     Backlogged,
     InvalidEvent,
+    InvalidRequest,
     NotReady,
     ReferenceUnavailable,
     RequestError,
@@ -51,6 +55,7 @@ from ._payloads import parse_batch, parse_labels
 from ._processor import Processor
 from ._repo import ReferenceLoader
 from ._report import service_report
+from ._skew import SkewStore
 from ._spool import Spool, SpooledEvent
 
 log = logging.getLogger("flywheel_drift")
@@ -76,6 +81,7 @@ class DriftService:
         self.replayed = 0
         self._alert_transport = alert_transport
         self.recent = RecentIds(settings.dedup_events, settings.dedup_seconds)
+        self.skew = SkewStore(settings.skew_sample_rows, settings.max_tracked_versions)
         self.processor: Processor
         self.spool: Spool
         self.labels: LabelStore
@@ -95,7 +101,7 @@ class DriftService:
             self.mmd = MMDRunner(s.mmd_rows, s.mmd_permutations, s.alpha,
                                  on_result=lambda key, result: self.processor.queue.put(("mmd", (key, result))))
         self.processor = Processor(s, self.loader, self.labels, self.spool, self.metrics, self.backlog,
-                                   send_alert=self.alerts.send, submit_mmd=self._submit_mmd)
+                                   send_alert=self.alerts.send, submit_mmd=self._submit_mmd, skew=self.skew)
         replay_started = time.perf_counter()
         self.replayed = self.processor.restore(on_replayed=self._remember)
         self.metrics.replay_seconds.set(time.perf_counter() - replay_started)
@@ -295,6 +301,57 @@ class DriftService:
             self.processor.queue.put(("labels", set(versions)))
         return result
 
+    # ---- training-serving skew (flywheel_contracts.skew) ----------------------------------------
+    def _skew_version(self, model: str | None, version: str | None) -> tuple[str, str, list[str]]:
+        """A monitored model and a published version with a reference, and its input columns."""
+        model = self._model(model)
+        if not version:
+            raise InvalidRequest("version is required: the skew check compares one version's served rows",
+                                 field="version")
+        if not self.loader.is_published(model, version):
+            raise UnknownVersion(f"{model} {_shown(version)} is not a published version", field="version")
+        try:
+            return model, version, self.loader.load(model, version).columns
+        except ReferenceUnavailable as e:
+            raise UnknownVersion(f"{model} {_shown(version)} has no usable reference: {e}", field="version") from e
+
+    def skew_sample(self, model: str | None, version: str | None, limit: str | None) -> dict[str, Any]:
+        """`GET /v1/skew/sample`: up to `limit` (default and most: SKEW_SAMPLE_ROWS) served rows of a version."""
+        if not self.ready:
+            raise NotReady("the drift service is still starting; retry in a few seconds")
+        model, version, columns = self._skew_version(model, version)
+        most = self.settings.skew_sample_rows
+        try:
+            n = most if limit is None else int(limit)
+        except ValueError:
+            raise InvalidRequest(f"limit must be an integer, got {_shown(limit)}", field="limit") from None
+        if not 1 <= n <= max(most, 1):
+            raise InvalidRequest(f"limit must be 1 to {max(most, 1)} (FLYWHEEL_DRIFT_SKEW_SAMPLE_ROWS)", field="limit")
+        return self.skew.sample(model, version, columns, n).model_dump(mode="json")
+
+    def accept_skew(self, body: bytes) -> dict[str, Any]:
+        """`POST /v1/skew`: one check's result, kept as the version's latest (report and metrics)."""
+        if not self.ready:
+            raise NotReady("the drift service is still starting; retry in a few seconds")
+        try:
+            result = SkewResult.model_validate_json(body)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise InvalidRequest(f"{where}: {first['msg']}", field=where) from None
+        model, version, columns = self._skew_version(result.model, result.version)
+        unknown = sorted(set(result.features) - set(columns))
+        if unknown:
+            raise InvalidRequest(f"features {', '.join(_shown(n) for n in unknown[:3])} are not input columns of "
+                               f"{model} {version}", field="features")
+        self.skew.record(result)
+        self.metrics.skew(result)
+        if result.mismatched_features:
+            log.warning("skew %s/%s: %d of %d served rows differ from training's join in %s", model, version,
+                        max(f.mismatched for f in result.features.values()), result.rows,
+                        ", ".join(result.mismatched_features[:5]))
+        return {"accepted": True, "rows": result.rows, "mismatched_features": result.mismatched_features}
+
     # ---- reading --------------------------------------------------------------------------------
     def report(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:
         if not self.ready:
@@ -313,11 +370,18 @@ class DriftService:
         computed_at, versions = self.processor.published  # never the processor's lock: no waiting for ingestion
         status["computed_at"] = computed_at
         status["age_seconds"] = max(0.0, time.time() - computed_at)
+        versions = {key: {**v, "skew": _skew_json(self.skew.result(*key))} for key, v in versions.items()}
         return service_report(versions, status, model, version)
 
     def sync(self, timeout_s: float = 60.0) -> bool:
         """Block until everything accepted so far is analysed (tests and benchmarks)."""
         return self.processor.sync(timeout_s)
+
+
+def _skew_json(result: SkewResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return result.model_dump(mode="json")
 
 
 def _dedup_key(half: EventHalf) -> tuple[str, str, str]:
