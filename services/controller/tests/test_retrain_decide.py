@@ -3,10 +3,12 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flywheel_contracts.drift import Alert, PerformanceResult, VersionReport
 from flywheel_contracts.retrain import RetrainPolicy, Trigger
-from flywheel_controller._retrain import Serving, decide
+from flywheel_controller._retrain import Serving, decide, pr_auc_upper_bound
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SERVING = Serving("v3", trained_at=NOW - timedelta(days=3))
@@ -21,10 +23,10 @@ def policy(status: dict | None = None, **spec) -> RetrainPolicy:
                                          "status": status or {}})
 
 
-def report(labelled: int = 500, pr_auc: float | None = 0.7, rows: int = 400, alerts: list[tuple[str, float]] = ()
-           ) -> VersionReport:
+def report(labelled: int = 500, pr_auc: float | None = 0.7, rows: int = 400, alerts: list[tuple[str, float]] = (),
+           positives: int = 200) -> VersionReport:
     performance = PerformanceResult.model_validate({
-        "rows": rows, "positives": 10, "coverage": 0.5, "roc_auc": 0.9, "pr_auc": pr_auc, "ece": 0.01,
+        "rows": rows, "positives": positives, "coverage": 0.5, "roc_auc": 0.9, "pr_auc": pr_auc, "ece": 0.01,
         "baseline": {}, "degraded": [], "status": "ok"})
     made = [Alert.model_validate({"model": "fraud", "version": "v3", "category": category, "detector":
                                   "window" if category == "data" else "performance", "at": at,
@@ -42,7 +44,27 @@ def test_nothing_fires_on_a_healthy_fresh_version():
 
 def test_a_labelled_pr_auc_below_the_minimum_starts_a_run():
     decision = decide(policy(), NOW, SERVING, report(pr_auc=0.4))
-    assert decision.start and decision.trigger is Trigger.PERFORMANCE and "0.400 < 0.5" in decision.reason
+    assert decision.start and decision.trigger is Trigger.PERFORMANCE
+    assert "PR-AUC 0.400 (upper 95% bound 0.458) < 0.5" in decision.reason
+
+
+@pytest.mark.parametrize(("pr_auc", "fires"), [(0.491, False), (0.329, True)])
+def test_a_dip_the_labels_cannot_tell_from_noise_starts_nothing(pr_auc, fires):
+    """make flywheel's runs, 2,000 labels with about 35 frauds: unchanged traffic dipped to 0.491 (noise: the gates
+    then found no better model), concept drift took v1 to 0.329. The point estimate fired on both."""
+    labels = report(pr_auc=pr_auc, rows=2000, positives=35)
+    assert decide(policy(), NOW, SERVING, labels).start is fires
+    point = {"minimum": 0.5, "minLabels": 100, "confidence": 0}
+    point_policy = policy(triggers={"performance": point, "manual": True})
+    assert decide(point_policy, NOW, SERVING, labels).start
+
+
+@given(st.floats(0.01, 0.99), st.integers(1, 10_000), st.floats(0.5, 0.999))
+def test_the_upper_bound_is_above_the_estimate_and_tightens_with_more_positives(pr_auc, positives, confidence):
+    upper = pr_auc_upper_bound(pr_auc, positives, confidence)
+    assert pr_auc - 1e-12 <= upper <= 1.0  # z = 0 at confidence 0.5: the estimate itself, up to rounding
+    assert pr_auc_upper_bound(pr_auc, positives * 4, confidence) <= upper + 1e-12
+    assert pr_auc_upper_bound(pr_auc, positives, 0.0) == pr_auc
 
 
 def test_too_few_labels_to_judge_performance_is_no_trigger():

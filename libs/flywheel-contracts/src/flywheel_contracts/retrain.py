@@ -63,6 +63,10 @@ class PerformanceTrigger(BaseModel):
     model_config = _SPEC
     minimum: float = Field(ge=0, le=1)
     min_labels: int = Field(200, alias="minLabels", ge=1)
+    confidence: float = Field(0.95, ge=0, le=0.999)
+    """How sure the labels must make it that PR-AUC is below `minimum`: the trigger fires when the one-sided upper
+    confidence bound of the labelled PR-AUC is below it (0: the point estimate, as before). A few dozen frauds
+    move PR-AUC by several points between windows of unchanged traffic."""
 
 
 class ScheduleTrigger(BaseModel):

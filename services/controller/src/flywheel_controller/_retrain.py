@@ -10,7 +10,8 @@ checks is the contract:
    the last run's start) with `triggers.manual` -> yes, Manual, past the cool-down and minNewLabels.
 4. The cool-down since the last run's start has not passed -> no, eligible at its end.
 5. The automatic triggers, first that fires: Performance (labelled PR-AUC below minimum on at least minLabels
-   labels), DriftAlert (an alert of a listed category raised after the last run started), Schedule (the
+   labels, with `confidence`: `pr_auc_upper_bound`), DriftAlert (an alert of a listed category raised after the
+   last run started), Schedule (the
    serving version older than `every`).
 6. A trigger fired but fewer than minNewLabels labels arrived since the serving version was trained -> no
    (retraining on what the last model already saw is wasted compute).
@@ -21,8 +22,10 @@ that starts trainer Jobs from it is the next step (issue 15).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import NormalDist
 
 from flywheel_contracts.drift import VersionReport
 from flywheel_contracts.retrain import RetrainPolicy, Trigger
@@ -73,15 +76,31 @@ def decide(policy: RetrainPolicy, now: datetime, serving: Serving | None, report
     return Decision(True, trigger, why)
 
 
+def pr_auc_upper_bound(pr_auc: float, positives: int, confidence: float) -> float:
+    """One-sided upper confidence bound of a PR-AUC (average precision) from `positives` labelled positives: the
+    logit interval of Boyd, Eng & Page (2013), logit(AP) + z / sqrt(positives * AP * (1 - AP)), which they found to
+    cover well down to a few dozen positives. `confidence` 0 gives the point estimate itself; no positives or an
+    AP of 0 or 1 gives no information, so the bound is 1 (never fires)."""
+    if confidence <= 0:
+        return pr_auc
+    if positives <= 0 or not 0.0 < pr_auc < 1.0:
+        return 1.0
+    z = NormalDist().inv_cdf(confidence)
+    logit = math.log(pr_auc / (1.0 - pr_auc)) + z / math.sqrt(positives * pr_auc * (1.0 - pr_auc))
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
 def _fired(policy: RetrainPolicy, now: datetime, serving: Serving, report: VersionReport | None,
            last_start: datetime | None) -> tuple[Trigger, str] | None:
     triggers = policy.spec.triggers
     if triggers.performance is not None and report is not None and report.performance is not None:
-        perf = report.performance
-        if perf.pr_auc is not None and perf.rows >= triggers.performance.min_labels \
-                and perf.pr_auc < triggers.performance.minimum:
-            return Trigger.PERFORMANCE, (f"{serving.version} labelled PR-AUC {perf.pr_auc:.3f} < "
-                                         f"{triggers.performance.minimum} on {perf.rows} labels")
+        perf, trigger = report.performance, triggers.performance
+        if perf.pr_auc is not None and perf.rows >= trigger.min_labels:
+            upper = pr_auc_upper_bound(perf.pr_auc, perf.positives, trigger.confidence)
+            if upper < trigger.minimum:
+                bound = f" (upper {trigger.confidence:.0%} bound {upper:.3f})" if trigger.confidence > 0 else ""
+                return Trigger.PERFORMANCE, (f"{serving.version} labelled PR-AUC {perf.pr_auc:.3f}{bound} < "
+                                             f"{trigger.minimum} on {perf.rows} labels, {perf.positives} positive")
     if triggers.drift_alert is not None and report is not None:
         since = last_start.timestamp() if last_start is not None else float("-inf")
         for alert in report.alerts:
