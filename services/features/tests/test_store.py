@@ -8,6 +8,7 @@ from feast.data_source import PushMode
 
 from flywheel_core import ondemand, schema
 from flywheel_features import StoreError, historical, history_end, materialize
+from flywheel_features._store import tune_online_store
 
 CARD_FEATURES = list(schema.CARD_FEATURES)
 MERCHANT_FEATURES = list(schema.MERCHANT_FEATURES)
@@ -114,3 +115,16 @@ def test_the_views_ttls_are_the_ones_serving_judges_staleness_by(store: FeatureS
     # point-in-time join does; it reads the ttls from flywheel_core.schema, so they must be the repo's.
     declared = {name: int(store.get_feature_view(name).ttl.total_seconds()) for name in schema.FEATURE_VIEW_TTL_S}
     assert declared == schema.FEATURE_VIEW_TTL_S
+
+
+def test_the_local_online_store_commits_to_a_write_ahead_log_without_a_sync_per_write(store: FeatureStore):
+    tune_online_store(store)
+    connection = store._get_provider().online_store._get_conn(store.config)
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    # Still read and written as before.
+    store.push("card_activity_push", pd.DataFrame({
+        "card_id": ["c_wal_1"], "event_timestamp": [pd.Timestamp("2026-01-02", tz="UTC")], "txn_count_1h": [4],
+        "txn_count_24h": [4], "amount_sum_24h": [8.0], "amount_mean_30d": [2.0], "distinct_countries_24h": [1],
+    }), to=PushMode.ONLINE)
+    assert online(store, ["card_activity:txn_count_1h"], [{"card_id": "c_wal_1"}])["txn_count_1h"].tolist() == [4]

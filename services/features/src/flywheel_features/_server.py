@@ -43,7 +43,7 @@ from ._errors import (
 )
 from ._guard import ROUTES, Guard
 from ._metrics import MetricsMiddleware, metrics_response
-from ._store import open_store
+from ._store import open_store, tune_online_store
 from ._stream import CardStream, parse_body
 
 READY_PROBE_ENTITY = "__flywheel_ready_probe__"
@@ -73,6 +73,7 @@ def check_ready(store: FeatureStore, feature_service: str) -> None:
 def create_app(settings: Settings, store: FeatureStore | None = None) -> FastAPI:
     """Feast's feature server app over the configured repository, with Flywheel's additions."""
     store = store or open_store(settings)
+    tune_online_store(store)
     app = get_app(store, registry_ttl_sec=settings.registry_ttl_seconds)
 
     async def health(_: Request) -> Response:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureStore, FileSource
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.project import Project
 from feast.repo_config import load_repo_config
 from feast.repo_operations import apply_total, parse_repo
@@ -34,6 +35,25 @@ ENTITY_COLUMNS = ("card_id", "merchant_id", "event_timestamp", "amount", "event_
 def open_store(settings: Settings) -> FeatureStore:
     settings.export_data_dir()
     return FeatureStore(repo_path=str(settings.repo_path.resolve()), fs_yaml_file=settings.store_yaml_path.resolve())
+
+
+def tune_online_store(store: FeatureStore) -> None:
+    """Let the local SQLite online store commit without waiting for the disk (WAL, synchronous=NORMAL).
+
+    Why: the stream step commits one online write per post. In SQLite's default rollback journal each commit
+    creates, syncs and deletes a journal file: about 0.2 ms of CPU and, on a busy disk, 10-15 ms of wall time
+    (issue 12, profiled), during which Feast's one shared connection also holds back every lookup. In WAL mode
+    with synchronous=NORMAL a commit is an append to the write-ahead log (readers never wait for it) and the
+    disk is synced at checkpoints: an application crash loses nothing committed, a power cut may lose the last
+    commits (as it may the stream log's unsynced lines). WAL is a property of the database file, so the CLI's
+    materialize then writes it the same way. Other online stores (Redis in a cluster) are left as they are.
+    """
+    online = store._get_provider().online_store
+    if not isinstance(online, SqliteOnlineStore):
+        return
+    connection = online._get_conn(store.config)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def apply(settings: Settings) -> list[str]:
