@@ -23,7 +23,7 @@ DIGEST = "sha256:" + "ab" * 32
 CREDENTIALS = {
     "router": {"router-token"},
     "controller": {"router-token"},
-    "drift": {"drift-ingest-token", "drift-labels-token", "model-signing-token"},
+    "drift": {"drift-ingest-token", "drift-labels-token", "drift-skew-token", "model-signing-token"},
     "features": {"features-read-token", "features-write-token", "redis-auth"},
     "transformer": {"features-read-token", "drift-ingest-token", "transformer-debug-token", "model-signing-token"},
     "predictor": {"model-signing-token"},
@@ -31,6 +31,7 @@ CREDENTIALS = {
     "materialize": {"redis-auth"},
     "trainer": {"redis-auth", "model-signing-token"},
     "label-feed": {"drift-labels-token"},
+    "skew": {"drift-skew-token"},
 }
 # The pods that publish (trainer) or load (the rest) model versions: they sign or check metadata.json with the
 # model signing key (modelRepo.signing, FLYWHEEL_MODEL_SIGNING_KEY_FILE).
@@ -45,6 +46,7 @@ EGRESS = {
     "materialize": {("redis", 6379)},
     "trainer": {("redis", 6379)},
     "label-feed": {("drift", 8070)},
+    "skew": {("drift", 8070)},
     "predictor": set(),
     "drift": set(),
     "redis": set(),
@@ -104,7 +106,8 @@ def _sets(**values: str) -> tuple[str, ...]:
     return tuple(a for k, v in values.items() for a in ("--set", f"{k.replace('__', '.')}={v}"))
 
 
-ALL_ON = (*_sets(drift__enabled="true", labelFeed__enabled="true"), "--set", "labelFeed.truthFiles.concept=live/concept.jsonl")
+ALL_ON = (*_sets(drift__enabled="true", labelFeed__enabled="true", skew__enabled="true"),
+          "--set", "labelFeed.truthFiles.concept=live/concept.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +267,8 @@ def test_each_workload_holds_only_its_own_credentials(tools, extra):
 
 def test_token_files_are_read_only_mounts_of_their_secrets(tools):
     want = {"drift": {"FLYWHEEL_DRIFT_INGEST_TOKEN_FILE": "drift-ingest-token",
-                      "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": "drift-labels-token"},
+                      "FLYWHEEL_DRIFT_LABELS_TOKEN_FILE": "drift-labels-token",
+                      "FLYWHEEL_DRIFT_SKEW_TOKEN_FILE": "drift-skew-token"},
             "features": {"FLYWHEEL_FEATURES_READ_TOKEN_FILE": "features-read-token",
                          "FLYWHEEL_FEATURES_WRITE_TOKEN_FILE": "features-write-token"},
             "transformer": {"FLYWHEEL_TRANSFORMER_FEATURES_TOKEN_FILE": "features-read-token",
@@ -365,6 +369,7 @@ def test_the_controller_mounts_no_snapshot_of_the_model_repository(tools, source
 
 def test_existing_secrets_replace_every_generated_one(tools):
     names = {"router.auth": "my-router", "drift.auth.ingest": "my-ingest", "drift.auth.labels": "my-labels",
+             "drift.auth.skew": "my-skew",
              "features.auth.read": "my-read", "features.auth.write": "my-write",
              "transformer.auth.debug": "my-debug", "redis.auth": "my-redis", "modelRepo.signing": "my-signing"}
     docs = _render(tools, extra=(*ALL_ON, *(a for k, v in names.items() for a in ("--set", f"{k}.existingSecret={v}"))))
@@ -460,7 +465,7 @@ def test_extra_env_takes_a_map_or_full_env_var_entries_and_both_are_admitted(too
     ref = {"secretKeyRef": {"name": "s", "key": "k"}}
     as_map = {"PLAIN": "1", "FROM_SECRET": {"valueFrom": ref}}
     as_list = [{"name": "PLAIN", "value": "1"}, {"name": "FROM_SECRET", "valueFrom": ref}]
-    components = ("features", "predictor", "transformer", "drift", "trainer", "router")
+    components = ("features", "predictor", "transformer", "drift", "trainer", "skew", "router")
     for form in (as_map, as_list):
         extra = tuple(a for c in components for a in ("--set-json", f"{c}.extraEnv={json.dumps(form)}"))
         docs = _render(tools, extra=(*ALL_ON, *extra), namespace=locked_namespace)

@@ -217,6 +217,12 @@ model repository claim, so it needs both (an image volume or an object store cop
 {{- if and .Values.labelFeed.enabled .Values.features.enabled .Values.drift.enabled }}true{{ end -}}
 {{- end -}}
 
+{{- /* The skew check runs where the trainer does (it reads the same feature data and model repository claims) and
+there is a drift service whose served rows it checks. */}}
+{{- define "flywheel.skewRendered" -}}
+{{- if and .Values.skew.enabled .Values.drift.enabled (include "flywheel.trainerRendered" .) }}true{{ end -}}
+{{- end -}}
+
 {{- /* The controller acts on RetrainPolicies: it is asked to, and there is a trainer CronJob to make Jobs from. */}}
 {{- define "flywheel.controllerRetrains" -}}
 {{- if and .Values.controller.enabled .Values.controller.retrain (include "flywheel.trainerRendered" .) }}true{{ end -}}
@@ -391,6 +397,7 @@ or the chart's own <fullname>-<credential>-token. Call with (dict "ctx" $ "crede
     "router" .ctx.Values.router.auth.existingSecret
     "drift-ingest" .ctx.Values.drift.auth.ingest.existingSecret
     "drift-labels" .ctx.Values.drift.auth.labels.existingSecret
+    "drift-skew" .ctx.Values.drift.auth.skew.existingSecret
     "features-read" .ctx.Values.features.auth.read.existingSecret
     "features-write" .ctx.Values.features.auth.write.existingSecret
     "transformer-debug" .ctx.Values.transformer.auth.debug.existingSecret

@@ -2,7 +2,7 @@
 (egress), plus DNS. The graph, in one place (docs/security.md draws it):
   router      -> transformer pods of this namespace :8090, the Kubernetes API (its routes ConfigMap)
   transformer -> features :6566, predictor :8080, drift :8070 (or the ports of featuresUrl / eventSinkUrl)
-  label-feed  -> drift :8070
+  label-feed, skew -> drift :8070
   controller  -> router admin :8001, drift :8070, the port of controller.prometheusUrl, the Kubernetes API
   features, materialize, trainer -> Redis :6379 (or redis.externalPort anywhere)
   predictor, drift -> nothing (object storage :443 when modelRepo.source is storageUri)
@@ -87,7 +87,7 @@ networkPolicy.extraEgress adds rules per component (drift alert webhooks, an ext
 {{ include "flywheel.egressAnywhere" (include "flywheel.urlPort" .) }}
 {{- end }}
 {{- include "flywheel.egressKubernetesApi" .ctx }}
-{{- else if eq $c "label-feed" }}
+{{- else if has $c (list "label-feed" "skew") }}
 {{ include "flywheel.egressTo" (dict "ctx" .ctx "component" "drift" "port" 8070) }}
 {{- else if has $c (list "features" "materialize" "trainer") }}
 {{- if $v.redis.enabled }}
