@@ -118,7 +118,10 @@ def locked_namespace(api) -> Iterator[str]:
 
 def _dry_run(tools, namespace: str, docs: list[dict]) -> None:
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
-    tools.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=manifest)
+    done = tools.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=manifest)
+    # Pod Security admission enforces on pods only: a CronJob's or Deployment's template that breaks the standard
+    # is admitted with a warning (and its pods refused later), so the warning is the failure here.
+    assert "would violate PodSecurity" not in done.stderr, done.stderr
 
 
 # --- NetworkPolicies -----------------------------------------------------------------------------------------
