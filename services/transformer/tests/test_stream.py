@@ -58,28 +58,6 @@ def test_scored_transactions_are_posted_in_order_with_the_write_token(tmp_path):
     assert value(registry, "flywheel_transformer_feature_stream_sent_total") == 2
 
 
-def test_a_transaction_that_finds_the_sender_idle_waits_the_linger_for_others_to_share_its_post():
-    posts = []
-
-    def handler(request):
-        posts.append([t["transaction_id"] for t in json.loads(request.content)["transactions"]])
-        return httpx.Response(200)
-
-    async def go():
-        registry = CollectorRegistry()
-        stream = FeatureStream("http://features:6566/", StreamMetrics(registry), "fraud", 10, 0.5,
-                               transport=httpx.MockTransport(handler), linger_s=0.5)
-        stream.submit([txn(1)])
-        while stream._queue.qsize():  # until the sender holds it, lingering
-            await asyncio.sleep(0)
-        stream.submit([txn(2), txn(3)])
-        await stream.drain()
-        await stream.close(1.0)
-
-    run(go())
-    assert posts == [["t0000000001", "t0000000002", "t0000000003"]]
-
-
 def test_a_full_queue_drops_and_counts_without_waiting():
     release = asyncio.Event()
 

@@ -5,11 +5,7 @@ the last materialization while it was trained on the state just before each tran
 service computes the card's new row and pushes it into Feast (its `POST /stream/transactions`, features
 write token); this module is how scored transactions reach it, copying the pattern of the inference log
 (_events): a request handler only does `put_nowait` on a bounded queue; one sender task takes what is
-queued (up to BATCH transactions) and posts it with a short timeout, never retrying. When a transaction finds
-the sender idle and nothing else queued, the sender waits LINGER_S for others to join it: each post costs the
-features service about 0.7 ms of CPU whatever it carries, and one more transaction about 0.35 ms (issue 12,
-measured), so a post per transaction would double its stream CPU at moderate rates. A card's next lookup is
-therefore served its new state at most LINGER_S plus one post after the transaction was scored. One sender, so a
+queued (up to BATCH transactions) and posts it with a short timeout, never retrying. One sender, so a
 card's transactions arrive in the order they were scored. A full queue drops the transaction and counts
 it; a refused or timed-out post is counted too. Nothing here can slow or fail a prediction. At shutdown
 the queue is drained for at most a deadline, like the inference log's.
@@ -36,8 +32,6 @@ from ._validation import Transaction
 PATH = "/stream/transactions"
 BATCH = 200
 """Most transactions in one post (the features service takes up to 1000)."""
-LINGER_S = 0.01
-"""Longest a lone transaction waits for others to share its post (seconds): the bound on the extra staleness."""
 
 log = logging.getLogger("flywheel_transformer.stream")
 
@@ -91,7 +85,6 @@ class FeatureStream:
         token: TokenFile | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
-        linger_s: float = LINGER_S,
     ) -> None:
         self.url = base_url.rstrip("/") + PATH
         self.token = token or TokenFile(None)
@@ -103,7 +96,6 @@ class FeatureStream:
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=verify)
         self._failing = False
         self._in_flight = 0
-        self._linger_s = linger_s
 
     def submit(self, transactions: Sequence[Transaction]) -> int:
         """Queue scored transactions without waiting; returns how many were dropped (and counted)."""
@@ -123,13 +115,10 @@ class FeatureStream:
     async def _send_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            self._in_flight = 1
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._in_flight = len(batch)
             try:
-                if self._linger_s > 0 and self._queue.empty():
-                    await asyncio.sleep(self._linger_s)  # bounded: let a burst share this post
-                while len(batch) < BATCH and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                self._in_flight = len(batch)
                 await self._post(batch)
                 self._in_flight = 0  # not when cancelled mid-post: those were not sent
             finally:
