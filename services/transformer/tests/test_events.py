@@ -57,7 +57,8 @@ def test_headers_are_kserve_loggers_binary_cloudevent_headers():
     assert event["id"] == "id-1" and event["inferenceservicename"] == "fraud-isvc"
 
 
-def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0, mode="binary", batch_max=64):
+def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0, mode="binary", batch_max=64,
+              linger_s=0.0):
     """A sink of one sender over a mock transport; binary mode unless the test is about batches."""
     registry = registry or CollectorRegistry()
     sink = EventSink(
@@ -73,6 +74,7 @@ def sink_with(handler, queue_size=10, registry=None, token=None, retry_s=0.0, mo
         retry_s=retry_s,
         mode=mode,
         batch_max=batch_max,
+        linger_s=linger_s,
     )
     return sink, registry
 
@@ -343,6 +345,27 @@ def test_a_lone_record_is_posted_at_once_not_held_back_for_a_fuller_batch():
 
     run(go())
     assert posts == [2, 2]
+
+
+def test_with_a_linger_records_arriving_meanwhile_share_the_batch_and_a_lone_one_still_goes_out():
+    posts = []
+
+    def handler(request):
+        posts.append([e["id"] for e in batch_events(request)][::2])
+        return httpx.Response(202)
+
+    async def go():
+        sink, _ = sink_with(handler, mode="batch", batch_max=3, linger_s=0.5)
+        sink.submit(record("a"))
+        await asyncio.sleep(0)  # the sender takes "a" and lingers
+        sink.submit(record("b"))
+        sink.submit(record("c"))  # the batch is full: posted without waiting out the linger
+        sink.submit(record("d"))  # alone: posted once its linger ends
+        await sink.drain()
+        await sink.aclose()
+
+    run(go())
+    assert posts == [["a", "b", "c"], ["d"]]
 
 
 def test_a_batch_that_fails_transiently_is_retried_whole_and_nothing_is_lost():

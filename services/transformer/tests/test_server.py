@@ -329,6 +329,9 @@ def degraded(workdir, predictor):
             "FLYWHEEL_TRANSFORMER_EVENT_SINK_URL": held_sink.url + "/",
             "FLYWHEEL_TRANSFORMER_EVENT_QUEUE_SIZE": "1",
             "FLYWHEEL_TRANSFORMER_EVENT_SENDERS": "1",
+            # No linger: the sender posts the record it took at once (and is held there), so the queue of one is
+            # the whole bound that the drop test counts against.
+            "FLYWHEEL_TRANSFORMER_EVENT_BATCH_LINGER_S": "0",
             "FLYWHEEL_TRANSFORMER_EVENT_TIMEOUT_S": "30",
             "FLYWHEEL_TRANSFORMER_DEBUG_FEATURES": "true",
             "FLYWHEEL_TRANSFORMER_DEBUG_TOKEN_FILE": str(workdir / "transformer-debug"),

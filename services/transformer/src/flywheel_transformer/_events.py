@@ -10,8 +10,10 @@ alone (the bodies carry it too: the request's `parameters.metadata_version`, the
 
 Two ways to post them (EVENT_MODE):
 
-- `batch` (the default): a sender takes what is queued, up to EVENT_BATCH_MAX records, without waiting for
-  more (as the feature stream does), and posts both events of each as one CloudEvents batch-mode request
+- `batch` (the default): a sender takes what is queued, up to EVENT_BATCH_MAX records, and waits up to
+  EVENT_BATCH_LINGER_S for more while the batch is not full (the log is off the request path, so the wait
+  delays only the drift service's view, never an answer), and posts both events of each as one CloudEvents
+  batch-mode request
   (`application/cloudevents-batch+json`, a JSON array of structured-mode events). One HTTP request per batch
   instead of two per scored request is most of what the inference log costs here and at the drift service.
 - `binary`: each event alone in binary mode with KServe logger's `ce-*` headers (two requests per record),
@@ -171,10 +173,12 @@ class EventSink:
         verify: ssl.SSLContext | bool = True,
         mode: EventMode = "batch",
         batch_max: int = 64,
+        linger_s: float = 0.0,
     ) -> None:
         self.url = url
         self.mode = mode
         self._batch_max = batch_max if mode == "batch" else 1
+        self._linger_s = linger_s if mode == "batch" else 0.0
         self.token = token or TokenFile(None)
         """The drift ingest token sent with every event (re-read when its file changes); none when unset."""
         self.attributes = attributes
@@ -210,12 +214,30 @@ class EventSink:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._send_forever()) for _ in range(self._senders)]
 
+    async def _take(self) -> list[InferenceRecord]:
+        """The next batch: one record (waiting for it), then what is queued, then what arrives within the linger,
+        up to the batch's maximum. Each record counts as in flight from the moment it leaves the queue."""
+        records = [await self._queue.get()]
+        self._in_flight += 2
+        deadline = time.monotonic() + self._linger_s
+        while len(records) < self._batch_max:
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    record = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                record = self._queue.get_nowait()
+            records.append(record)
+            self._in_flight += 2
+        return records
+
     async def _send_forever(self) -> None:
         while True:
-            records = [await self._queue.get()]
-            while len(records) < self._batch_max and not self._queue.empty():  # what is queued: no waiting for more
-                records.append(self._queue.get_nowait())
-            self._in_flight += 2 * len(records)
+            records = await self._take()
             try:
                 give_up = time.monotonic() + self._retry_s  # one budget for the record, not one per event
                 if self.mode == "batch":

@@ -272,6 +272,7 @@ def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> Fraud
             senders=settings.event_senders,
             mode=settings.event_mode,
             batch_max=settings.event_batch_max,
+            linger_s=settings.event_batch_linger_s,
             token=TokenFile(settings.event_token_file, name="drift ingest token"),
             verify=verify,
         )
