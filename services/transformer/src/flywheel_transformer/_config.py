@@ -80,6 +80,11 @@ class Settings(BaseSettings, _Admission):
     max_instances: int = Field(1000, ge=1, le=100_000)
     """Most transactions in one request (default 1000); more gets a 413, bounding memory and latency."""
 
+    fast_path: bool = True
+    """Whether `POST /v1/models/<m>:predict` is answered by a small ASGI handler in front of KServe's app
+    (_fastpath: same contract, errors and metrics, a fraction of the per-request CPU) (default true). False sends
+    every request through KServe's own handlers, to compare the two or to rule the fast path out."""
+
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     """Largest request body in bytes (default 1 MiB); a larger one gets a 413 before any of it is parsed
     (Content-Length over the limit is refused unread, a chunked body as soon as it grows past it). A raw

@@ -41,13 +41,14 @@ class BodyLimit:
             body = await request_body.read_body(receive, request_body.content_length(scope["headers"]), limit,
                                                 SETTING, lambda sentence: BodyTooLarge(sentence, limit))
         except BodyTooLarge as e:
-            return await _refuse(send, e)
+            return await refuse(send, e)
         except request_body.Disconnected:
             return  # the client is gone: nothing to answer
         await self.app(scope, request_body.replay(body, receive), send)
 
 
-async def _refuse(send: Send, error: BodyTooLarge) -> None:
+async def refuse(send: Send, error: BodyTooLarge) -> None:
+    """The 413 of a body over the limit; the connection closes (the rest of the body is never read)."""
     body = json.dumps(error_body(error)).encode()
     headers = [
         (b"content-type", b"application/json"),

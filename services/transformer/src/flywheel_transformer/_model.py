@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from kserve import Model
 from kserve import errors as kserve_errors
@@ -56,6 +57,8 @@ from ._stream import FeatureStream
 from ._validation import REQUIRED_FIELDS, Transaction, decode_body, parse_instances
 
 log = logging.getLogger("flywheel_transformer")
+
+T = TypeVar("T")
 
 _KSERVE_ERRORS = (
     kserve_errors.InferenceError,
@@ -216,11 +219,28 @@ class FraudTransformer(Model):
     async def __call__(
         self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
     ) -> Any:
+        """KServe's route into the model (FLYWHEEL_TRANSFORMER_FAST_PATH=false, CloudEvents, other content types)."""
+        return await self._counted(super().__call__(body, headers, verb))
+
+    async def score(self, body: Any, headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The fast path's route into the model (_fastpath): the V1 body as decoded JSON and the request headers
+        (lower-case names) in, the V1 answer and its response headers out. What KServe's `Model.__call__` runs
+        (preprocess, predict, postprocess), counted and timed the same way, without KServe's own histograms."""
+        return await self._counted(self._score(body, headers))
+
+    async def _score(self, body: Any, headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+        response_headers: dict[str, str] = {}
+        prepared = await self.preprocess(body, headers)
+        scored = await self.predict(prepared, headers, response_headers)
+        return await self.postprocess(scored, headers, response_headers), response_headers
+
+    async def _counted(self, call: Awaitable[T]) -> T:
+        """`call`, counted in the request metrics and timed; a bug becomes InternalFailure, logged once."""
         labels = self.metrics.requests.labels(self.name)
         labels.inc()
         started = time.perf_counter()
         try:
-            return await super().__call__(body, headers, verb)
+            return await call
         except RequestError as e:
             counter = self.metrics.invalid_requests if status_of(e) < 500 else self.metrics.failed_requests
             counter.labels(self.name).inc()

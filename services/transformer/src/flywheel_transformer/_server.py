@@ -15,6 +15,9 @@ What differs from a stock KServe transformer, each on purpose:
   repository extension, whose unload would let any caller take the model out of service, nor
   `:explain`, `/openapi.json` or `/docs`. Anything else is a JSON 404; `GET /v2` lists no extensions.
 - Request bodies over MAX_BODY_BYTES are refused before they are parsed (see _limits).
+- `POST /v1/models/<m>:predict` is answered by a pure-ASGI layer in front of KServe's app (see _fastpath;
+  FLYWHEEL_TRANSFORMER_FAST_PATH=false turns it off): the same answers for a fraction of the CPU. Every
+  other route, and any predict it does not cover (CloudEvents, other content types), stays KServe's.
 - A served path asked with a method it does not take is a JSON 405 with `Allow`, decided before routing
   (see _methods): KServe's GET `/v1/models/{model_name}` would otherwise take `GET /v1/models/fraud:predict`.
 - A body KServe's JSON decoder refuses is a 400 naming the field when a number in it is not representable
@@ -38,7 +41,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
@@ -49,14 +52,15 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.exceptions import HTTPException
 
 from flywheel_contracts.admission import admission
-from flywheel_contracts.auth import TokenFile, www_authenticate
+from flywheel_contracts.auth import TokenFile
 from flywheel_contracts.errors import code_of_status
 from flywheel_contracts.tls import TLS
 from flywheel_core import model_repo
 
 from ._config import Settings
-from ._errors import InvalidRequest, RequestError, Unauthorized, VersionRouteNotServed, error_body, status_of
+from ._errors import InvalidRequest, RequestError, VersionRouteNotServed, error_body, status_of
 from ._events import EventAttributes, EventSink
+from ._fastpath import ASGIApp, FastPath, error_answer
 from ._features import FeatureClient
 from ._kserve_adapter import (
     ServedRoutesRESTServer,
@@ -141,10 +145,12 @@ class _TransformerRESTServer(ServedRoutesRESTServer):
         app.add_exception_handler(HTTPException, _http_error_handler)
         app.add_exception_handler(NotImplementedError, _not_implemented_handler)
         app.add_exception_handler(RequestValidationError, _validation_error_handler)
+        served: ASGIApp = MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app))
+        model = self.dataplane.model_registry.get_model(self.settings.model_name)
+        if self.settings.fast_path and isinstance(model, FraudTransformer):
+            served = FastPath(served, model, self.settings.max_body_bytes)
         # Outermost: a request past the admission limit is answered before anything parses it.
-        self.config.app = admission(
-            MethodCheck(BodyLimit(app, self.settings.max_body_bytes), served_routes(app)), self.settings, "transformer"
-        )
+        self.config.app = admission(served, self.settings, "transformer")
 
 
 class _TransformerModelServer(ModelServer):
@@ -174,13 +180,10 @@ class _TransformerModelServer(ModelServer):
                 await self.on_shutdown()
 
 
-async def _request_error_handler(_: Any, exc: Exception) -> JSONResponse:
+async def _request_error_handler(_: Any, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    headers = dict(exc.headers) or None
-    if isinstance(exc, Unauthorized):
-        name, value = www_authenticate("flywheel-transformer")
-        headers = {name.decode(): value.decode()}
-    return JSONResponse(status_code=int(status_of(exc)), content=error_body(exc), headers=headers)
+    status, body, headers = error_answer(exc)  # the bytes the fast path answers too
+    return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 
 
 async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
