@@ -252,6 +252,13 @@ def test_each_event_carries_the_drift_ingest_token_and_a_401_is_a_failed_send(tm
     assert value(registry, "flywheel_transformer_events_failed_total") == 1
 
 
+class Hung(httpx.AsyncBaseTransport):
+    """A sink that never answers."""
+
+    async def handle_async_request(self, request):
+        await asyncio.Event().wait()
+
+
 def test_close_sends_what_is_queued_and_counts_nothing_unsent():
     async def go():
         sink, registry = sink_with(lambda request: httpx.Response(202))
@@ -266,10 +273,6 @@ def test_close_sends_what_is_queued_and_counts_nothing_unsent():
 
 
 def test_close_gives_up_at_its_deadline_and_counts_the_queued_and_in_flight_events_unsent():
-    class Hung(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request):
-            await asyncio.Event().wait()  # never answers
-
     async def go():
         registry = CollectorRegistry()
         sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung(),
@@ -484,10 +487,6 @@ def test_a_batch_carries_the_drift_ingest_token_and_a_401_fails_all_its_events(t
 
 
 def test_close_in_batch_mode_counts_a_batch_in_flight_and_the_queue_unsent():
-    class Hung(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request):
-            await asyncio.Event().wait()  # never answers
-
     async def go():
         registry = CollectorRegistry()
         sink = EventSink("http://sink/", ATTRIBUTES, Metrics(registry), "fraud", 10, 30.0, senders=1, transport=Hung(),

@@ -172,6 +172,17 @@ class DriftService:
             raise InvalidEvent(f"rows have {width} values; {model} {version} takes {len(reference.columns)} "
                                "(metadata.json input.columns)", field=field)
 
+    def _vet(self, half: EventHalf) -> tuple[str, bool]:
+        """An event's monitored model, and whether its version is published (an unpublished one is counted here
+        and dropped by the caller); raises when the model is unknown or its rows have the wrong width."""
+        model = self._model(half.model)
+        if not self._published(model, half.version):
+            self.metrics.without_reference.labels(model, "unpublished").inc(half.rows)
+            return model, False
+        if half.x is not None:
+            self._check_width(model, half.version, half.x.shape[1], "inputs")
+        return model, True
+
     async def _persist(self, event: SpooledEvent, rows: int) -> int:
         """Commit an admitted event; its backlog reservation is released here if the spool refuses it."""
         try:
@@ -184,13 +195,10 @@ class DriftService:
         started = time.perf_counter()
         received = time.time()
         half: EventHalf = parse_cloudevent(headers, body, received)
-        model = self._model(half.model)
-        if not self._published(model, half.version):
-            self.metrics.without_reference.labels(model, "unpublished").inc(half.rows)
+        model, published = self._vet(half)
+        if not published:
             return {"accepted": 0, "id": half.id, "dropped": half.rows,
                     "reason": f"version {_shown(half.version)} of {model} is not published in the model repository"}
-        if half.x is not None:
-            self._check_width(model, half.version, half.x.shape[1], "inputs")
         key = _dedup_key(half)
         if self.recent.check_and_mark(key, received):  # checked and marked in one step of the event loop
             self.metrics.duplicate_events.inc()
@@ -216,15 +224,12 @@ class DriftService:
         dropped = 0
         for i, (half, envelope) in enumerate(parse_cloudevent_batch(body, received)):
             try:
-                model = self._model(half.model)
-                if not self._published(model, half.version):
-                    self.metrics.without_reference.labels(model, "unpublished").inc(half.rows)
-                    dropped += half.rows
-                    continue
-                if half.x is not None:
-                    self._check_width(model, half.version, half.x.shape[1], "inputs")
+                model, published = self._vet(half)
             except RequestError as e:
                 raise in_batch(e, i) from e
+            if not published:
+                dropped += half.rows
+                continue
             checked.append((half, model, orjson.dumps(envelope)))
         fresh: list[tuple[EventHalf, str, bytes]] = []
         for half, model, stored in checked:
