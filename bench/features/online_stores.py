@@ -55,12 +55,13 @@ import json, sys
 from pathlib import Path
 import pandas as pd
 from flywheel_features import Settings, apply, materialize, open_store
+from flywheel_core.feature_pipeline import read_parquet
 repo, data = Path(sys.argv[1]), Path(sys.argv[2])
 for store_yaml in sys.argv[3:]:
     settings = Settings(repo_path=repo, store_yaml=store_yaml, data_dir=data)
     apply(settings)
     materialize(open_store(settings))
-frame = pd.read_parquet(data / "transactions.parquet", columns=["card_id", "merchant_id"])
+frame = read_parquet(data / "transactions.parquet", columns=["card_id", "merchant_id"])
 print(json.dumps(frame.sample(256, random_state=7).values.tolist()))
 """
 

@@ -24,6 +24,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flywheel_core import feature_pipeline, label_feed, model_repo, schema
+from flywheel_core.feature_pipeline import read_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURE_REPO = ROOT / "feature_repo"
@@ -33,7 +34,7 @@ def deliver(data: Path, live_file: Path, until: str) -> dict:
     until_ts = pd.Timestamp(until)
     truth = label_feed.read_truth([live_file])
     live = truth[truth["event_timestamp"] <= until_ts]
-    history = pd.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
+    history = read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
     history["event_timestamp"] = pd.to_datetime(history["event_timestamp"], utc=True)
     history["label_timestamp"] = pd.to_datetime(history["label_timestamp"], utc=True)
     feature_pipeline.write_feature_tables(pd.concat([history, live], ignore_index=True), data)

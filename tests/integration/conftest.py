@@ -162,7 +162,7 @@ def streamed(ports: Ports) -> float:
 
 def newest_known(data_dir: Path) -> pd.Timestamp:
     """The newest event the history or the stream step holds: a transaction after it is new to every card."""
-    history = pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
+    history = feature_pipeline.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE, columns=["event_timestamp"])
     newest = pd.Timestamp(history["event_timestamp"].max())
     newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
     scored = label_feed.scored(data_dir)

@@ -180,7 +180,7 @@ def streaming(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Ite
 
 def test_a_transaction_scored_by_the_transformer_changes_its_cards_served_txn_count_once_streamed(streaming):
     _, ports, data = streaming
-    history = pd.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
+    history = feature_pipeline.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
     card = history["card_id"].iloc[-1]
     at = history["event_timestamp"].max() + pd.Timedelta(minutes=1)
     txn = {"transaction_id": "t9000000001", "card_id": card, "merchant_id": history["merchant_id"].iloc[-1],
@@ -231,7 +231,7 @@ def test_live_transactions_are_served_the_card_state_training_joins(streaming, s
     _, _, data = streaming
     transactions, served, _ = scored
     columns = ["transaction_id", "card_id", "event_timestamp", "amount", "country"]
-    history = pd.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE, columns=columns)
+    history = feature_pipeline.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE, columns=columns)
     # Everything the stream step was sent (these and the other tests' transactions), from its log.
     logged = pd.read_json(data / "stream" / "transactions.jsonl", lines=True, dtype={"transaction_id": str})
     logged["event_timestamp"] = feature_pipeline.from_us(logged["event_us"].to_numpy())

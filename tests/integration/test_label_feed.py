@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from flywheel_core import label_feed, schema
+from flywheel_core import feature_pipeline, label_feed, schema
 
 from conftest import ROOT, newest_known, run, streamed
 from localstack import token, venv_python
@@ -54,7 +54,7 @@ def test_labels_that_came_due_reach_the_drift_service_and_the_trainers_data_once
     done = _feed(ports, data_dir, truth_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (part,) = set(data_dir.glob(label_feed.LIVE_PART_GLOB)) - parts_before
-    written = pd.read_parquet(part)
+    written = feature_pipeline.read_parquet(part)
     expected = {t["transaction_id"]: t["is_fraud"] for t in truth}
     assert dict(zip(written["transaction_id"], written["is_fraud"], strict=True)) == expected  # not the clock
     assert "delivered 40 labels" in done.stderr, done.stderr

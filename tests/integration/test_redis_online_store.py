@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import read_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -205,7 +206,7 @@ UNKNOWN_CARDS, UNKNOWN_MERCHANT = ["c999998", "c999999"], "m99999"
 def materialized(data_dir: Path, view: str, entity: str) -> list[str]:
     """The entities of `view` that materialization loaded: those with a row within the view's ttl of the end of
     the history (a view is first materialized from end - ttl; a card quiet for longer is in no online store)."""
-    rows = pd.read_parquet(data_dir / f"{view}.parquet", columns=[entity, "event_timestamp"])
+    rows = read_parquet(data_dir / f"{view}.parquet", columns=[entity, "event_timestamp"])
     newest = rows.groupby(entity)["event_timestamp"].max()
     since = rows["event_timestamp"].max() - pd.Timedelta(seconds=schema.FEATURE_VIEW_TTL_S[view])
     return sorted(newest[newest >= since].index)
@@ -230,7 +231,7 @@ def test_redis_serves_every_card_and_merchant_as_sqlite(
     known = list(range(len(every_entity["card_id"]) - len(UNKNOWN_CARDS)))
     assert rows_of(redis, known) == rows_of(sqlite, known)
     # Not two empty answers: Redis holds each card's newest history row, with its exact event time.
-    newest = pd.read_parquet(data_dir / "card_activity.parquet").sort_values("event_timestamp").groupby("card_id").last()
+    newest = read_parquet(data_dir / "card_activity.parquet").sort_values("event_timestamp").groupby("card_id").last()
     amount = answers["redis"]["results"][answers["redis"]["metadata"]["feature_names"].index("amount_mean_30d")]
     for i in known:
         card = newest.loc[every_entity["card_id"][i]]
@@ -272,7 +273,7 @@ def test_redis_serves_the_feature_service_with_on_demand_features_as_sqlite(
 
 
 def test_a_push_to_redis_is_served_back_as_from_sqlite(servers: dict[str, str], data_dir: Path) -> None:
-    known = pd.read_parquet(data_dir / "transactions.parquet", columns=["card_id"])["card_id"].iloc[0]
+    known = read_parquet(data_dir / "transactions.parquet", columns=["card_id"])["card_id"].iloc[0]
     now = datetime.now(UTC).replace(microsecond=0)
     rows = [card_row(known, now, 7.0), card_row("c990001", now, 3.0),
             # older than card_activity's 30-day ttl: neither store checks a row's age when it is read

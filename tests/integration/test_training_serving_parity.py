@@ -25,6 +25,7 @@ import pandas as pd
 
 from flywheel_core import model_repo as repo
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import read_parquet
 
 from conftest import newest_known, run, streamed
 from localstack import bearer, token, venv_python
@@ -59,7 +60,7 @@ def _offline_lines(data_dir: Path) -> int:
 def _newest_snapshot(data_dir: Path) -> pd.Timestamp:
     """The newest merchant_risk snapshot, the batch history's (at its end, a 00:00 after its last transaction)
     or the stream step's: the online store serves it to any transaction, so the sample must come after it."""
-    stamps = [pd.read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
+    stamps = [read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
               for p in data_dir.glob("merchant_risk*.parquet")]
     newest = pd.Timestamp(max(stamps))
     return newest.tz_localize("UTC") if newest.tzinfo is None else newest
@@ -132,7 +133,7 @@ def test_served_model_input_equals_point_in_time_training_input(stack, ports, li
     entities.to_parquet(entities_path)
     run([venv_python("services/features"), "-m", "flywheel_features", "historical", "--entities", str(entities_path),
          "--out", str(out_path)], data_env)
-    historical = pd.read_parquet(out_path).set_index("transaction_id").loc[[t["transaction_id"] for t in sample]]
+    historical = read_parquet(out_path).set_index("transaction_id").loc[[t["transaction_id"] for t in sample]]
     raw = pd.DataFrame(sample).set_index("transaction_id")
     for column in schema.HASHED_COLUMNS:
         historical[column] = raw[column]

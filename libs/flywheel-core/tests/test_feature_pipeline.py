@@ -117,4 +117,13 @@ def test_feature_tables_of_the_default_history_have_a_card_row_per_transaction(t
     # How fast they are computed is bench's business (the module docstring's figure), not a unit test's.
     history = sim.generate_history(sim.preset("default", seed=7, start="2026-01-01"))
     written = fp.write_feature_tables(history, tmp_path)
-    assert len(pd.read_parquet(written[fp.CARD_ACTIVITY_FILE])) == len(history)
+    assert len(fp.read_parquet(written[fp.CARD_ACTIVITY_FILE])) == len(history)
+
+
+def test_read_parquet_reads_what_write_parquet_wrote_with_its_types(tmp_path):
+    frame = pd.DataFrame({"transaction_id": ["t1", "t2"], "amount": [1.5, 2.0],
+                          "event_timestamp": pd.to_datetime(["2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"])})
+    path = fp.write_parquet(frame, tmp_path / "x.parquet")
+    pd.testing.assert_frame_equal(fp.read_parquet(path), frame)
+    pd.testing.assert_frame_equal(fp.read_parquet(path, columns=["amount"]), frame[["amount"]])
+

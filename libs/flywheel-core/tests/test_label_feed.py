@@ -7,7 +7,7 @@ import pytest
 
 from flywheel_core import label_feed, sim
 from flywheel_core._sim_cli import main as sim_main
-from flywheel_core.feature_pipeline import to_us
+from flywheel_core.feature_pipeline import read_parquet, to_us
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_a_delivered_transaction_is_in_a_live_part_and_never_due_again(truth: pd
     first = label_feed.due(truth, label_feed.scored(tmp_path), label_feed.delivered(tmp_path))
     part = label_feed.write_part(tmp_path, first)
     assert part.name == "transactions.live-000001.parquet"
-    written = pd.read_parquet(part)
+    written = read_parquet(part)
     assert list(written.columns) == list(sim.TRANSACTION_COLUMNS) and len(written) == len(first)
     assert label_feed.due(truth, label_feed.scored(tmp_path), label_feed.delivered(tmp_path)).empty
     assert label_feed.write_part(tmp_path, first.iloc[:1]).name == "transactions.live-000002.parquet"

@@ -18,6 +18,7 @@ from feast import FeatureStore
 from flywheel_contracts.auth import TokenFile, write_token
 from flywheel_contracts.ports import free_port
 from flywheel_core import feature_pipeline, sim
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_features import Settings, apply, create_app, materialize, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -70,17 +71,17 @@ def store(settings: Settings) -> FeatureStore:
 
 @pytest.fixture(scope="session")
 def card_activity(data_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(data_dir / feature_pipeline.CARD_ACTIVITY_FILE)
+    return read_parquet(data_dir / feature_pipeline.CARD_ACTIVITY_FILE)
 
 
 @pytest.fixture(scope="session")
 def merchant_risk(data_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(data_dir / feature_pipeline.MERCHANT_RISK_FILE)
+    return read_parquet(data_dir / feature_pipeline.MERCHANT_RISK_FILE)
 
 
 @pytest.fixture(scope="session")
 def transactions(data_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE)
+    return read_parquet(data_dir / feature_pipeline.TRANSACTIONS_FILE)
 
 
 

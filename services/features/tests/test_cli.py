@@ -1,6 +1,7 @@
 import pandas as pd
 
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_features._cli import main
 
 
@@ -17,7 +18,7 @@ def test_historical_command_writes_one_feature_row_per_entity_row(store, setting
     entities.to_parquet(tmp_path / "entities.parquet")
     argv = ["historical", "--entities", str(tmp_path / "entities.parquet"), "--out", str(tmp_path / "out.parquet")]
     assert main(argv) == 0
-    out = pd.read_parquet(tmp_path / "out.parquet")
+    out = read_parquet(tmp_path / "out.parquet")
     assert len(out) == 50
     assert set(schema.NUMERIC_FEATURES) <= set(out.columns)
     assert "wrote 50 rows" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_features._metrics_dir import PREFIX, remove_orphans
 
 from conftest import free_port
@@ -40,7 +41,7 @@ def test_historical_prints_one_line_and_leaves_nothing_behind(store, settings, t
     # Nothing but its result: no `nanobind: leaked ...` from DuckDB at exit (as the trainer printed), no warnings;
     # and no Feast metrics directory left in $TMPDIR.
     out = tmp_path / "out.parquet"
-    assert run.stdout == f"wrote 20 rows x {pd.read_parquet(out).shape[1]} columns to {out}\n"
+    assert run.stdout == f"wrote 20 rows x {read_parquet(out).shape[1]} columns to {out}\n"
     assert list(tmp.iterdir()) == []
 
 

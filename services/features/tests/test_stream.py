@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flywheel_core import card_stream, feature_pipeline, sim
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_features import (
     Settings,
     create_app,
@@ -97,7 +98,7 @@ def stream_url(stream_settings: Settings) -> Iterator[str]:
 
 
 def _live(settings: Settings, card: str, minutes: float, amount: float = 42.0, country: str = "US") -> dict:
-    history = pd.read_parquet(settings.data_dir / feature_pipeline.TRANSACTIONS_FILE)
+    history = read_parquet(settings.data_dir / feature_pipeline.TRANSACTIONS_FILE)
     at = history["event_timestamp"].max() + pd.Timedelta(minutes=minutes)
     return {"transaction_id": f"t9{int(minutes * 1000):09d}", "card_id": card, "amount": amount, "country": country,
             "event_timestamp": at.isoformat(), "merchant_id": "m00001"}
@@ -122,7 +123,7 @@ def test_a_streamed_transaction_changes_the_cards_served_features_before_the_ans
     httpx.post(f"{stream_url}/stream/transactions", headers=write_header, json={"transactions": [second]})
     after_two = _served(stream_url, read_header, card)
     # What the batch pipeline gives these two transactions appended to the history.
-    history = pd.read_parquet(stream_settings.data_dir / feature_pipeline.TRANSACTIONS_FILE)
+    history = read_parquet(stream_settings.data_dir / feature_pipeline.TRANSACTIONS_FILE)
     live = pd.DataFrame([first, second]).assign(event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"]))
     batch = feature_pipeline.card_activity(pd.concat([history, live], ignore_index=True))
     expected = batch[batch["card_id"] == card].tail(2)[["txn_count_1h", "txn_count_24h"]].to_dict("records")
@@ -233,9 +234,9 @@ def test_a_line_cut_by_a_crash_is_dropped_and_the_log_stays_readable(stream_sett
 def test_live_traffic_past_midnight_brings_that_days_merchant_snapshot_online_and_offline(
         stream_url, stream_settings, read_header, write_header):
     data = stream_settings.data_dir
-    last_snapshot = pd.read_parquet(data / feature_pipeline.MERCHANT_RISK_FILE)["event_timestamp"].max()
+    last_snapshot = read_parquet(data / feature_pipeline.MERCHANT_RISK_FILE)["event_timestamp"].max()
     midnight = last_snapshot + pd.Timedelta(days=1)
-    history = pd.read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
+    history = read_parquet(data / feature_pipeline.TRANSACTIONS_FILE)
     to_midnight = (midnight - history["event_timestamp"].max()) / pd.Timedelta(minutes=1)
     merchant = "m00150"  # no other test streams it
     before = [{**_live(stream_settings, "c000141", to_midnight - m), "merchant_id": merchant} for m in (90, 60)]
@@ -246,7 +247,7 @@ def test_live_traffic_past_midnight_brings_that_days_merchant_snapshot_online_an
     # Offline: the day's part, for training. Online: that snapshot, as the batch rules count it (the history's
     # transactions of the merchant in the 7 days before 00:00, and these two).
     day = midnight.strftime("%Y%m%d")
-    snapshot = pd.read_parquet(data / f"merchant_risk.stream-{day}-{day}.parquet")
+    snapshot = read_parquet(data / f"merchant_risk.stream-{day}-{day}.parquet")
     assert set(feature_pipeline.to_us(snapshot["event_timestamp"])) == {int(feature_pipeline.to_us(pd.Series([midnight]))[0])}
     times = history.loc[history["merchant_id"] == merchant, "event_timestamp"]
     expected = int(((times >= midnight - pd.Timedelta(days=7)) & (times < midnight)).sum()) + len(before)

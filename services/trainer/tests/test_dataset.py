@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from flywheel_core import schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_trainer import ConfigError
 from flywheel_trainer._dataset import build_training_set, label_window, labelled_at
 
@@ -44,8 +45,8 @@ def test_features_are_the_state_just_before_each_transaction(training_set, small
     """Each view's latest row at or before as_of(event_timestamp), within the view's ttl: the card
     state before this transaction (never including it) and the last daily merchant snapshot."""
     frame = training_set.frame.sort_values("event_timestamp")
-    card = pd.read_parquet(small_data / "card_activity.parquet").sort_values("event_timestamp")
-    merchant = pd.read_parquet(small_data / "merchant_risk.parquet").sort_values("event_timestamp")
+    card = read_parquet(small_data / "card_activity.parquet").sort_values("event_timestamp")
+    merchant = read_parquet(small_data / "merchant_risk.parquet").sort_values("event_timestamp")
     entity = frame[["transaction_id", "card_id", "merchant_id"]].assign(event_timestamp=schema.as_of(frame["event_timestamp"]))
     expected = pd.merge_asof(entity, card, on="event_timestamp", by="card_id", tolerance=pd.Timedelta(days=30))
     expected = pd.merge_asof(expected, merchant, on="event_timestamp", by="merchant_id",

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from flywheel_core import model_repo, schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_trainer import load_settings, main, train_and_publish
 from flywheel_trainer._baseline import fit_baseline, predict_baseline
 from flywheel_trainer._pipeline import select
@@ -62,7 +63,7 @@ def test_every_file_is_listed_with_its_digest_and_edits_are_detected(version_dir
 
 def test_onnx_variants_reproduce_the_published_probabilities(version_dir):
     meta = model_repo.load_version(version_dir).metadata
-    reference = pd.read_parquet(version_dir / "drift_reference.parquet")
+    reference = read_parquet(version_dir / "drift_reference.parquet")
     assert list(reference.columns) == [c["name"] for c in schema.COLUMNS] + ["probability"]
     x = reference.drop(columns="probability").to_numpy(np.float32)
     fp32 = run_onnx(version_dir / "model.fp32.onnx", x)

@@ -22,6 +22,7 @@ import pytest
 from flywheel_contracts.drift import OnlineReport, Report, Verdict, VersionReport
 from flywheel_contracts.skew import MAX_EXAMPLES, ServedRow, SkewResult, SkewSample
 from flywheel_core import feature_pipeline, model_repo, schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_trainer import TrainingSet, main
 from flywheel_trainer._pipeline import training_medians
 from flywheel_trainer._publish import base_metadata
@@ -174,7 +175,7 @@ def test_rows_served_as_training_joined_them_match_and_altered_ones_are_counted_
 def stream_log(small_data: Path) -> Iterator[dict]:
     """One live transaction the stream step logged (not labelled yet, so in no live part), one minute after the
     history's last, of the history's last card; the log is removed afterwards (small_data is the session's)."""
-    history = pd.read_parquet(small_data / feature_pipeline.TRANSACTIONS_FILE)
+    history = read_parquet(small_data / feature_pipeline.TRANSACTIONS_FILE)
     last = history.sort_values("event_timestamp").iloc[-1]
     at = last["event_timestamp"] + pd.Timedelta(minutes=1)
     entry = {"transaction_id": "t-live-1", "card_id": last["card_id"], "merchant_id": last["merchant_id"],
@@ -192,7 +193,7 @@ def test_a_transaction_only_in_the_stream_log_is_joined_to_its_cards_state_just_
 ):
     # The card's state just before the live transaction: its newest row in the batch table, computed here from
     # the table itself, not by the code under test.
-    card_rows = pd.read_parquet(small_data / feature_pipeline.CARD_ACTIVITY_FILE)
+    card_rows = read_parquet(small_data / feature_pipeline.CARD_ACTIVITY_FILE)
     state = card_rows[card_rows["card_id"] == stream_log["card_id"]].sort_values("event_timestamp").iloc[-1]
     inputs = {name: float(state[name]) for name in schema.CARD_FEATURES}
     inputs.update(card_id=float(schema.bucket("card_id", stream_log["card_id"])),

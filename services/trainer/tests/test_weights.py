@@ -4,11 +4,11 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from flywheel_core import model_repo, schema
+from flywheel_core.feature_pipeline import read_parquet
 from flywheel_trainer import ConfigError, DataError, load_settings, main, train_and_publish
 from flywheel_trainer._train import predict_probability
 from flywheel_trainer._variants import run_onnx
@@ -39,7 +39,7 @@ def test_a_version_publishes_both_candidates_weights_digested_and_they_rebuild_t
     for candidate, name in WEIGHTS_FILES.items():
         assert described[candidate]["file"] == name
         assert files[name] == model_repo.sha256_file(version_dir / name)
-    reference = pd.read_parquet(version_dir / "drift_reference.parquet")
+    reference = read_parquet(version_dir / "drift_reference.parquet")
     x = reference.drop(columns="probability").to_numpy(np.float32)
     served = described[described["served"]]
     module = rebuild(read_weights(version_dir / served["file"]), served["architecture"])

@@ -85,7 +85,7 @@ def delivered(data_dir: Path) -> set[str]:
     """Ids of the transactions already in a live part."""
     ids: set[str] = set()
     for part in sorted(Path(data_dir).glob(LIVE_PART_GLOB)):
-        ids.update(pd.read_parquet(part, columns=["transaction_id"])["transaction_id"].astype(str))
+        ids.update(feature_pipeline.read_parquet(part, columns=["transaction_id"])["transaction_id"].astype(str))
     return ids
 
 

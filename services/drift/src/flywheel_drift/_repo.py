@@ -22,9 +22,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import pandas as pd
-
 from flywheel_core import model_repo
+from flywheel_core.feature_pipeline import read_parquet
 
 from ._config import Settings
 from ._errors import ReferenceUnavailable
@@ -127,7 +126,7 @@ class ReferenceLoader:
         digest = published.spec.files.get(REFERENCE_FILE) or model_repo.sha256_file(parquet)
         state = read_state(path, digest)
         try:
-            frame = pd.read_parquet(parquet)
+            frame = read_parquet(parquet)
         except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
             raise ReferenceUnavailable(f"{parquet} cannot be read: {e}") from e
         columns = {name: frame[name].to_numpy() for name in frame.columns}

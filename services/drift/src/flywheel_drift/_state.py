@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from flywheel_core.feature_pipeline import read_parquet
+
 from ._errors import ReferenceUnavailable
 from ._online import calibrate_threshold, threshold_for
 
@@ -52,14 +54,13 @@ def online_entry(ert: float, k: float, features: list[str], n_ref: int, simulate
 def compute_state(version_dir: Path, *, ert: float, k: float, online_features: tuple[str, ...],
                   simulate: bool = True, streams: int = 2000) -> dict[str, Any]:
     """The drift state of a version directory (published or staging)."""
-    import pandas as pd  # only the CLI and the loader need parquet
 
     from flywheel_core.model_repo import sha256_file
 
     reference = Path(version_dir) / REFERENCE_FILE
     if not reference.is_file():
         raise ReferenceUnavailable(f"{reference} does not exist: the trainer writes it before publishing")
-    frame = pd.read_parquet(reference)
+    frame = read_parquet(reference)
     features = [name for name in online_features if name in frame.columns]
     rows = int(len(frame))
     return {

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel_contracts.tls import TLS, TLSConfigError
+from flywheel_core.feature_pipeline import read_parquet
 
 from . import _store
 from ._config import Settings, load_settings
@@ -59,7 +60,7 @@ def _materialize(settings: Settings, args: argparse.Namespace) -> int:
 
 def _historical(settings: Settings, args: argparse.Namespace) -> int:
     store = _store.open_store(settings)
-    entities = pd.read_parquet(args.entities)
+    entities = read_parquet(args.entities)
     frame = _store.historical(store, entities, args.feature_service or settings.feature_service)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(args.out, index=False)

@@ -39,6 +39,7 @@ from flywheel_core.feature_pipeline import (
     MERCHANT_RISK_FILE,
     TRANSACTIONS_FILE,
     US_PER_DAY,
+    read_parquet,
     write_parquet,
 )
 
@@ -77,12 +78,12 @@ class MerchantSnapshots:
     def open(self) -> MerchantSnapshots:
         history = self.data_dir / TRANSACTIONS_FILE
         if history.exists():
-            self._history = pd.read_parquet(history, columns=[
+            self._history = read_parquet(history, columns=[
                 "transaction_id", "merchant_id", "event_timestamp", "amount", "is_fraud", "label_timestamp"])
         stamps = []
         for path in [self.data_dir / MERCHANT_RISK_FILE, *sorted(self.data_dir.glob(PART_GLOB))]:
             if path.exists():
-                column = pd.read_parquet(path, columns=["event_timestamp"])["event_timestamp"]
+                column = read_parquet(path, columns=["event_timestamp"])["event_timestamp"]
                 if len(column):
                     stamps.append(int(feature_pipeline.to_us(column).max()))
         self.newest_us = max(stamps) if stamps else None
@@ -125,7 +126,7 @@ class MerchantSnapshots:
         live["is_fraud"] = 0
         live["label_timestamp"] = feature_pipeline.from_us(
             feature_pipeline.to_us(live["event_timestamp"]) + _NEVER_US) if len(live) else live["event_timestamp"]
-        labelled = [pd.read_parquet(p, columns=["transaction_id", "is_fraud", "label_timestamp"])
+        labelled = [read_parquet(p, columns=["transaction_id", "is_fraud", "label_timestamp"])
                     for p in sorted(self.data_dir.glob(LIVE_TRANSACTIONS_GLOB))]
         if labelled and len(live):
             known = pd.concat(labelled, ignore_index=True).drop_duplicates("transaction_id").set_index("transaction_id")

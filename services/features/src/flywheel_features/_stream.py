@@ -37,13 +37,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from feast import FeatureStore
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 from flywheel_core import card_stream
-from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, write_parquet
+from flywheel_core.feature_pipeline import TRANSACTIONS_FILE, read_parquet, write_parquet
 
 from ._errors import InvalidStream
 from ._merchant_stream import MerchantSnapshots
@@ -150,7 +149,7 @@ class CardStream:
         started = time.monotonic()
         history = self.data_dir / TRANSACTIONS_FILE
         if history.exists():
-            frame = pd.read_parquet(
+            frame = read_parquet(
                 history, columns=["transaction_id", "card_id", "event_timestamp", "amount", "country"]
             )
             self.history.extend(card_stream.transactions_of(frame))

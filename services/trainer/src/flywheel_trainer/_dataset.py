@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel_core import schema
-from flywheel_core.feature_pipeline import LIVE_TRANSACTIONS_GLOB
+from flywheel_core.feature_pipeline import LIVE_TRANSACTIONS_GLOB, read_parquet
 from flywheel_core.model_repo import sha256_file
 from flywheel_core.offline_store import OfflineStoreError, historical_features
 
@@ -58,8 +58,8 @@ def read_transactions(data_dir: Path) -> pd.DataFrame:
         raise DataError(
             f"{path} does not exist: simulate the history first (python -m flywheel_core.sim history --out {data_dir})"
         )
-    frame = pd.read_parquet(path)
-    parts = [pd.read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_TRANSACTIONS_GLOB))]
+    frame = read_parquet(path)
+    parts = [read_parquet(part) for part in sorted(Path(data_dir).glob(LIVE_TRANSACTIONS_GLOB))]
     if parts:
         frame = pd.concat([frame, *parts], ignore_index=True).drop_duplicates("transaction_id", keep="first")
     missing = [c for c in _TX_COLUMNS if c not in frame.columns]
