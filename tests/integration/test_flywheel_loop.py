@@ -1,14 +1,15 @@
-"""`make flywheel` end to end on unchanged traffic (traffic through the router, labels as they come due, the drift
-service, the controller's local mode on the embedded RetrainPolicy): nothing is retrained over the whole run. On
-make up's default world and a v1 trained as `make train` trains it, at the script's default pace; about 5 minutes.
+"""`make flywheel` end to end (traffic through the router, labels as they come due, the drift service, the
+controller's local mode on the embedded RetrainPolicy), the two outcomes issue 15 asks for:
 
-The concept-drift run (`make flywheel`, whose exit status says whether the new version reached 100 % and beat the
-old one) is not here: it passed three times on this machine and failed once in CI, where the performance trigger
-fired at day 19.9 before training.minNewLabels were in, and by the time they were, the last 2,000 labels (frauds
-come due after 2 simulated days, legitimate rows after 7) read PR-AUC 0.62 and nothing fired. docs/benchmarks.md,
-"The loop".
+- concept drift ends with a new version at 100 % that beats the old one on the same recent labelled window;
+- unchanged traffic retrains nothing over the same run.
+
+Both on make up's default world and a v1 trained as `make train` trains it, at the script's default pace (the
+small world has too few frauds for a canary or a comparison to conclude), about 5 minutes each here. The concept
+run once failed in CI while the drift service scored performance on the labels that came last (fraud-heavy: frauds
+come due after 2 simulated days, legitimate rows after 7); it now scores the predictions up to the label frontier
+(services/drift/README.md, "Delayed labels"; docs/benchmarks.md, "The loop").
 """
-
 from __future__ import annotations
 
 import json
@@ -65,3 +66,21 @@ def test_unchanged_traffic_through_the_loop_retrains_nothing_over_the_run(defaul
     assert summary["new_versions"] == [] and summary["retrainings"] == [], out
     assert not [e for e in events if e["kind"] == "policy" and e["text"].startswith("TrainingStarted")], out
     assert summary["transactions"] > 0, out
+
+
+def test_concept_drift_through_the_loop_ends_with_a_better_version_serving(default_world: tuple[Path, Path],
+                                                                           tmp_path: Path):
+    """make flywheel as a user runs it (default world, default pace): the new fraud pattern is noticed, a
+    version trained, gated, canaried to 100%, and it beats the old one on the same recent labelled window."""
+    data, repo = default_world
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "flywheel.py"), "--scenario", "concept", "--model-repo", str(repo),
+         "--data", str(data), "--run-dir", str(run_dir), "--status-every", "30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+    out = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, out
+    summary = json.loads((run_dir / "events.json").read_text())["summary"]
+    print(result.stdout[-5000:])  # the run's timeline, shown with -s
+    assert summary["new_versions"] and summary["change_to_100pct_sim_days"] is not None, out
+    assert summary["comparison"]["pr_auc_new"] > summary["comparison"]["pr_auc_old"], out

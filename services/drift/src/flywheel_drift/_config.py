@@ -165,7 +165,8 @@ class Settings(BaseSettings, _Admission):
     """Permutations for the MMD p-value (default 100; resolution 0.01)."""
 
     label_window: int = Field(2000, ge=50, le=1_000_000)
-    """Most recent labelled predictions used for ROC-AUC, PR-AUC and calibration (default 2000)."""
+    """Labelled predictions for ROC-AUC, PR-AUC and calibration: the newest by prediction time up to the label
+    frontier, where every class's labels have come (default 2000)."""
 
     min_labels: int = Field(200, ge=10, le=1_000_000)
     """Labelled predictions needed before performance is computed (default 200)."""

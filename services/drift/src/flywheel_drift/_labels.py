@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     label INTEGER,
     label_at REAL
 );
-CREATE INDEX IF NOT EXISTS predictions_labelled ON predictions (model, version, label_at) WHERE label IS NOT NULL;
+DROP INDEX IF EXISTS predictions_labelled;
+CREATE INDEX IF NOT EXISTS predictions_by_class ON predictions (model, version, label, time) WHERE label IS NOT NULL;
+CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (model, version, time) WHERE label IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counts (
     model TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -144,11 +146,28 @@ class LabelStore:
         return {(model, version) for _, model, version, _ in rows}
 
     def recent_labelled(self, model: str, version: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, probabilities) of the `limit` most recently labelled predictions of a version."""
+        """(labels, probabilities) of a version's `limit` newest labelled predictions, by prediction time, up to
+        the label frontier: the newest prediction of the class whose labels come last.
+
+        Why not the labels that arrived last: the classes come at different delays (a fraud is known within days,
+        a legitimate transaction when its chargeback window closes), so the newest labels are the slow class's old
+        predictions beside the fast class's recent ones. When the fraud labels start before the legitimate ones,
+        such a window is nearly all fraud and reads a PR-AUC far above the truth. Predictions no newer than the
+        newest labelled one of every class have had every class's labels come; that cohort is a fair sample. (Its
+        price: the window lags by the slowest class's delay. With one class labelled so far, the frontier is that
+        class's newest prediction and the metrics wait for the other, `_performance.evaluate`.)
+        """
         with self._lock:
+            newest = [self._conn.execute(
+                "SELECT MAX(time) FROM predictions WHERE model = ? AND version = ? AND label = ?",
+                (model, version, label)).fetchone()[0] for label in (0, 1)]
+            known = [t for t in newest if t is not None]
+            if not known:
+                return np.zeros(0, dtype=np.int64), np.zeros(0)
             rows = self._conn.execute(
                 "SELECT label, probability FROM predictions WHERE model = ? AND version = ? AND label IS NOT NULL "
-                "AND probability IS NOT NULL ORDER BY label_at DESC LIMIT ?", (model, version, limit)).fetchall()
+                "AND probability IS NOT NULL AND time <= ? ORDER BY time DESC LIMIT ?",
+                (model, version, min(known), limit)).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         array = np.asarray(rows, dtype=np.float64)
