@@ -32,7 +32,6 @@ used for this (and for the route filter) is in _kserve_adapter, checked when the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import warnings
 from typing import Any
@@ -55,6 +54,7 @@ from starlette.exceptions import HTTPException
 from uvicorn.importer import import_from_string
 
 from flywheel_contracts.admission import admission
+from flywheel_contracts.loop import run as run_loop
 from flywheel_contracts.tls import TLS
 
 from ._config import Settings
@@ -257,16 +257,7 @@ class FlywheelModelServer(ModelServer):
         else:
             self.servers.append(rest.start())
         self.register_signal_handler()
-        _run(serve_all(self))
-
-
-def _run(main: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        run_loop(serve_all(self))
 
 
 def serve(settings: Settings, tls: TLS = PLAIN) -> None:

@@ -25,6 +25,7 @@ What differs from a stock KServe transformer, each on purpose:
 - It listens on HTTP_HOST: KServe's ModelServer builds its REST server with 0.0.0.0 hard-coded (0.21),
   so this one builds its own (`_TransformerModelServer.start`; KServe's private names it needs for that
   are in _kserve_adapter).
+- It runs on uvloop (`flywheel_contracts.loop`): KServe starts a single process on asyncio's own loop.
 - On SIGTERM, once uvicorn has finished the requests in flight, the model drains the inference log for
   at most EVENT_DRAIN_TIMEOUT_S and closes its HTTP clients (`FraudTransformer.close`), then the process
   exits 0.
@@ -32,7 +33,6 @@ What differs from a stock KServe transformer, each on purpose:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import warnings
@@ -54,6 +54,7 @@ from starlette.exceptions import HTTPException
 from flywheel_contracts.admission import admission
 from flywheel_contracts.auth import TokenFile
 from flywheel_contracts.errors import code_of_status
+from flywheel_contracts.loop import run as run_loop
 from flywheel_contracts.tls import TLS
 from flywheel_core import model_repo
 
@@ -170,7 +171,7 @@ class _TransformerModelServer(ModelServer):
         self.servers.append(_TransformerRESTServer(self.settings, self, self.tls).start())
         self.setup_event_loop()
         self.register_signal_handler()
-        asyncio.run(self._serve_then_shut_down())
+        run_loop(self._serve_then_shut_down())  # uvloop: kserve would start asyncio's own loop
 
     async def _serve_then_shut_down(self) -> None:
         try:
