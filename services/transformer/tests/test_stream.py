@@ -25,10 +25,10 @@ def value(registry, name):
     return registry.get_sample_value(name, {"model": "fraud"}) or 0.0
 
 
-def stream_with(handler, queue_size=10, token=None):
+def stream_with(handler, queue_size=10, token=None, linger_s=0.0):
     registry = CollectorRegistry()
     stream = FeatureStream("http://features:6566/", StreamMetrics(registry), "fraud", queue_size, 0.5,
-                           token=token, transport=httpx.MockTransport(handler))
+                           linger_s=linger_s, token=token, transport=httpx.MockTransport(handler))
     return stream, registry
 
 
@@ -56,6 +56,27 @@ def test_scored_transactions_are_posted_in_order_with_the_write_token(tmp_path):
     assert {path for path, _, _ in seen} == {PATH}
     assert {auth for _, auth, _ in seen} == {f"Bearer {token.read_text().strip()}"}
     assert value(registry, "flywheel_transformer_feature_stream_sent_total") == 2
+
+
+def test_transactions_scored_within_the_linger_share_one_post_in_order():
+    posts = []
+
+    def handler(request):
+        posts.append([t["transaction_id"] for t in json.loads(request.content)["transactions"]])
+        return httpx.Response(200, json={"accepted": len(posts[-1])})
+
+    async def go(linger_s):
+        posts.clear()
+        stream, registry = stream_with(handler, linger_s=linger_s)
+        for i in range(4):  # one request's transaction at a time, 10 ms apart
+            stream.submit([txn(i)])
+            await asyncio.sleep(0.01)
+        await stream.drain()
+        await stream.close(1.0)
+        return value(registry, "flywheel_transformer_feature_stream_sent_total")
+
+    assert run(go(1.0)) == 4 and posts == [[f"t{i:010d}" for i in range(4)]]
+    assert run(go(0.0)) == 4 and len(posts) == 4  # no linger: each goes as soon as the sender is free
 
 
 def test_a_full_queue_drops_and_counts_without_waiting():

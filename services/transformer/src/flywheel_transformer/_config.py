@@ -188,6 +188,12 @@ class Settings(BaseSettings, _Admission):
     event_endpoint: str = "default"
     """`ce-endpoint` extension (default `default`; KServe uses `default` or `canary`)."""
 
+    lean_http: bool = True
+    """Call the feature server, the predictor, the drift service and the stream step through the lean HTTP/1.1
+    transport (_transport.py: one write per request, a C parser; about 40 % of this service's CPU went to httpx's
+    own transport). false: httpx's own transport, for comparison or should a peer need what the lean one lacks
+    (HTTP/2, proxies)."""
+
     feature_stream_url: str = ""
     """Base URL of the features service whose stream step (`POST /stream/transactions`) gets every scored
     transaction, so the card's online features move with live traffic (default empty = off; the local stack
@@ -204,6 +210,12 @@ class Settings(BaseSettings, _Admission):
     feature_stream_timeout_s: float = Field(2.0, gt=0, le=30)
     """Timeout in seconds of one stream post (default 2.0; a post carries up to 200 transactions); a failed post
     is counted, not retried."""
+
+    feature_stream_linger_s: float = Field(0.1, ge=0, le=1)
+    """Seconds the stream's sender waits for more scored transactions before posting what it holds (default 0.1;
+    0: only what is queued). It bounds the staleness it adds: a scored transaction is in its card's online
+    features within this and one post. At 50 requests a second it makes posts of ~5 transactions instead of one,
+    and each post costs the transformer and the stream step about the same whatever it carries."""
 
     @field_validator("feature_stream_token_file", mode="before")
     @classmethod

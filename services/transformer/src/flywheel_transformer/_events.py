@@ -63,6 +63,7 @@ import httpx
 
 from flywheel_contracts.auth import TokenFile
 
+from ._batching import take
 from ._metrics import Metrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -214,30 +215,12 @@ class EventSink:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._send_forever()) for _ in range(self._senders)]
 
-    async def _take(self) -> list[InferenceRecord]:
-        """The next batch: one record (waiting for it), then what is queued, then what arrives within the linger,
-        up to the batch's maximum. Each record counts as in flight from the moment it leaves the queue."""
-        records = [await self._queue.get()]
-        self._in_flight += 2
-        deadline = time.monotonic() + self._linger_s
-        while len(records) < self._batch_max:
-            if self._queue.empty():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    record = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                record = self._queue.get_nowait()
-            records.append(record)
-            self._in_flight += 2
-        return records
+    def _taken(self) -> None:
+        self._in_flight += 2  # a record is two events (request and response) in flight from leaving the queue
 
     async def _send_forever(self) -> None:
         while True:
-            records = await self._take()
+            records = await take(self._queue, self._batch_max, self._linger_s, self._taken)
             try:
                 give_up = time.monotonic() + self._retry_s  # one budget for the record, not one per event
                 if self.mode == "batch":

@@ -77,6 +77,7 @@ from ._model import FraudTransformer
 from ._predictor import PredictorClient
 from ._repo import SpecWatcher, load_spec
 from ._stream import FeatureStream, StreamMetrics
+from ._transport import LeanTransport
 from ._validation import explain_undecodable
 
 log = logging.getLogger("flywheel_transformer")
@@ -278,6 +279,7 @@ def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> Fraud
             batch_max=settings.event_batch_max,
             linger_s=settings.event_batch_linger_s,
             token=TokenFile(settings.event_token_file, name="drift ingest token"),
+            transport=lean_transport(settings, verify),
             verify=verify,
         )
     return FraudTransformer(
@@ -287,9 +289,11 @@ def build_model(settings: Settings, metrics: Metrics, tls: TLS = PLAIN) -> Fraud
             settings.features_base,
             settings.features_timeout_s,
             token=TokenFile(settings.features_token_file, name="features read token"),
+            transport=lean_transport(settings, verify),
             verify=verify,
         ),
-        PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s, verify=verify),
+        PredictorClient(settings.predictor_base, settings.model_name, settings.predictor_timeout_s,
+                        transport=lean_transport(settings, verify), verify=verify),
         events,
         stream=build_stream(settings, verify=verify),
     )
@@ -307,9 +311,16 @@ def build_stream(
         settings.model_name,
         queue_size=settings.feature_stream_queue_size,
         timeout_s=settings.feature_stream_timeout_s,
+        linger_s=settings.feature_stream_linger_s,
         token=TokenFile(settings.feature_stream_token_file, name="features write token"),
+        transport=lean_transport(settings, verify),
         verify=verify,
     )
+
+
+def lean_transport(settings: Settings, verify: ssl.SSLContext | bool) -> LeanTransport | None:
+    """A client's transport: the lean one (_transport) unless LEAN_HTTP is off (None: httpx's own)."""
+    return LeanTransport(verify=verify) if settings.lean_http else None
 
 
 def serve(settings: Settings, tls: TLS = PLAIN) -> None:

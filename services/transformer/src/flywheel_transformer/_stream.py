@@ -1,17 +1,19 @@
 """The feature stream: each scored transaction goes to the features service's stream step, off the request path.
 
-The online card_activity features must move with live traffic, or the model is served a card's state as of
-the last materialization while it was trained on the state just before each transaction. The features
-service computes the card's new row and pushes it into Feast (its `POST /stream/transactions`, features
-write token); this module is how scored transactions reach it, copying the pattern of the inference log
-(_events): a request handler only does `put_nowait` on a bounded queue; one sender task takes what is
-queued (up to BATCH transactions) and posts it with a short timeout, never retrying. One sender, so a
-card's transactions arrive in the order they were scored. A full queue drops the transaction and counts
-it; a refused or timed-out post is counted too. Nothing here can slow or fail a prediction. At shutdown
-the queue is drained for at most a deadline, like the inference log's.
+The online card_activity features must move with live traffic, or the model is served a card's state as of the
+last materialization while it was trained on the state just before each transaction. The features service computes
+the card's new row and pushes it into Feast (its `POST /stream/transactions`, features write token); this module
+is how scored transactions reach it, copying the pattern of the inference log (_events): a request handler only
+does `put_nowait` on a bounded queue; one sender task takes what is queued, and what arrives within
+FEATURE_STREAM_LINGER_S (up to BATCH transactions), and posts it with a short timeout, never retrying. The linger
+is the staleness it adds: a scored transaction is in its card's online features within the linger and one post,
+and several transactions share the post (and the stream step's work). One sender, so a card's transactions arrive
+in the order they were scored. A full queue drops the transaction and counts it; a refused or timed-out post is
+counted too. Nothing here can slow or fail a prediction. At shutdown the queue is drained for at most a deadline,
+like the inference log's.
 
-A dropped or failed transaction is missing from its card's windows until it leaves them (at most 30 days
-for amount_mean_30d); the counters say how often.
+A dropped or failed transaction is missing from its card's windows until it leaves them (at most 30 days for
+amount_mean_30d); the counters say how often.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from flywheel_contracts.auth import TokenFile
 
+from ._batching import take
 from ._validation import Transaction
 
 PATH = "/stream/transactions"
@@ -82,6 +85,7 @@ class FeatureStream:
         model: str,
         queue_size: int,
         timeout_s: float,
+        linger_s: float = 0.0,
         token: TokenFile | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
@@ -92,6 +96,7 @@ class FeatureStream:
         self._metrics = metrics
         self._model = model
         self._queue: asyncio.Queue[Transaction] = asyncio.Queue(maxsize=queue_size)
+        self._linger_s = linger_s
         self._task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=verify)
         self._failing = False
@@ -114,10 +119,7 @@ class FeatureStream:
 
     async def _send_forever(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._in_flight = len(batch)
+            batch = await take(self._queue, BATCH, self._linger_s, self._taken)
             try:
                 await self._post(batch)
                 self._in_flight = 0  # not when cancelled mid-post: those were not sent
@@ -125,6 +127,9 @@ class FeatureStream:
                 for _ in batch:
                     self._queue.task_done()
                 self._metrics.queue.labels(self._model).set(self._queue.qsize())
+
+    def _taken(self) -> None:
+        self._in_flight += 1
 
     async def _post(self, batch: list[Transaction]) -> None:
         try:
