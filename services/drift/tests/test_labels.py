@@ -47,3 +47,19 @@ def test_one_class_labelled_so_far_gives_that_class_and_nothing_labelled_gives_n
     y, _ = store.recent_labelled("fraud", "1", limit=50)
     assert len(y) == truth.sum() and set(y) == {1}  # evaluate() then waits for the other class
     assert len(store.recent_labelled("fraud", "2", limit=50)[0]) == 0
+
+
+def test_predictions_added_in_a_group_are_committed_once_at_its_end_or_not_at_all(tmp_path):
+    store = LabelStore(tmp_path, durable=False)
+    with store.grouped():
+        assert store.add_predictions("fraud", "1", ["a", "b"], np.array([0.1, 0.9]), time=1.0) == 2
+        assert store.add_predictions("fraud", "1", ["b", "c"], np.array([0.9, 0.2]), time=2.0) == 1  # b: seen
+    assert store.totals("fraud", "1") == (3, 0)
+    try:
+        with store.grouped():
+            store.add_predictions("fraud", "1", ["d"], np.array([0.5]), time=3.0)
+            raise RuntimeError("the analysis failed")
+    except RuntimeError:
+        pass
+    assert store.totals("fraud", "1") == (3, 0)
+    assert store.add_predictions("fraud", "1", ["d"], np.array([0.5]), time=3.0) == 1  # outside a group: as before

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +59,46 @@ class LabelStore:
         self._lock = threading.Lock()
         self.orphans = int(self._conn.execute("SELECT COUNT(*) FROM orphan_labels").fetchone()[0])
         """Labels waiting for their prediction (as of the last `reconcile`)."""
+        self._grouped = False
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Hold the store for a run of `add_predictions` and commit them once, at the end (the analysis thread, for
+        the inference events it finds queued together). A commit per record was a quarter of the service's CPU
+        under load; the spool is what makes an event durable, and replaying it is harmless (INSERT OR IGNORE)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._grouped = True
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._grouped = False
 
     def add_predictions(self, model: str, version: str, keys: Sequence[str], probabilities: np.ndarray | None,
                         time: float) -> int:
         """Log rows for the label join; a key seen before is ignored (replay after a restart is harmless)."""
         probs = [None] * len(keys) if probabilities is None else [float(p) for p in probabilities]
+        if self._grouped:  # inside grouped(), on the thread that holds the lock and the transaction
+            return self._insert(model, version, keys, probs, time)
         with self._lock:
-            before = self._conn.total_changes
             self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO predictions (key, model, version, probability, time) VALUES (?, ?, ?, ?, ?)",
-                [(k, model, version, p, time) for k, p in zip(keys, probs, strict=True)])
-            inserted = self._conn.total_changes - before
-            if inserted:
-                self._bump(model, version, inserted, 0)
+            inserted = self._insert(model, version, keys, probs, time)
             self._conn.execute("COMMIT")
+        return inserted
+
+    def _insert(self, model: str, version: str, keys: Sequence[str], probs: list[float | None], time: float) -> int:
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO predictions (key, model, version, probability, time) VALUES (?, ?, ?, ?, ?)",
+            [(k, model, version, p, time) for k, p in zip(keys, probs, strict=True)])
+        inserted = self._conn.total_changes - before
+        if inserted:
+            self._bump(model, version, inserted, 0)
         return inserted
 
     def _bump(self, model: str, version: str, predictions: int, labelled: int) -> None:

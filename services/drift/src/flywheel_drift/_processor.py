@@ -36,6 +36,9 @@ from ._skew import SkewStore
 from ._spool import Spool, SpooledEvent
 from ._window import WindowPolicy
 
+EVENT_GROUP = 256
+"""Most queued inference events analysed under one commit of the label store."""
+
 log = logging.getLogger("flywheel_drift.processor")
 PERFORMANCE_INTERVAL_S = 30.0
 ORPHAN_TTL_S = 14 * 86400.0
@@ -137,13 +140,46 @@ class Processor:
                 kind, item = self.queue.get(timeout=0.5)
             except queue.Empty:
                 kind, item = "tick", None
+            if kind != "event":
+                self._guarded(kind, item)
+                continue
+            # Inference events queued together are analysed under one commit of the label store (_labels.grouped);
+            # whatever else follows them waits for that commit.
+            events, after = [item], None
+            while len(events) < EVENT_GROUP:
+                try:
+                    following = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following[0] != "event":
+                    after = following
+                    break
+                events.append(following[1])
+            analysed = 0
             try:
-                with self.lock:
-                    self._dispatch(kind, item)
-            except Exception:  # the analysis must outlive one bad event; the log says which
-                log.exception("analysis of a %s item failed", kind)
+                with self.lock, self.labels.grouped():
+                    for event in events:
+                        analysed += 1
+                        self._analyse("event", event, periodic=False)
+            except Exception:  # the label store itself failed (closed at shutdown, disk full): as for one event
+                log.exception("analysis of %d queued events failed", len(events))
+                for event in events[analysed:]:  # never analysed: no longer waiting either
+                    self.backlog.release(_rows(event.parsed), len(event.body))
+            self._guarded("tick", None)
+            if after is not None:
+                self._guarded(*after)
 
-    def _dispatch(self, kind: str, item: Any) -> None:
+    def _guarded(self, kind: str, item: Any) -> None:
+        with self.lock:
+            self._analyse(kind, item)
+
+    def _analyse(self, kind: str, item: Any, periodic: bool = True) -> None:
+        try:
+            self._dispatch(kind, item, periodic)
+        except Exception:  # the analysis must outlive one bad event; the log says which
+            log.exception("analysis of a %s item failed", kind)
+
+    def _dispatch(self, kind: str, item: Any, periodic: bool = True) -> None:
         if kind == "event":
             try:
                 self._handle_event(item)
@@ -161,8 +197,9 @@ class Processor:
             item.set()
         if kind != "tick":
             self._report_dirty = True
-        self.metrics.backlog_rows.set(self.backlog.snapshot().rows)
-        self._periodic()
+        if periodic:  # not inside a group: its checks write to the label store in transactions of their own
+            self.metrics.backlog_rows.set(self.backlog.snapshot().rows)
+            self._periodic()
 
     def publish_report(self) -> None:
         """Build every monitored version's report now and publish it (the analysis thread, or before start)."""
