@@ -82,7 +82,7 @@ class LabelStore:
     def add_predictions(self, model: str, version: str, keys: Sequence[str], probabilities: np.ndarray | None,
                         time: float) -> int:
         """Log rows for the label join; a key seen before is ignored (replay after a restart is harmless)."""
-        probs = [None] * len(keys) if probabilities is None else [float(p) for p in probabilities]
+        probs: list[float | None] = [None] * len(keys) if probabilities is None else [float(p) for p in probabilities]
         if self._grouped:  # inside grouped(), on the thread that holds the lock and the transaction
             return self._insert(model, version, keys, probs, time)
         with self._lock:
