@@ -46,21 +46,26 @@ def default_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return data, repo
 
 
+def make_flywheel(scenario: str, world: tuple[Path, Path], run_dir: Path) -> tuple[dict, list[dict], str]:
+    """`scripts/flywheel.py` as `make flywheel` runs it, on `world`: (its summary, its events, the output's tail)."""
+    data, repo = world
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "flywheel.py"), "--scenario", scenario, "--model-repo", str(repo),
+         "--data", str(data), "--run-dir", str(run_dir), "--status-every", "30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+    out = result.stdout[-6000:] + result.stderr[-2000:]
+    print(result.stdout[-5000:])  # the run's timeline, shown with -s
+    assert result.returncode == 0, out
+    recorded = json.loads((run_dir / "events.json").read_text())
+    return recorded["summary"], recorded["events"], out
+
+
 def test_unchanged_traffic_through_the_loop_retrains_nothing_over_the_run(default_world: tuple[Path, Path],
                                                                           tmp_path: Path):
     """The same run with nothing changed: the drift service still raises alerts now and then (the policy does not
     trigger on them), and the labelled PR-AUC wanders over a few dozen frauds without its confidence bound
     crossing the minimum."""
-    data, repo = default_world
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "flywheel.py"), "--scenario", "none", "--model-repo", str(repo),
-         "--data", str(data), "--run-dir", str(run_dir), "--status-every", "30"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
-    out = result.stdout[-4000:] + result.stderr[-2000:]
-    assert result.returncode == 0, out
-    recorded = json.loads((run_dir / "events.json").read_text())
-    summary, events = recorded["summary"], recorded["events"]
+    summary, events, out = make_flywheel("none", default_world, tmp_path / "run")
     assert summary["outcome"].startswith("PASS"), out
     assert summary["sim_days"] >= MIN_SIM_DAYS, out
     assert summary["new_versions"] == [] and summary["retrainings"] == [], out
@@ -72,15 +77,6 @@ def test_concept_drift_through_the_loop_ends_with_a_better_version_serving(defau
                                                                            tmp_path: Path):
     """make flywheel as a user runs it (default world, default pace): the new fraud pattern is noticed, a
     version trained, gated, canaried to 100%, and it beats the old one on the same recent labelled window."""
-    data, repo = default_world
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "flywheel.py"), "--scenario", "concept", "--model-repo", str(repo),
-         "--data", str(data), "--run-dir", str(run_dir), "--status-every", "30"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
-    out = result.stdout[-6000:] + result.stderr[-2000:]
-    assert result.returncode == 0, out
-    summary = json.loads((run_dir / "events.json").read_text())["summary"]
-    print(result.stdout[-5000:])  # the run's timeline, shown with -s
+    summary, _, out = make_flywheel("concept", default_world, tmp_path / "run")
     assert summary["new_versions"] and summary["change_to_100pct_sim_days"] is not None, out
     assert summary["comparison"]["pr_auc_new"] > summary["comparison"]["pr_auc_old"], out

@@ -122,40 +122,30 @@ def test_a_slow_answer_is_a_read_timeout_and_the_next_request_gets_a_fresh_conne
     assert asyncio.run(go()).status_code == 200
 
 
-def test_a_server_that_hangs_up_mid_answer_is_a_protocol_error():
-    async def go(port: int):
-        async with client() as http:
-            await http.get(f"http://127.0.0.1:{port}/")
-
-    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def get_from_raw_server(answer: bytes) -> None:
+    """GET / from a server that reads the request, writes `answer` as it is and hangs up."""
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
+        writer.write(answer)
         await writer.drain()
         writer.close()
 
     async def main():
-        server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
-        async with server:
-            await go(server.sockets[0].getsockname()[1])
-
-    with pytest.raises(httpx.RemoteProtocolError):
-        asyncio.run(main())
-
-
-def test_garbage_from_the_server_is_a_protocol_error():
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    async def main():
-        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        server = await asyncio.start_server(reply, "127.0.0.1", 0)
         async with server, client() as http:
             await http.get(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
 
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort",  # hangs up mid-answer
+    b"SMTP ready\r\n\r\n",  # not HTTP
+    b"",  # nothing at all
+], ids=["cut-short", "garbage", "nothing"])
+def test_a_broken_answer_is_a_protocol_error(answer: bytes):
     with pytest.raises(httpx.RemoteProtocolError):
-        asyncio.run(main())
+        get_from_raw_server(answer)
 
 
 def test_a_cancelled_request_leaves_no_connection_behind_for_reuse(server):
