@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flywheel_transformer._transport import LeanTransport
+from flywheel_transformer._transport import DirectClient, LeanTransport
 
 from servers import ThreadedServer
 
@@ -162,3 +162,18 @@ def test_a_cancelled_request_leaves_no_connection_behind_for_reuse(server):
 
     idle, answer = asyncio.run(go())
     assert idle == 0 and answer.status_code == 200
+
+
+def test_the_direct_client_posts_json_as_httpx_would_and_refuses_nan(server):
+    async def go():
+        direct = DirectClient(server.url + "/", 5.0, LeanTransport())
+        answer = await direct.post_json("/echo", {"a": "é", "b": [1.5]}, headers={"authorization": "Bearer t"})
+        with pytest.raises(ValueError):
+            await direct.post_json("/echo", {"a": float("nan")})
+        await direct.aclose()
+        return answer, direct.is_closed
+
+    answer, closed = asyncio.run(go())
+    echoed = answer.json()
+    assert answer.status_code == 200 and str(answer.request.url) == f"{server.url}/echo" and closed
+    assert echoed["auth"] == "Bearer t" and echoed["body"] == '{"a":"é","b":[1.5]}'

@@ -31,6 +31,7 @@ from flywheel_core.schema import FEATURE_TTL_S, ONLINE_FEATURE_REFS
 from ._errors import FeaturesUnavailable
 from ._outage import OutageLog
 from ._scoring import ONLINE_FEATURES, MissingReason, MissingReasons, OnlineLookup, OnlineValues
+from ._transport import DirectClient
 from ._validation import Transaction
 
 log = logging.getLogger("flywheel_transformer.features")
@@ -168,8 +169,8 @@ class FeatureClient:
         self.token = token or TokenFile(None)
         """The features read token sent with every lookup (re-read when its file changes); none when unset."""
         self._outage = OutageLog(log, f"feature lookups at {self.base_url}")
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport, verify=verify
+        self._client = DirectClient(
+            self.base_url, timeout_s, transport or httpx.AsyncHTTPTransport(verify=verify, limits=KEEP_ALIVE)
         )
 
     async def lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:
@@ -184,8 +185,8 @@ class FeatureClient:
     async def _lookup(self, transactions: Sequence[Transaction]) -> OnlineLookup:
         hint = "retry later, or set FLYWHEEL_TRANSFORMER_FEATURES_FALLBACK=defaults to score with training defaults"
         try:
-            response = await self._client.post(
-                "/get-online-features", json=lookup_body(transactions), headers=self.token.header()
+            response = await self._client.post_json(
+                "/get-online-features", lookup_body(transactions), headers=self.token.header()
             )
         except httpx.TimeoutException as e:
             raise FeaturesUnavailable(

@@ -23,6 +23,7 @@ import httpx
 from ._errors import PredictorBadResponse, PredictorUnavailable, VersionNotServed
 from ._headers import MODEL_VERSION_HEADER
 from ._outage import OutageLog
+from ._transport import DirectClient
 
 log = logging.getLogger("flywheel_transformer.predictor")
 
@@ -112,8 +113,8 @@ class PredictorClient:
         self.model_name = model_name
         self.path = f"/v2/models/{model_name}/infer"
         self.timeout_s = timeout_s
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout_s, limits=KEEP_ALIVE, transport=transport, verify=verify
+        self._client = DirectClient(
+            self.base_url, timeout_s, transport or httpx.AsyncHTTPTransport(verify=verify, limits=KEEP_ALIVE)
         )
         self._outage = OutageLog(log, f"predictor calls to {self.base_url}")
 
@@ -139,7 +140,7 @@ class PredictorClient:
     async def _infer(self, body: dict[str, Any], output_name: str, rows: int, version: str | None) -> Scores:
         path = self.path_for(version)
         try:
-            response = await self._client.post(path, json=body)
+            response = await self._client.post_json(path, body)
         except httpx.TimeoutException as e:
             raise PredictorUnavailable(
                 f"the predictor did not answer within {self.timeout_s:g} s "

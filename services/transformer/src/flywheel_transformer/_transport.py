@@ -21,6 +21,7 @@ informational (1xx) answers.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -168,3 +169,37 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+class DirectClient:
+    """JSON POSTs to one peer straight through a transport, as httpx Requests and Responses.
+
+    httpx.AsyncClient's per-request machinery (merging URLs, headers and cookies, the auth and redirect flows, event
+    hooks; none of it used on these calls) cost about as much CPU as the lean transport itself: ~190 us of client CPU
+    a call through the client, ~85 us straight to the transport, ~500 us with httpx's own transport (a loopback
+    micro-benchmark). The feature lookup and the predictor call, two a transaction, go this way. The transport's
+    exceptions are httpx's, so callers catch what they caught; tests hand in httpx.MockTransport as before."""
+
+    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout_s).as_dict()
+        self._transport = transport
+        self.is_closed = False
+
+    async def post_json(self, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST `body` as JSON (as httpx encodes it: compact, NaN refused) and read the whole answer."""
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        request = httpx.Request("POST", self.base_url + path, content=content,
+                                headers={"content-type": "application/json", **(headers or {})},
+                                extensions={"timeout": self._timeout})
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    async def aclose(self) -> None:
+        self.is_closed = True
+        await self._transport.aclose()
