@@ -122,7 +122,7 @@ def test_a_slow_answer_is_a_read_timeout_and_the_next_request_gets_a_fresh_conne
     assert asyncio.run(go()).status_code == 200
 
 
-def get_from_raw_server(answer: bytes) -> None:
+def get_from_raw_server(answer: bytes) -> httpx.Response:
     """GET / from a server that reads the request, writes `answer` as it is and hangs up."""
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -133,9 +133,17 @@ def get_from_raw_server(answer: bytes) -> None:
     async def main():
         server = await asyncio.start_server(reply, "127.0.0.1", 0)
         async with server, client() as http:
-            await http.get(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            return await http.get(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_an_answer_that_runs_to_the_end_of_the_connection_is_whole_at_the_close():
+    # What Python's http.server (HTTP/1.0) answers: no length, no chunks, the body ends when the server closes.
+    accepted = get_from_raw_server(b"HTTP/1.0 202 Accepted\r\nServer: BaseHTTP/0.6\r\n\r\n")
+    assert accepted.status_code == 202 and accepted.content == b""
+    body = get_from_raw_server(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+    assert body.status_code == 200 and body.text == "all of it"
 
 
 @pytest.mark.parametrize("answer", [

@@ -13,9 +13,10 @@ ConnectTimeout/ConnectError, WriteTimeout/WriteError, ReadTimeout/ReadError, Rem
 The read timeout bounds the whole answer, not each read. Like httpcore, an idle connection the server has closed
 is noticed before reuse (its end of stream was seen) and dropped; a close that races a request fails it.
 
-Not supported, none of it used here: HTTP/2, proxies, `Expect: 100-continue`, streamed request bodies (every
-body is one JSON document), responses delimited by the end of the connection rather than a length or chunks,
-informational (1xx) answers.
+A body may have a length, come in chunks, or run to the end of the connection (HTTP/1.0 servers, Python's
+http.server: a sink a user points the inference log at may be one). Not supported, none of it used here: HTTP/2,
+proxies, `Expect: 100-continue`, streamed request bodies (every body is one JSON document), informational (1xx)
+answers.
 """
 
 from __future__ import annotations
@@ -35,17 +36,25 @@ READ_SIZE = 65536
 class _Answer:
     """httptools' callbacks: the parts of one response as they are parsed."""
 
-    __slots__ = ("body", "done", "headers", "keep_alive", "parser")
+    __slots__ = ("body", "done", "headers", "headers_done", "keep_alive", "parser")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.done = False
+        self.headers_done = False
         self.keep_alive = False
         self.parser = httptools.HttpResponseParser(self)
 
     def on_headers_complete(self) -> None:
+        self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp knows it here, not once the message is over
+
+    def ends_with_connection(self) -> bool:
+        """Whether the body runs to the end of the connection (neither a length nor chunks: HTTP/1.0 servers,
+        Python's http.server), so the server closing is the answer's end, not a failure."""
+        names = {name.lower() for name, _ in self.headers}
+        return self.headers_done and b"content-length" not in names and b"transfer-encoding" not in names
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -115,6 +124,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 async with asyncio.timeout(timeouts.get("read")):
                     while not answer.done:
                         data = await connection.reader.read(READ_SIZE)
+                        if not data and answer.ends_with_connection():
+                            break
                         if not data:
                             raise httpx.RemoteProtocolError(
                                 "the server closed the connection without a complete answer", request=request)
