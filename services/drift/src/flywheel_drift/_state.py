@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from flywheel_core.feature_pipeline import read_parquet
-
 from ._errors import ReferenceUnavailable
 from ._online import calibrate_threshold, threshold_for
 
@@ -54,7 +52,7 @@ def online_entry(ert: float, k: float, features: list[str], n_ref: int, simulate
 def compute_state(version_dir: Path, *, ert: float, k: float, online_features: tuple[str, ...],
                   simulate: bool = True, streams: int = 2000) -> dict[str, Any]:
     """The drift state of a version directory (published or staging)."""
-
+    from flywheel_core.feature_pipeline import read_parquet  # only the CLI and the loader need parquet
     from flywheel_core.model_repo import sha256_file
 
     reference = Path(version_dir) / REFERENCE_FILE
